@@ -1,0 +1,13 @@
+// Public API of outbox-relay. Everything a user needs is re-exported here by name.
+
+export { enqueue, type EnqueueOptions } from './outbox/enqueue.js';
+export { HEADER, RESERVED_HEADERS, type JsonValue, type OutboxEvent } from './outbox/event.js';
+export { DEFAULT_MAX_MESSAGE_BYTES, validateEvent, validateTopic } from './outbox/validate.js';
+export { migrate, loadMigrations, type MigrateOptions, type MigrateResult } from './db/migrate.js';
+export { messages, outboxTables, MESSAGE_STATES, type MessageState } from './db/schema.js';
+export { fromDrizzle, toQueryable, type DrizzleExecutor, type Queryable } from './db/queryable.js';
+export { DEFAULT_SCHEMA } from './db/identifiers.js';
+export { OutboxError, ValidationError, OptionsError, coerceError, describeError, type OutboxErrorCode } from './errors.js';
+export { PRODUCER_PRESETS, type KafkaConnection, type KafkaProperties, type ProducerPreset } from './kafka/config.js';
+export { classifyKafkaError, type KafkaFailureKind } from './kafka/errors.js';
+export { createLogger, redactUrl, type Logger } from './log.js';

@@ -1,0 +1,67 @@
+import { OptionsError } from '../errors.js';
+
+/** librdkafka properties passed through to every client (TLS, SASL, ...). */
+export type KafkaProperties = Record<string, string | number | boolean>;
+
+/** Where the Kafka cluster is and how to talk to it. */
+export interface KafkaConnection {
+  /** `host:port` list, comma-separated or as an array. */
+  brokers: string | readonly string[];
+  /** client.id sent to the brokers. Default `outbox-relay`. */
+  clientId?: string;
+  /** Extra librdkafka properties for every client, e.g. `security.protocol`, `sasl.*`. */
+  properties?: KafkaProperties;
+}
+
+export function brokerList(brokers: string | readonly string[]): string {
+  const list = (typeof brokers === 'string' ? brokers.split(',') : [...brokers]).map((b) => b.trim()).filter(Boolean);
+  if (list.length === 0) throw new OptionsError('brokers: give at least one host:port (KAFKA_BROKERS)');
+  return list.join(',');
+}
+
+/** Properties shared by producers, consumers and admin clients. */
+export function clientProperties(connection: KafkaConnection): KafkaProperties {
+  return {
+    'bootstrap.servers': brokerList(connection.brokers),
+    'client.id': connection.clientId ?? 'outbox-relay',
+    // A broker restart closes idle connections; that is routine, not worth a log line.
+    'log.connection.close': false,
+    ...connection.properties,
+  };
+}
+
+/**
+ * Producer presets. Each keeps acks=all, idempotence and transactions (set by the relay
+ * itself, never by a preset); they only trade batching against latency.
+ */
+export const PRODUCER_PRESETS = {
+  /** acks=all, idempotent, zstd, linger 5 ms, 64 KiB batches. The default. */
+  reliable: { 'linger.ms': 5, 'batch.size': 65_536, 'compression.type': 'zstd' },
+  /** Larger batches and linger for bulk backlogs: 512 KiB, 25 ms, lz4. */
+  throughput: { 'linger.ms': 25, 'batch.size': 524_288, 'compression.type': 'lz4' },
+  /** Sends at once: linger 0 ms, 32 KiB batches, lz4. */
+  'low-latency': { 'linger.ms': 0, 'batch.size': 32_768, 'compression.type': 'lz4' },
+} as const satisfies Record<string, KafkaProperties>;
+
+export type ProducerPreset = keyof typeof PRODUCER_PRESETS;
+
+/** Settings a transactional outbox producer must have; user properties cannot change them. */
+export const SAFE_PRODUCER_PROPERTIES = {
+  acks: 'all',
+  'enable.idempotence': true,
+  'max.in.flight.requests.per.connection': 5,
+  // Java-compatible key hashing, so records keyed here land where Java producers put them.
+  partitioner: 'murmur2_random',
+} as const satisfies KafkaProperties;
+
+/** Throws when user properties try to weaken {@link SAFE_PRODUCER_PROPERTIES}. */
+export function checkProducerOverrides(properties: KafkaProperties | undefined): void {
+  for (const [name, safe] of Object.entries(SAFE_PRODUCER_PROPERTIES)) {
+    if (properties && name in properties && String(properties[name]) !== String(safe)) {
+      throw new OptionsError(`kafka property ${name}=${String(properties[name])} is not allowed: the relay requires ${name}=${String(safe)}`);
+    }
+  }
+  for (const name of ['transactional.id', 'enable.auto.commit', 'isolation.level']) {
+    if (properties && name in properties) throw new OptionsError(`kafka property ${name} is managed by outbox-relay; remove it`);
+  }
+}

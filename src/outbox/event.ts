@@ -1,0 +1,43 @@
+/** JSON values a payload may be given as. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** One event to publish, as handed to {@link enqueue}. */
+export interface OutboxEvent {
+  /** Kafka topic: 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..`. */
+  topic: string;
+  /**
+   * Record key. Rows with the same key go to the same partition, in outbox order. `null` or
+   * absent: no key (no ordering between such rows).
+   */
+  key?: string | null;
+  /**
+   * Record value. A Buffer/Uint8Array is sent as is, a string as UTF-8, anything else as
+   * its JSON text. `null` is a tombstone (a record with no value).
+   */
+  payload: Buffer | Uint8Array | string | JsonValue | object;
+  /** User headers, passed through to Kafka. Names must not collide with {@link RESERVED_HEADERS}. */
+  headers?: Record<string, string>;
+  /** Sent as header `event-type`. */
+  eventType?: string;
+  /** Sent as header `aggregate-type`. */
+  aggregateType?: string;
+  /** Sent as header `aggregate-id`. */
+  aggregateId?: string;
+  /** Sent as header `schema-version`; a positive integer. */
+  schemaVersion?: number;
+  /** W3C trace context, sent as header `traceparent`. */
+  traceparent?: string;
+}
+
+/** Headers the relay sets on every record itself. */
+export const HEADER = {
+  outboxId: 'outbox-id',
+  eventType: 'event-type',
+  aggregateType: 'aggregate-type',
+  aggregateId: 'aggregate-id',
+  schemaVersion: 'schema-version',
+  createdAt: 'created-at',
+  traceparent: 'traceparent',
+} as const;
+
+export const RESERVED_HEADERS: ReadonlySet<string> = new Set(Object.values(HEADER));
