@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+import { describeError, OutboxError } from '../errors.js';
+import { migrateCommand } from './migrate.js';
+
+type Command = (argv: string[]) => Promise<number>;
+
+/** Sub-commands; each lives in its own file and parses its own flags. */
+const COMMANDS: Record<string, { run: () => Promise<Command>; summary: string }> = {
+  migrate: { run: async () => migrateCommand, summary: 'apply database migrations' },
+};
+
+const USAGE = `usage: outbox-relay <command> [options]
+
+commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`)
+  .join('\n')}
+
+Every command takes --database-url (env DATABASE_URL), --brokers (env KAFKA_BROKERS),
+--schema (env OUTBOX_SCHEMA, default outbox) and --help.`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(USAGE);
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await (await command.run())(rest);
+  } catch (err) {
+    const code = err instanceof OutboxError ? err.code : 'UNKNOWN';
+    console.error(`outbox-relay ${name}: ${describeError(err)} (${code})`);
+    return err instanceof OutboxError && ['INVALID_ARGUMENT', 'INVALID_OPTIONS', 'NOT_FOUND'].includes(err.code) ? 2 : 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  },
+);
