@@ -9,9 +9,15 @@ export const COMMON_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
-export function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O) {
+export interface ParsedArgs {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
+export function parse(argv: string[], options: NonNullable<ParseArgsConfig['options']>): ParsedArgs {
   try {
-    return parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...options }, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...options }, allowPositionals: true, strict: true });
+    return { values: values as ParsedArgs['values'], positionals };
   } catch (cause) {
     throw new OutboxError('INVALID_ARGUMENT', (cause as Error).message, { cause });
   }
