@@ -35,7 +35,7 @@ export function fromDrizzle(db: DrizzleExecutor): Queryable {
         if (index < 0 || index >= values.length) {
           throw new OutboxError('INVALID_ARGUMENT', `placeholder ${match[0]} has no value`);
         }
-        chunks.push(sql.raw(text.slice(last, match.index)), sql`${values[index]}`);
+        chunks.push(sql.raw(text.slice(last, match.index)), sql`${sql.param(values[index])}`);
         last = match.index + match[0].length;
       }
       chunks.push(sql.raw(text.slice(last)));
