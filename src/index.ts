@@ -11,3 +11,6 @@ export { OutboxError, ValidationError, OptionsError, coerceError, describeError,
 export { PRODUCER_PRESETS, type KafkaConnection, type KafkaProperties, type ProducerPreset } from './kafka/config.js';
 export { classifyKafkaError, type KafkaFailureKind } from './kafka/errors.js';
 export { createLogger, redactUrl, type Logger } from './log.js';
+export { createRelay, Relay } from './relay/relay.js';
+export type { RelayOptions, ResolvedRelayOptions } from './relay/options.js';
+export type { RelayEventMap } from './relay/events.js';

@@ -62,6 +62,7 @@ const FATAL_CODES = new Set<number>([
  * retrying the same rows is always safe for a transactional producer.
  */
 export function classifyKafkaError(err: unknown): KafkaFailureKind {
+  if (err instanceof OutboxError && err.code === 'KAFKA_ERROR' && err.cause !== undefined) return classifyKafkaError(err.cause);
   if (!isKafkaError(err)) return 'transient';
   if (err.isFatal || FATAL_CODES.has(err.code)) return 'fatal';
   if (ROW_CODES.has(err.code)) return 'row';
@@ -69,6 +70,7 @@ export function classifyKafkaError(err: unknown): KafkaFailureKind {
 }
 
 export function isFencedError(err: unknown): boolean {
+  if (err instanceof OutboxError && err.cause !== undefined) return isFencedError(err.cause);
   return isKafkaError(err) && [E.ERR__FENCED, E.ERR_PRODUCER_FENCED, E.ERR_INVALID_PRODUCER_EPOCH].includes(err.code);
 }
 

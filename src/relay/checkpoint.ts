@@ -1,0 +1,107 @@
+import Kafka from '@confluentinc/kafka-javascript';
+import type { Message } from '@confluentinc/kafka-javascript';
+import { OutboxError } from '../errors.js';
+import { clientProperties, type KafkaConnection } from '../kafka/config.js';
+import { wrapKafkaError } from '../kafka/errors.js';
+
+/**
+ * A checkpoint record: written in the same Kafka transaction as the records it lists, so
+ * it is visible to a read_committed reader exactly when they are. It is what tells a new
+ * owner of a shard which rows the previous owner got into Kafka without marking them.
+ */
+export interface Checkpoint {
+  v: 1;
+  group: string;
+  shard: number;
+  relay: string;
+  /** Outbox ids the transaction carried, with where each landed. */
+  ids: string[];
+  partitions: number[];
+  offsets: number[];
+}
+
+export function checkpointKey(group: string, shard: number): string {
+  return `${group}/${shard}`;
+}
+
+export function encodeCheckpoint(checkpoint: Checkpoint): Buffer {
+  return Buffer.from(JSON.stringify(checkpoint));
+}
+
+export function decodeCheckpoint(value: Buffer | null): Checkpoint {
+  const parsed = JSON.parse(value?.toString('utf8') ?? 'null') as Checkpoint | null;
+  if (!parsed || parsed.v !== 1 || !Array.isArray(parsed.ids) || parsed.ids.length !== parsed.offsets?.length) {
+    throw new OutboxError('KAFKA_ERROR', 'malformed checkpoint record');
+  }
+  return parsed;
+}
+
+export interface CheckpointAt {
+  offset: number;
+  checkpoint: Checkpoint;
+}
+
+/**
+ * Reads the committed checkpoints of one shard in `[fromOffset, endOffset)` of a checkpoint
+ * partition. `endOffset` is the high watermark taken AFTER the producer was fenced, so it
+ * covers every transaction a former owner could still commit. The reader is
+ * read_committed: records of aborted transactions are skipped, and it cannot pass a
+ * transaction that is still open, so it waits for the partition's open transactions to
+ * finish rather than miss one.
+ */
+export async function readCheckpoints(
+  connection: KafkaConnection,
+  topic: string,
+  partition: number,
+  key: string,
+  fromOffset: number,
+  endOffset: number,
+  timeoutMs: number,
+): Promise<CheckpointAt[]> {
+  if (fromOffset >= endOffset) return [];
+  const consumer = new Kafka.KafkaConsumer(
+    {
+      ...clientProperties(connection),
+      'group.id': `outbox-relay-checkpoint-reader`,
+      'enable.auto.commit': false,
+      'enable.auto.offset.store': false,
+      'isolation.level': 'read_committed',
+      'enable.partition.eof': true,
+    } as never,
+    { 'auto.offset.reset': 'earliest' },
+  );
+  await new Promise<void>((resolve, reject) =>
+    consumer.connect({ timeout: timeoutMs }, (err) => (err ? reject(wrapKafkaError('connect checkpoint reader', err)) : resolve())),
+  );
+  try {
+    let reachedEnd = false;
+    consumer.on('partition.eof', (eof) => {
+      if (eof.partition === partition && eof.offset >= endOffset) reachedEnd = true;
+    });
+    consumer.setDefaultConsumeTimeout(200);
+    consumer.assign([{ topic, partition, offset: fromOffset }]);
+    const found: CheckpointAt[] = [];
+    const deadline = Date.now() + timeoutMs;
+    while (!reachedEnd) {
+      if (Date.now() > deadline) {
+        throw new OutboxError('KAFKA_ERROR', `checkpoint read of ${topic}[${partition}] did not reach offset ${endOffset} in ${timeoutMs} ms`, {
+          retriable: true,
+        });
+      }
+      const batch = await new Promise<Message[]>((resolve, reject) =>
+        consumer.consume(500, (err, messages) => (err ? reject(wrapKafkaError('read checkpoints', err)) : resolve(messages))),
+      );
+      for (const message of batch) {
+        if (message.offset >= endOffset) reachedEnd = true;
+        if (message.offset < endOffset && message.key?.toString() === key) {
+          found.push({ offset: message.offset, checkpoint: decodeCheckpoint(message.value) });
+        }
+      }
+      const [position] = consumer.position([{ topic, partition }]);
+      if (position && position.offset >= endOffset) reachedEnd = true;
+    }
+    return found;
+  } finally {
+    await new Promise<void>((resolve) => consumer.disconnect(() => resolve()));
+  }
+}

@@ -1,0 +1,46 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../log.js';
+
+/** Events a relay emits, for metrics, dashboards and tests. */
+export interface RelayEventMap {
+  batch: { shard: number; rows: number; durationMs: number };
+  rowFailed: { shard: number; id: string; error: string; dead: boolean };
+  reconciled: { shard: number; checkpoints: number; marked: number };
+  shardAcquired: { shard: number; token: string };
+  shardReleased: { shard: number; reason: 'rebalance' | 'lost' | 'stop' };
+  error: { shard?: number; error: unknown };
+}
+
+export interface RelayEventSink {
+  emit<E extends keyof RelayEventMap>(event: E, payload: RelayEventMap[E]): void;
+}
+
+/**
+ * A typed emitter whose listeners cannot break the relay: a listener that throws is logged
+ * and the loop goes on. `error` events never throw for want of a listener.
+ */
+export class RelayEvents implements RelayEventSink {
+  private readonly emitter = new EventEmitter();
+
+  constructor(private readonly logger: Logger) {}
+
+  on<E extends keyof RelayEventMap>(event: E, listener: (payload: RelayEventMap[E]) => void): this {
+    this.emitter.on(event, listener);
+    return this;
+  }
+
+  off<E extends keyof RelayEventMap>(event: E, listener: (payload: RelayEventMap[E]) => void): this {
+    this.emitter.off(event, listener);
+    return this;
+  }
+
+  emit<E extends keyof RelayEventMap>(event: E, payload: RelayEventMap[E]): void {
+    for (const listener of this.emitter.listeners(event)) {
+      try {
+        (listener as (p: RelayEventMap[E]) => void)(payload);
+      } catch (err) {
+        this.logger.error({ err, event }, 'relay event listener threw');
+      }
+    }
+  }
+}

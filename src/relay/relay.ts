@@ -1,0 +1,209 @@
+import type pg from 'pg';
+import { loadMigrations } from '../db/migrate.js';
+import { createPool } from '../db/pool.js';
+import { OutboxError } from '../errors.js';
+import { KafkaAdmin } from '../kafka/admin.js';
+import { isKafkaError, KAFKA_CODES } from '../kafka/errors.js';
+import type { Logger } from '../log.js';
+import { RelayEvents } from './events.js';
+import { ShardLeases } from './leases.js';
+import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
+import { purgeSentRows } from './retention.js';
+import { ShardWorker, type ShardContext } from './shard-worker.js';
+import { checkTopics, TopicCache, type TopicReport } from './topics.js';
+import { sleep, Wakeup } from './wakeup.js';
+
+/**
+ * The outbox relay: moves committed outbox rows to Kafka exactly once. Start as many as
+ * you like with the same `group`; they share the shards between them.
+ */
+export class Relay {
+  readonly options: ResolvedRelayOptions;
+  readonly events: RelayEvents;
+  private readonly log: Logger;
+  private readonly controller = new AbortController();
+  private readonly workers = new Map<number, ShardWorker>();
+  private pool: pg.Pool | undefined;
+  private admin: KafkaAdmin | undefined;
+  private wakeup: Wakeup | undefined;
+  private leases: ShardLeases | undefined;
+  private context: ShardContext | undefined;
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+  private loops: Promise<void>[] = [];
+  /** What the start-up check found. */
+  topicReport: TopicReport | undefined;
+
+  constructor(options: RelayOptions) {
+    this.options = resolveRelayOptions(options);
+    this.log = this.options.logger.child({ relay: this.options.relayId, group: this.options.group });
+    this.events = new RelayEvents(this.log);
+  }
+
+  /** Shards this relay currently owns. */
+  get shards(): number[] {
+    return this.leases?.shards ?? [];
+  }
+
+  /** Checks the database and the brokers, then takes shards and starts publishing. Idempotent. */
+  start(): Promise<void> {
+    this.starting ??= this.doStart().catch(async (err: unknown) => {
+      await this.stop();
+      throw err;
+    });
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    const o = this.options;
+    this.pool = o.pool ?? createPool(o.databaseUrl!, this.log, { max: o.shards + 4 });
+    await this.checkSchema(this.pool);
+    this.admin = new KafkaAdmin(o.connection);
+    const checkpointPartitions = await this.ensureCheckpointTopic(this.admin);
+    const topics = new TopicCache(this.admin);
+    this.topicReport = await this.checkTargetTopics(this.pool, topics);
+
+    this.wakeup = new Wakeup(o.databaseUrl, this.pool, o.schema, this.log);
+    await this.wakeup.start();
+    this.leases = new ShardLeases(this.pool, o, this.log);
+    await this.leases.init();
+    this.context = { options: o, pool: this.pool, admin: this.admin, topics, wakeup: this.wakeup, checkpointPartitions, events: this.events };
+    await this.leaseTick();
+    this.loops.push(this.every(Math.max(250, Math.floor(o.leaseMs / 3)), () => this.leaseTick(), 'lease tick failed'));
+    if (o.retention !== false) {
+      const retention = o.retention;
+      this.loops.push(
+        this.every(retention.intervalMs, async () => {
+          // One relay of the group does the purge: the owner of shard 0.
+          if (this.leases?.shards.includes(0)) await purgeSentRows(this.pool!, o.sqlSchema, retention, this.controller.signal, this.log);
+        }, 'retention failed'),
+      );
+    }
+    this.log.info({ shards: o.shards, schema: o.schema, checkpointTopic: o.checkpointTopic }, 'relay started');
+  }
+
+  private async checkSchema(pool: pg.Pool): Promise<void> {
+    const latest = (await loadMigrations()).at(-1)?.id ?? 0;
+    let current = 0;
+    try {
+      const { rows } = await pool.query<{ id: number | null }>(`select max(id) as id from ${this.options.sqlSchema}.migrations`);
+      current = rows[0]?.id ?? 0;
+    } catch (cause) {
+      if ((cause as { code?: string }).code !== '42P01' && (cause as { code?: string }).code !== '3F000') throw cause;
+    }
+    if (current < latest) {
+      throw new OutboxError('MIGRATION_FAILED', `schema ${this.options.schema} is not migrated (at ${current}, need ${latest}): run outbox-relay migrate`);
+    }
+  }
+
+  /** Creates the compacted checkpoint topic if missing (RF 3, or 1 on a smaller cluster); returns its partition count. */
+  private async ensureCheckpointTopic(admin: KafkaAdmin): Promise<number> {
+    const o = this.options;
+    await admin.listTopics(10_000).catch((cause: unknown) => {
+      throw new OutboxError('KAFKA_ERROR', `Kafka brokers ${String(o.connection.brokers)} are not reachable`, { cause, retriable: true });
+    });
+    const create = (replication: number) =>
+      admin.createTopic({
+        topic: o.checkpointTopic,
+        num_partitions: o.shards,
+        replication_factor: replication,
+        config: { 'cleanup.policy': 'compact', 'min.insync.replicas': String(Math.min(2, replication)), 'segment.ms': String(3_600_000) },
+      });
+    try {
+      await create(o.checkpointReplicationFactor ?? 3);
+    } catch (err) {
+      const cause = (err as Error).cause;
+      if (o.checkpointReplicationFactor !== undefined || !isKafkaError(cause) || cause.code !== KAFKA_CODES.ERRORS.ERR_INVALID_REPLICATION_FACTOR) throw err;
+      if (o.strict) throw new OutboxError('TOPIC_UNSAFE', 'the cluster has fewer than 3 brokers: checkpoints cannot be replicated (strict mode)');
+      this.log.warn({ topic: o.checkpointTopic }, 'fewer than 3 brokers: checkpoint topic created with replication factor 1');
+      await create(1);
+    }
+    const [description] = await admin.describeTopics([o.checkpointTopic]);
+    if (!description || description.error) {
+      throw new OutboxError('KAFKA_ERROR', `checkpoint topic ${o.checkpointTopic} is not usable: ${description?.error?.message ?? 'missing'}`);
+    }
+    return description.partitions.length;
+  }
+
+  private async checkTargetTopics(pool: pg.Pool, cache: TopicCache): Promise<TopicReport> {
+    const { rows } = await pool.query<{ topic: string }>(
+      `select distinct topic from ${this.options.sqlSchema}.messages where state <> 'sent' limit 1000`,
+    );
+    const report = await checkTopics(cache, rows.map((r) => r.topic), this.log);
+    if (this.options.strict && (report.missing.length > 0 || report.unsafe.length > 0)) {
+      const problems = [...report.missing.map((t) => `${t}: missing`), ...report.unsafe.map((u) => `${u.topic}: ${u.problem}`)];
+      throw new OutboxError('TOPIC_UNSAFE', `strict mode: ${problems.join('; ')}`);
+    }
+    return report;
+  }
+
+  private async leaseTick(): Promise<void> {
+    if (this.controller.signal.aborted || !this.leases || !this.context) return;
+    const changes = await this.leases.tick();
+    for (const shard of changes.lost) {
+      const worker = this.workers.get(shard);
+      this.workers.delete(shard);
+      // Kafka has fenced it or will: stop it without waiting for the tick.
+      void worker?.stop();
+      this.events.emit('shardReleased', { shard, reason: 'lost' });
+    }
+    for (const shard of changes.surplus) {
+      await this.workers.get(shard)?.stop();
+      this.workers.delete(shard);
+      await this.leases.release([shard]);
+      this.events.emit('shardReleased', { shard, reason: 'rebalance' });
+      this.log.info({ shard }, 'shard handed back for rebalancing');
+    }
+    for (const { shard, token } of changes.acquired) {
+      if (this.controller.signal.aborted) break;
+      const worker = new ShardWorker(this.context, shard, token);
+      this.workers.set(shard, worker);
+      worker.start();
+      this.events.emit('shardAcquired', { shard, token });
+      this.log.info({ shard, token }, 'shard acquired');
+    }
+  }
+
+  private async every(intervalMs: number, task: () => Promise<void>, failure: string): Promise<void> {
+    const signal = this.controller.signal;
+    while (!signal.aborted) {
+      await sleep(intervalMs, signal);
+      if (signal.aborted) break;
+      try {
+        await task();
+      } catch (err) {
+        this.log.warn({ err }, failure);
+      }
+    }
+  }
+
+  /**
+   * Stops: every shard finishes or abandons its current transaction, leases are released
+   * so other relays take over at once, connections close. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.controller.abort();
+    await Promise.allSettled(this.loops);
+    await Promise.allSettled([...this.workers.values()].map((w) => w.stop()));
+    this.workers.clear();
+    await this.leases?.leave().catch((err: unknown) => this.log.warn({ err }, 'could not release shard leases'));
+    await this.wakeup?.stop();
+    this.admin?.close();
+    if (!this.options.pool) await this.pool?.end().catch(() => undefined);
+    this.log.info('relay stopped');
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** Creates a relay; call `start()` to run it. */
+export function createRelay(options: RelayOptions): Relay {
+  return new Relay(options);
+}

@@ -1,0 +1,63 @@
+// Shard leases. A lease is a row in relay_shards owned by one relay until it expires; each
+// take-over bumps the fencing token. Membership rows let relays divide shards evenly.
+
+/** Creates the shard rows of a relay group if missing. */
+export const ensureShardsSql = (schema: string) => `
+insert into ${schema}.relay_shards (relay_group, shard)
+select $1::text, s from generate_series(0, $2::int - 1) s
+on conflict do nothing`;
+
+/** Heartbeat; returns how many relays of the group are alive. */
+export const heartbeatSql = (schema: string) => `
+with beat as (
+  insert into ${schema}.relay_members (relay_group, relay_id) values ($1::text, $2::text)
+  on conflict (relay_group, relay_id) do update set heartbeat_at = now()
+)
+select count(*)::int + 1 as live
+  from ${schema}.relay_members
+ where relay_group = $1::text and relay_id <> $2::text
+   and heartbeat_at > now() - $3::bigint * interval '1 millisecond'`;
+
+/** Extends the leases this relay still holds under its tokens; returns those it kept. */
+export const renewLeasesSql = (schema: string) => `
+update ${schema}.relay_shards r
+   set lease_expires_at = now() + $3::bigint * interval '1 millisecond'
+  from unnest($4::int[], $5::bigint[]) as mine(shard, token)
+ where r.relay_group = $1::text and r.owner = $2::text
+   and r.shard = mine.shard and r.fencing_token = mine.token
+returning r.shard`;
+
+/**
+ * Takes up to $4 free or expired shards. SKIP LOCKED lets relays starting together each
+ * take different shards instead of queueing on the same rows.
+ */
+export const acquireLeasesSql = (schema: string) => `
+update ${schema}.relay_shards r
+   set owner = $2::text, fencing_token = r.fencing_token + 1,
+       lease_expires_at = now() + $3::bigint * interval '1 millisecond', updated_at = now()
+ where (r.relay_group, r.shard) in (
+   select relay_group, shard from ${schema}.relay_shards
+    where relay_group = $1::text and shard < $5::int
+      and (owner is null or lease_expires_at < now())
+    order by shard
+    limit $4::int
+    for update skip locked)
+returning r.shard, r.fencing_token::text as token`;
+
+/** Gives shards back (on stop or to rebalance). */
+export const releaseLeasesSql = (schema: string) => `
+update ${schema}.relay_shards
+   set owner = null, lease_expires_at = null, updated_at = now()
+ where relay_group = $1::text and owner = $2::text and shard = any($3::int[])`;
+
+export const leaveGroupSql = (schema: string) => `
+delete from ${schema}.relay_members where relay_group = $1::text and relay_id = $2::text`;
+
+/** Forgets members silent for a long time, so they do not count as live. */
+export const pruneMembersSql = (schema: string) => `
+delete from ${schema}.relay_members
+ where relay_group = $1::text and heartbeat_at < now() - $2::bigint * interval '1 millisecond'`;
+
+/** The shard's checkpoint cursor. */
+export const checkpointCursorSql = (schema: string) => `
+select checkpoint_offset::text as offset from ${schema}.relay_shards where relay_group = $1::text and shard = $2::int`;

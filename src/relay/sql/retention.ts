@@ -1,0 +1,14 @@
+/**
+ * Deletes one bounded batch of sent rows older than the retention period. Small batches
+ * keep locks short and let autovacuum keep up; the caller loops until a batch comes back
+ * short. The sent_at partial index finds the candidates without touching unsent rows.
+ */
+export function deleteExpiredSql(schema: string): string {
+  return `
+delete from ${schema}.messages
+ where id in (
+   select id from ${schema}.messages
+    where state = 'sent' and sent_at < now() - $1::bigint * interval '1 millisecond'
+    order by sent_at
+    limit $2::int)`;
+}

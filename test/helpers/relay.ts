@@ -1,0 +1,85 @@
+import type { Message } from '@confluentinc/kafka-javascript';
+import type pg from 'pg';
+import { expect } from 'vitest';
+import { createLogger } from '../../src/log.js';
+import { createRelay, type Relay } from '../../src/relay/relay.js';
+import type { RelayOptions } from '../../src/relay/options.js';
+import { databaseUrl } from './db.js';
+import { headerValue, kafkaConnection } from './kafka.js';
+import { uniqueName, waitFor } from './wait.js';
+
+/** Relay options suited to tests: quick leases and retries, quiet logs. */
+export function testRelayOptions(schema: string, overrides: Partial<RelayOptions> = {}): RelayOptions {
+  return {
+    databaseUrl: databaseUrl(),
+    brokers: String(kafkaConnection().brokers),
+    schema,
+    group: uniqueName('relay').replaceAll('_', '-'),
+    shards: 4,
+    leaseMs: 3_000,
+    pollIntervalMs: 500,
+    failureBackoff: { minMs: 100, maxMs: 2_000 },
+    rowBackoff: { minMs: 100, maxMs: 1_000 },
+    retention: false,
+    logger: createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    ...overrides,
+  };
+}
+
+export async function startRelay(schema: string, overrides: Partial<RelayOptions> = {}): Promise<Relay> {
+  const relay = createRelay(testRelayOptions(schema, overrides));
+  await relay.start();
+  return relay;
+}
+
+/** Waits until no row is pending or failed. */
+export async function waitAllSent(pool: pg.Pool, schema: string, timeoutMs = 60_000): Promise<void> {
+  await waitFor(
+    async () => {
+      const { rows } = await pool.query(`select count(*)::int as n from ${schema}.messages where state <> 'sent'`);
+      return rows[0].n === 0;
+    },
+    { timeoutMs, message: 'all outbox rows sent' },
+  );
+}
+
+/** Outbox id → how many times it appears in the messages read. */
+export function countByOutboxId(messages: Message[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const m of messages) {
+    const id = headerValue(m, 'outbox-id')!;
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  return counts;
+}
+
+/** Asserts every id appears exactly once and nothing else appears. */
+export function expectExactlyOnce(messages: Message[], ids: Iterable<string>): void {
+  const counts = countByOutboxId(messages);
+  const expected = new Set([...ids].map(String));
+  const duplicates = [...counts.entries()].filter(([, n]) => n > 1);
+  const missing = [...expected].filter((id) => !counts.has(id));
+  const unexpected = [...counts.keys()].filter((id) => !expected.has(id));
+  expect({ duplicates: duplicates.length, missing: missing.length, unexpected: unexpected.length }).toEqual({
+    duplicates: 0,
+    missing: 0,
+    unexpected: 0,
+  });
+}
+
+/** Asserts that, per key, records appear in increasing outbox id order within one partition. */
+export function expectPerKeyOrder(messages: Message[]): void {
+  const byKey = new Map<string, { partition: number; ids: number[] }>();
+  const sorted = [...messages].sort((a, b) => a.partition - b.partition || a.offset - b.offset);
+  for (const m of sorted) {
+    const key = m.key?.toString();
+    if (key === undefined) continue;
+    const entry = byKey.get(key) ?? { partition: m.partition, ids: [] };
+    expect(m.partition, `key ${key} stays on one partition`).toBe(entry.partition);
+    entry.ids.push(Number(headerValue(m, 'outbox-id')));
+    byKey.set(key, entry);
+  }
+  for (const [key, { ids }] of byKey) {
+    expect(ids, `records of key ${key} in outbox order`).toEqual([...ids].sort((a, b) => a - b));
+  }
+}

@@ -1,0 +1,70 @@
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { enqueue } from '../../src/outbox/enqueue.js';
+import { freshSchema, inTransaction, testPool } from '../helpers/db.js';
+import { freshTopic, headerValue, kafkaConnection, readTopic } from '../helpers/kafka.js';
+import { expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../helpers/relay.js';
+
+describe('relay', () => {
+  const connection = kafkaConnection();
+  let pool: pg.Pool;
+  let admin: KafkaAdmin;
+
+  beforeAll(() => {
+    pool = testPool();
+    admin = new KafkaAdmin(connection);
+  });
+  afterAll(async () => {
+    admin.close();
+    await pool.end();
+  });
+
+  it('publishes every committed row once, per key in order, with outbox headers, and marks it sent with its position', async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 3);
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      ids.push(
+        ...(await inTransaction(pool, (client) =>
+          enqueue(
+            client,
+            Array.from({ length: 30 }, (_, j) => ({
+              topic,
+              key: `order-${j % 7}`,
+              payload: { i, j },
+              eventType: 'OrderPlaced',
+              aggregateType: 'order',
+              aggregateId: `order-${j % 7}`,
+              schemaVersion: 3,
+              traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+              headers: { source: 'test' },
+            })),
+            { schema },
+          ),
+        )),
+      );
+    }
+    const relay = await startRelay(schema);
+    try {
+      await waitAllSent(pool, schema);
+    } finally {
+      await relay.stop();
+    }
+    const read = await readTopic(connection, topic, 3, { expected: ids.length });
+    expectExactlyOnce(read, ids);
+    expectPerKeyOrder(read);
+    const sample = read[0]!;
+    expect(headerValue(sample, 'event-type')).toBe('OrderPlaced');
+    expect(headerValue(sample, 'aggregate-type')).toBe('order');
+    expect(headerValue(sample, 'schema-version')).toBe('3');
+    expect(headerValue(sample, 'traceparent')).toBe('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');
+    expect(headerValue(sample, 'source')).toBe('test');
+    expect(new Date(headerValue(sample, 'created-at')!).getTime()).not.toBeNaN();
+    const { rows } = await pool.query(
+      `select id::text, kafka_partition, kafka_offset::int from ${schema}.messages where id = $1::bigint`,
+      [headerValue(sample, 'outbox-id')],
+    );
+    expect(rows[0]).toEqual({ id: headerValue(sample, 'outbox-id'), kafka_partition: sample.partition, kafka_offset: sample.offset });
+  });
+});
