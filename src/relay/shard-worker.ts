@@ -11,7 +11,7 @@ import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
 import { recordSize, toRecord } from './records.js';
 import { claimBatchSql, type ClaimedRow } from './sql/claimBatch.js';
-import { checkpointCursorSql } from './sql/leases.js';
+import { checkpointCursorSql, holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
 import { markSentSql } from './sql/markSent.js';
 import type { TopicCache } from './topics.js';
@@ -90,6 +90,7 @@ export class ShardWorker {
     while (!this.signal.aborted) {
       try {
         if (!this.producer) await this.takeOver();
+        if (!this.producer) break;
         const rows = await this.claim();
         if (rows.length === 0) {
           await this.ctx.wakeup.wait(options.pollIntervalMs, this.signal);
@@ -111,7 +112,16 @@ export class ShardWorker {
   }
 
   private async takeOver(): Promise<void> {
-    const { options } = this.ctx;
+    const { options, pool } = this.ctx;
+    // Initialising the producer fences whoever holds the transactional.id. A relay that was
+    // paused past its lease must not fence the new owner, so the lease is checked first.
+    const lease = await pool.query(holdsLeaseSql(options.sqlSchema), [options.group, this.shard, options.relayId, this.token]);
+    if (lease.rowCount === 0) {
+      this.log.warn('lease no longer held; leaving the shard to its new owner');
+      this.controller.abort();
+      this.ctx.events.emit('shardReleased', { shard: this.shard, reason: 'lost' });
+      return;
+    }
     const producer = new TransactionalProducer({
       connection: options.connection,
       transactionalId: `${options.group}-${this.shard}`,

@@ -61,3 +61,9 @@ delete from ${schema}.relay_members
 /** The shard's checkpoint cursor. */
 export const checkpointCursorSql = (schema: string) => `
 select checkpoint_offset::text as offset from ${schema}.relay_shards where relay_group = $1::text and shard = $2::int`;
+
+/** Does this relay still hold the shard under this token? Checked before every take-over. */
+export const holdsLeaseSql = (schema: string) => `
+select 1 from ${schema}.relay_shards
+ where relay_group = $1::text and shard = $2::int and owner = $3::text
+   and fencing_token = $4::bigint and lease_expires_at > now()`;
