@@ -26,6 +26,8 @@ export interface LeaseChanges {
  */
 export class ShardLeases {
   private readonly held = new Map<number, string>();
+  /** Shards being handed back: still held and renewed, but no longer counted or worked. */
+  private readonly leaving = new Set<number>();
   private readonly sql;
 
   constructor(
@@ -45,8 +47,9 @@ export class ShardLeases {
     };
   }
 
+  /** Shards this relay holds and works on. */
   get shards(): number[] {
-    return [...this.held.keys()].sort((a, b) => a - b);
+    return [...this.held.keys()].filter((s) => !this.leaving.has(s)).sort((a, b) => a - b);
   }
 
   async init(): Promise<void> {
@@ -73,14 +76,16 @@ export class ShardLeases {
 
     const target = Math.ceil(shards / live);
     const changes: LeaseChanges = { acquired: [], lost, surplus: [] };
-    if (this.held.size > target) {
+    const working = this.shards.length;
+    if (working > target) {
       changes.surplus = this.shards.slice(target);
-    } else if (this.held.size < target) {
+      for (const shard of changes.surplus) this.leaving.add(shard);
+    } else if (working < target && this.leaving.size === 0) {
       const { rows } = await this.pool.query<{ shard: number; token: string }>(this.sql.acquire, [
         group,
         relayId,
         leaseMs,
-        target - this.held.size,
+        target - working,
         shards,
       ]);
       for (const row of rows) {
@@ -90,6 +95,16 @@ export class ShardLeases {
     }
     if (lost.length > 0) this.logger.warn({ lost }, 'shard leases lost to another relay');
     return changes;
+  }
+
+  /** Stops work on a shard (`stop`), then gives its lease back. */
+  async handBack(shard: number, stop: () => Promise<void>): Promise<void> {
+    try {
+      await stop();
+      await this.release([shard]);
+    } finally {
+      this.leaving.delete(shard);
+    }
   }
 
   async release(shards: number[]): Promise<void> {

@@ -148,11 +148,18 @@ export class Relay {
       this.events.emit('shardReleased', { shard, reason: 'lost' });
     }
     for (const shard of changes.surplus) {
-      await this.workers.get(shard)?.stop();
+      const worker = this.workers.get(shard);
       this.workers.delete(shard);
-      await this.leases.release([shard]);
-      this.events.emit('shardReleased', { shard, reason: 'rebalance' });
-      this.log.info({ shard }, 'shard handed back for rebalancing');
+      // Handed back in the background: a worker may take a while to finish its batch, and
+      // the tick must keep renewing the other leases meanwhile. The lease stays held (and
+      // renewed) until the worker has stopped, so nobody else fences it mid-batch.
+      void this.leases
+        .handBack(shard, async () => worker?.stop())
+        .then(() => {
+          this.events.emit('shardReleased', { shard, reason: 'rebalance' });
+          this.log.info({ shard }, 'shard handed back for rebalancing');
+        })
+        .catch((err: unknown) => this.log.warn({ err, shard }, 'could not hand back shard'));
     }
     for (const { shard, token } of changes.acquired) {
       if (this.controller.signal.aborted) break;

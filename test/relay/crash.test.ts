@@ -1,42 +1,11 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { enqueue } from '../../src/outbox/enqueue.js';
-import { freshSchema, inTransaction, testPool } from '../helpers/db.js';
+import { freshSchema, testPool } from '../helpers/db.js';
 import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
 import { FixtureProcess } from '../helpers/process.js';
 import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-
-/** Commits small transactions of outbox rows on a timer until `total` rows are written. */
-function startWriter(pool: pg.Pool, schema: string, topic: string, total: number) {
-  const ids: string[] = [];
-  let inFlight = false;
-  let failed: unknown;
-  let resolveDone!: () => void;
-  const done = new Promise<void>((resolve) => (resolveDone = resolve));
-  const timer = setInterval(() => {
-    if (inFlight) return;
-    if (ids.length >= total) {
-      clearInterval(timer);
-      resolveDone();
-      return;
-    }
-    inFlight = true;
-    const n = Math.min(10, total - ids.length);
-    inTransaction(pool, (client) =>
-      enqueue(client, Array.from({ length: n }, (_, i) => ({ topic, key: `k${(ids.length + i) % 23}`, payload: { n: ids.length + i } })), { schema }),
-    )
-      .then((newIds) => ids.push(...newIds))
-      .catch((err: unknown) => (failed = err))
-      .finally(() => (inFlight = false));
-  }, 5);
-  return {
-    ids,
-    done: done.then(() => {
-      if (failed) throw failed;
-    }),
-  };
-}
+import { startWriter } from '../helpers/writer.js';
 
 describe('relay crashes', () => {
   const connection = kafkaConnection();
