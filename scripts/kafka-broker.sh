@@ -28,7 +28,16 @@ fetch() {
   touch "$libs/.complete"
 }
 
-pid_alive() { [[ -f "$1/broker.pid" ]] && kill -0 "$(cat "$1/broker.pid")" 2>/dev/null; }
+# Alive = the process exists and is not a zombie (a killed broker is not running even
+# while its parent has not reaped it yet).
+pid_alive() {
+  [[ -f "$1/broker.pid" ]] || return 1
+  local pid state
+  pid=$(cat "$1/broker.pid")
+  kill -0 "$pid" 2>/dev/null || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo X)
+  [[ "$state" != Z && "$state" != X ]]
+}
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -94,7 +103,7 @@ stop() {
   pid=$(cat "$dir/broker.pid")
   kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + 30))
-  while kill -0 "$pid" 2>/dev/null; do
+  while pid_alive "$dir"; do
     if (( SECONDS > deadline )); then kill -KILL "$pid" 2>/dev/null || true; fi
     sleep 0.2
   done

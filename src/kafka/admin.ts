@@ -5,24 +5,36 @@ import { isKafkaError, KAFKA_CODES, wrapKafkaError } from './errors.js';
 
 const DEFAULT_TIMEOUT_MS = 15_000;
 
-function call<T>(operation: string, run: (cb: (err: unknown, value: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => {
-    run((err, value) => (err ? reject(wrapKafkaError(operation, err)) : resolve(value)));
-  });
-}
-
-/** Promise wrapper around librdkafka's admin client: only the calls outbox-relay needs. */
+/**
+ * Promise wrapper around librdkafka's admin client: only the calls outbox-relay needs.
+ *
+ * After a failed call the underlying client is replaced on next use: a broker restart can
+ * leave an admin client with metadata it never refreshes (e.g. a stale leader epoch, so
+ * every ListOffsets fails), and a long-running relay must recover from that by itself.
+ */
 export class KafkaAdmin {
-  private readonly client: IAdminClient;
+  private current: IAdminClient | undefined;
 
-  constructor(connection: KafkaConnection) {
-    this.client = Kafka.AdminClient.create(clientProperties(connection) as never);
+  constructor(private readonly connection: KafkaConnection) {}
+
+  private get client(): IAdminClient {
+    this.current ??= Kafka.AdminClient.create(clientProperties(this.connection) as never);
+    return this.current;
+  }
+
+  private call<T>(operation: string, run: (cb: (err: unknown, value: T) => void) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      run((err, value) => (err ? reject(wrapKafkaError(operation, err)) : resolve(value)));
+    }).catch((err: unknown) => {
+      this.close();
+      throw err;
+    });
   }
 
   /** Creates a topic; resolves `false` if it exists already. */
   async createTopic(topic: NewTopic, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<boolean> {
     try {
-      await call<void>(`create topic ${topic.topic}`, (cb) => this.client.createTopic(topic, timeoutMs, cb));
+      await this.call<void>(`create topic ${topic.topic}`, (cb) => this.client.createTopic(topic, timeoutMs, cb));
       return true;
     } catch (err) {
       const cause = (err as Error).cause;
@@ -32,16 +44,16 @@ export class KafkaAdmin {
   }
 
   deleteTopic(topic: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
-    return call(`delete topic ${topic}`, (cb) => this.client.deleteTopic(topic, timeoutMs, cb));
+    return this.call(`delete topic ${topic}`, (cb) => this.client.deleteTopic(topic, timeoutMs, cb));
   }
 
   listTopics(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<string[]> {
-    return call('list topics', (cb) => this.client.listTopics({ timeout: timeoutMs }, cb));
+    return this.call('list topics', (cb) => this.client.listTopics({ timeout: timeoutMs }, cb));
   }
 
   /** Describes topics; a missing topic comes back with `error` set, not as a rejection. */
   describeTopics(topics: string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<TopicDescription[]> {
-    return call('describe topics', (cb) => this.client.describeTopics(topics, { timeout: timeoutMs }, cb));
+    return this.call('describe topics', (cb) => this.client.describeTopics(topics, { timeout: timeoutMs }, cb));
   }
 
   /**
@@ -70,7 +82,7 @@ export class KafkaAdmin {
     partitions: Parameters<IAdminClient['listOffsets']>[0],
     options: { committed?: boolean; timeoutMs?: number },
   ): Promise<ListOffsetsResult[]> {
-    const result = await call<ListOffsetsResult[]>('list offsets', (cb) =>
+    const result = await this.call<ListOffsetsResult[]>('list offsets', (cb) =>
       this.client.listOffsets(
         partitions,
         {
@@ -81,11 +93,16 @@ export class KafkaAdmin {
       ),
     );
     const failed = result.find((r) => r.error);
-    if (failed) throw wrapKafkaError(`list offsets of ${failed.topic}[${failed.partition}]`, failed.error);
+    if (failed) {
+      this.close();
+      throw wrapKafkaError(`list offsets of ${failed.topic}[${failed.partition}]`, failed.error);
+    }
     return result;
   }
 
   close(): void {
-    this.client.disconnect();
+    const client = this.current;
+    this.current = undefined;
+    client?.disconnect();
   }
 }

@@ -56,14 +56,14 @@ export class Relay {
 
   private async doStart(): Promise<void> {
     const o = this.options;
-    this.pool = o.pool ?? createPool(o.databaseUrl!, this.log, { max: o.shards + 4 });
+    this.pool = o.pool ?? createPool(o.databaseUrl!, this.log, { max: o.shards + 4, application_name: applicationName(o.relayId) });
     await this.checkSchema(this.pool);
     this.admin = new KafkaAdmin(o.connection);
     const checkpointPartitions = await this.ensureCheckpointTopic(this.admin);
     const topics = new TopicCache(this.admin);
     this.topicReport = await this.checkTargetTopics(this.pool, topics);
 
-    this.wakeup = new Wakeup(o.databaseUrl, this.pool, o.schema, this.log);
+    this.wakeup = new Wakeup(o.databaseUrl, this.pool, o.schema, this.log, applicationName(o.relayId));
     await this.wakeup.start();
     this.leases = new ShardLeases(this.pool, o, this.log);
     await this.leases.init();
@@ -118,11 +118,16 @@ export class Relay {
       this.log.warn({ topic: o.checkpointTopic }, 'fewer than 3 brokers: checkpoint topic created with replication factor 1');
       await create(1);
     }
-    const [description] = await admin.describeTopics([o.checkpointTopic]);
-    if (!description || description.error) {
-      throw new OutboxError('KAFKA_ERROR', `checkpoint topic ${o.checkpointTopic} is not usable: ${description?.error?.message ?? 'missing'}`);
+    // A topic just created takes a moment to appear in metadata.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const [description] = await admin.describeTopics([o.checkpointTopic]);
+      if (description && !description.error) return description.partitions.length;
+      if (Date.now() > deadline) {
+        throw new OutboxError('KAFKA_ERROR', `checkpoint topic ${o.checkpointTopic} is not usable: ${description?.error?.message ?? 'missing'}`);
+      }
+      await sleep(100, this.controller.signal);
     }
-    return description.partitions.length;
   }
 
   private async checkTargetTopics(pool: pg.Pool, cache: TopicCache): Promise<TopicReport> {
@@ -208,6 +213,11 @@ export class Relay {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** The relay's connections are named after it in pg_stat_activity. */
+function applicationName(relayId: string): string {
+  return `outbox-relay ${relayId}`.slice(0, 63);
 }
 
 /** Creates a relay; call `start()` to run it. */

@@ -129,7 +129,7 @@ export class ShardWorker {
       transactionTimeoutMs: options.transactionTimeoutMs,
     });
     try {
-      await producer.connect();
+      await producer.connect(options.transactionOperationTimeoutMs);
       await producer.init(options.transactionOperationTimeoutMs);
       await this.reconcile();
     } catch (err) {

@@ -19,6 +19,7 @@ export class Wakeup {
     private readonly pool: pg.Pool,
     private readonly schema: string,
     private readonly logger: Logger,
+    private readonly applicationName = 'outbox-relay',
   ) {}
 
   async start(): Promise<void> {
@@ -28,8 +29,8 @@ export class Wakeup {
   private async connect(): Promise<void> {
     if (this.stopped) return;
     const client = this.connectionString
-      ? new pg.Client({ connectionString: this.connectionString, keepAlive: true, application_name: 'outbox-relay-listen' })
-      : new pg.Client({ ...(this.pool.options as pg.ClientConfig), application_name: 'outbox-relay-listen' });
+      ? new pg.Client({ connectionString: this.connectionString, keepAlive: true, application_name: this.applicationName })
+      : new pg.Client({ ...(this.pool.options as pg.ClientConfig), application_name: this.applicationName });
     client.on('notification', () => this.wakeAll());
     client.on('error', (err) => {
       this.logger.warn({ err }, 'listen connection failed; reconnecting');

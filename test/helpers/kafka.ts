@@ -3,7 +3,7 @@ import type { Message } from '@confluentinc/kafka-javascript';
 import { inject } from 'vitest';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
 import type { KafkaConnection } from '../../src/kafka/config.js';
-import { uniqueName } from './wait.js';
+import { uniqueName, waitFor } from './wait.js';
 
 export function kafkaConnection(brokers: string = inject('kafkaBrokers')): KafkaConnection {
   return { brokers, clientId: 'outbox-relay-test' };
@@ -13,6 +13,7 @@ export function kafkaConnection(brokers: string = inject('kafkaBrokers')): Kafka
 export async function freshTopic(admin: KafkaAdmin, partitions = 3, config: Record<string, string> = {}): Promise<string> {
   const topic = uniqueName('t').replaceAll('_', '-');
   await admin.createTopic({ topic, num_partitions: partitions, replication_factor: 1, config });
+  await waitFor(async () => !(await admin.describeTopics([topic]))[0]?.error, { timeoutMs: 30_000, message: `topic ${topic} in metadata` });
   return topic;
 }
 

@@ -3,10 +3,10 @@ import { enqueue } from '../../src/outbox/enqueue.js';
 import { inTransaction } from './db.js';
 
 /**
- * Commits small transactions of outbox rows on a 5 ms timer until `total` rows are written,
- * `keys` distinct keys in rotation. `ids` fills as transactions commit.
+ * Commits small transactions (`perTransaction` rows) of outbox rows on a 5 ms timer until
+ * `total` rows are written, `keys` distinct keys in rotation. `ids` fills as transactions commit.
  */
-export function startWriter(pool: pg.Pool, schema: string, topic: string, total: number, keys = 23) {
+export function startWriter(pool: pg.Pool, schema: string, topic: string, total: number, keys = 23, perTransaction = 10) {
   const ids: string[] = [];
   let inFlight = false;
   let failed: unknown;
@@ -20,7 +20,7 @@ export function startWriter(pool: pg.Pool, schema: string, topic: string, total:
       return;
     }
     inFlight = true;
-    const n = Math.min(10, total - ids.length);
+    const n = Math.min(perTransaction, total - ids.length);
     inTransaction(pool, (client) =>
       enqueue(client, Array.from({ length: n }, (_, i) => ({ topic, key: `k${(ids.length + i) % keys}`, payload: { n: ids.length + i } })), { schema }),
     )

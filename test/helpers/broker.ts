@@ -1,0 +1,44 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { waitFor } from './wait.js';
+
+const run = promisify(execFile);
+const script = fileURLToPath(new URL('../../scripts/kafka-broker.sh', import.meta.url));
+
+/**
+ * A Kafka broker of a test's own (same jars as the shared one, other ports and data), for
+ * tests that kill and restart it without disturbing the other test files.
+ */
+export class OwnBroker {
+  readonly dir = mkdtempSync(join(tmpdir(), 'outbox-broker-'));
+
+  constructor(
+    readonly port: number,
+    readonly controllerPort: number,
+  ) {}
+
+  get brokers(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    await run('bash', [script, 'start', this.dir, String(this.port), String(this.controllerPort)], { timeout: 120_000 });
+  }
+
+  /** Kills the broker process outright (no controlled shutdown) and waits until it is gone. */
+  async kill(): Promise<void> {
+    process.kill(Number(readFileSync(join(this.dir, 'broker.pid'), 'utf8')), 'SIGKILL');
+    await waitFor(async () => (await run('bash', [script, 'status', this.dir]).then(() => false, () => true)), {
+      timeoutMs: 30_000,
+      message: 'broker process gone',
+    });
+  }
+
+  async stop(): Promise<void> {
+    await run('bash', [script, 'stop', this.dir], { timeout: 60_000 });
+  }
+}
