@@ -14,3 +14,22 @@ export { createLogger, redactUrl, type Logger } from './log.js';
 export { createRelay, Relay } from './relay/relay.js';
 export type { RelayOptions, ResolvedRelayOptions } from './relay/options.js';
 export type { RelayEventMap } from './relay/events.js';
+export {
+  Consumer,
+  createConsumer,
+  CONSUMER_DEFAULTS,
+  decodeHeaders,
+  replayDeadLetter,
+  replayDeadLetters,
+  type ConsumedRecord,
+  type ConsumerEventName,
+  type ConsumerEvents,
+  type ConsumerOptions,
+  type FailurePolicy,
+  type HandlerTx,
+  type RecordHandler,
+  type RecordHeaders,
+  type ReplayFilter,
+  type ReplayResult,
+  type ReplayTarget,
+} from './consumer/index.js';

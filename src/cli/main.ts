@@ -7,6 +7,7 @@ type Command = (argv: string[]) => Promise<number>;
 /** Sub-commands; each lives in its own file and parses its own flags. */
 const COMMANDS: Record<string, { run: () => Promise<Command>; summary: string }> = {
   migrate: { run: async () => migrateCommand, summary: 'apply database migrations' },
+  offsets: { run: async () => (await import('./offsets.js')).offsetsCommand, summary: 'show, set or rewind consumer offsets stored in PostgreSQL' },
 };
 
 const USAGE = `usage: outbox-relay <command> [options]

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigint, customType, integer, jsonb, pgSchema, text, timestamp } from 'drizzle-orm/pg-core';
+import { bigint, customType, integer, jsonb, pgSchema, primaryKey, text, timestamp, unique } from 'drizzle-orm/pg-core';
 import { DEFAULT_SCHEMA } from './identifiers.js';
 
 /** `bytea` as a Node Buffer. */
@@ -40,7 +40,52 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
     kafkaOffset: bigint('kafka_offset', { mode: 'bigint' }),
   });
 
-  return { schema, messages };
+  // Consumer side (migrations/0003_consumer.sql).
+  const consumerOffsets = schema.table(
+    'consumer_offsets',
+    {
+      groupId: text('group_id').notNull(),
+      topic: text('topic').notNull(),
+      partition: integer('partition').notNull(),
+      nextOffset: bigint('next_offset', { mode: 'bigint' }).notNull(),
+      updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+    },
+    (t) => [primaryKey({ columns: [t.groupId, t.topic, t.partition] })],
+  );
+
+  const deadLetters = schema.table(
+    'dead_letters',
+    {
+      id: bigint('id', { mode: 'bigint' }).primaryKey().generatedByDefaultAsIdentity(),
+      groupId: text('group_id').notNull(),
+      topic: text('topic').notNull(),
+      partition: integer('partition').notNull(),
+      offset: bigint('offset', { mode: 'bigint' }).notNull(),
+      key: bytea('key'),
+      value: bytea('value'),
+      headers: jsonb('headers').$type<Record<string, string>>().notNull().default(sql`'{}'::jsonb`),
+      error: text('error').notNull(),
+      attempts: integer('attempts').notNull(),
+      failedAt: timestamp('failed_at', { withTimezone: true }).notNull().defaultNow(),
+      replayedAt: timestamp('replayed_at', { withTimezone: true }),
+    },
+    (t) => [unique('dead_letters_record_unique').on(t.groupId, t.topic, t.partition, t.offset)],
+  );
+
+  const consumerInbox = schema.table(
+    'consumer_inbox',
+    {
+      groupId: text('group_id').notNull(),
+      outboxId: text('outbox_id').notNull(),
+      topic: text('topic').notNull(),
+      partition: integer('partition').notNull(),
+      offset: bigint('offset', { mode: 'bigint' }).notNull(),
+      appliedAt: timestamp('applied_at', { withTimezone: true }).notNull().defaultNow(),
+    },
+    (t) => [primaryKey({ columns: [t.groupId, t.outboxId] })],
+  );
+
+  return { schema, messages, consumerOffsets, deadLetters, consumerInbox };
 }
 
 /** The outbox tables in the default `outbox` schema. */

@@ -1,0 +1,43 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../log.js';
+
+/** Typed events of a {@link Consumer}; for metrics, dashboards and tests. */
+export interface ConsumerEvents {
+  /** A batch of one partition committed (effects + next offset). */
+  batch: { topic: string; partition: number; next: number; applied: number; skipped: number; deadLettered: number };
+  /** Partitions assigned, with the offsets read from PostgreSQL (`null`: no stored offset). */
+  assigned: { partitions: { topic: string; partition: number; offset: number | null }[] };
+  revoked: { partitions: { topic: string; partition: number }[] };
+  /** The stored offset was not where this consumer was: nothing applied, position moved to it. */
+  seek: { topic: string; partition: number; offset: number; reason: 'stored-offset-moved' | 'fenced' | 'unblock' };
+  /** This consumer's batch was refused at commit because another consumer advanced the offset (zombie fencing). */
+  fenced: { topic: string; partition: number; stored: number };
+  /** `block` policy: the partition is paused at `offset`. */
+  blocked: { topic: string; partition: number; offset: number; error: string };
+  /** The watchdog rebuilt the Kafka consumer. */
+  rebuilt: { reason: string };
+}
+
+export type ConsumerEventName = keyof ConsumerEvents;
+
+/** An emitter whose throwing listeners are logged, never allowed to break the consume loop. */
+export class ConsumerEmitter {
+  private readonly emitter = new EventEmitter();
+
+  constructor(private readonly logger: () => Logger) {}
+
+  on<E extends ConsumerEventName>(event: E, listener: (payload: ConsumerEvents[E]) => void): () => void {
+    this.emitter.on(event, listener);
+    return () => this.emitter.off(event, listener);
+  }
+
+  emit<E extends ConsumerEventName>(event: E, payload: ConsumerEvents[E]): void {
+    for (const listener of this.emitter.listeners(event)) {
+      try {
+        (listener as (p: ConsumerEvents[E]) => void)(payload);
+      } catch (err) {
+        this.logger().warn({ err, event }, 'consumer event listener threw');
+      }
+    }
+  }
+}

@@ -1,0 +1,96 @@
+import type pg from 'pg';
+import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { RecordHandler } from './options.js';
+import { decodeHeaders, type ConsumedRecord } from './record.js';
+import { claimInboxSql } from './sql/claimInbox.js';
+import { lockDeadLetterSql, markReplayedSql, pendingDeadLetterIdsSql, recordReplayFailureSql } from './sql/deadLetters.js';
+import { handlerTx, inTransaction } from './transaction.js';
+
+export interface ReplayTarget {
+  pool: pg.Pool;
+  groupId: string;
+  handler: RecordHandler;
+  /** Default `outbox`. */
+  schema?: string;
+  /** Skip (and mark replayed) a dead letter whose outbox id the group applied meanwhile. Default `true`. */
+  inbox?: boolean;
+  logger?: Logger;
+}
+
+export interface ReplayFilter {
+  /** Only these dead-letter ids. Default: all pending ones of the group. */
+  ids?: readonly (number | string | bigint)[];
+  /** Only dead letters of this topic. */
+  topic?: string;
+  /** At most this many. Default 1,000. */
+  limit?: number;
+}
+
+/** `replayed`: the handler succeeded; `duplicate`: already applied (inbox); `failed`: see `error`; `missing`: not pending. */
+export type ReplayResult = { id: string; status: 'replayed' | 'duplicate' | 'missing' } | { id: string; status: 'failed'; error: string };
+
+interface DeadLetterRow {
+  id: string;
+  topic: string;
+  partition: number;
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: Record<string, string>;
+}
+
+/**
+ * Runs one dead letter through the handler in a transaction of its own, and marks it
+ * replayed in that same transaction. On failure the transaction is rolled back and the
+ * error and attempt count are updated on the dead letter.
+ */
+export async function replayDeadLetter(target: ReplayTarget, id: number | string | bigint): Promise<ReplayResult> {
+  const q = quoteSchema(target.schema ?? DEFAULT_SCHEMA);
+  const key = String(id);
+  try {
+    return await inTransaction(target.pool, async (client): Promise<ReplayResult> => {
+      const { rows } = await client.query<DeadLetterRow>(lockDeadLetterSql(q), [key, target.groupId]);
+      const row = rows[0];
+      if (!row) return { id: key, status: 'missing' };
+      const record: ConsumedRecord = {
+        topic: row.topic,
+        partition: row.partition,
+        offset: Number(row.offset),
+        key: row.key,
+        value: row.value,
+        headers: decodeHeaders(row.headers),
+        timestamp: undefined,
+      };
+      const outboxId = (target.inbox ?? true) ? record.headers.outboxId : undefined;
+      let status: 'replayed' | 'duplicate' = 'replayed';
+      if (outboxId !== undefined) {
+        const claim = await client.query(claimInboxSql(q), [target.groupId, outboxId, record.topic, record.partition, record.offset]);
+        if (claim.rows.length === 0) status = 'duplicate';
+      }
+      if (status === 'replayed') await target.handler(record, handlerTx(client));
+      await client.query(markReplayedSql(q), [key]);
+      return { id: key, status };
+    });
+  } catch (err) {
+    const error = describeError(err);
+    await target.pool.query(recordReplayFailureSql(q), [key, error]);
+    target.logger?.warn({ groupId: target.groupId, deadLetterId: key, err }, 'dead letter replay failed');
+    return { id: key, status: 'failed', error };
+  }
+}
+
+/** Replays pending dead letters of a group one by one, oldest first (each in its own transaction). */
+export async function replayDeadLetters(target: ReplayTarget, filter: ReplayFilter = {}): Promise<ReplayResult[]> {
+  const q = quoteSchema(target.schema ?? DEFAULT_SCHEMA);
+  const { rows } = await target.pool.query<{ id: string }>(pendingDeadLetterIdsSql(q), [
+    target.groupId,
+    filter.ids ? filter.ids.map(String) : null,
+    filter.topic ?? null,
+    filter.limit ?? 1_000,
+  ]);
+  const results: ReplayResult[] = [];
+  for (const { id } of rows) results.push(await replayDeadLetter(target, id));
+  return results;
+}

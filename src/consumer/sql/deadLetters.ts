@@ -1,0 +1,38 @@
+/**
+ * Ids of a group's unreplayed dead letters, oldest first, optionally only `$2` ids and/or
+ * topic `$3` (nulls mean "any"). Served by the partial index on pending rows.
+ */
+export function pendingDeadLetterIdsSql(q: string): string {
+  return `
+select id from ${q}.dead_letters
+ where group_id = $1::text and replayed_at is null
+   and ($2::bigint[] is null or id = any($2::bigint[]))
+   and ($3::text is null or topic = $3::text)
+ order by id
+ limit $4::int`;
+}
+
+/**
+ * One pending dead letter, locked for its replay transaction. `skip locked`: a dead letter
+ * another replayer is working on is left to it rather than replayed twice.
+ */
+export function lockDeadLetterSql(q: string): string {
+  return `
+select id, topic, partition, "offset", key, value, headers, attempts
+  from ${q}.dead_letters
+ where id = $1::bigint and group_id = $2::text and replayed_at is null
+ for update skip locked`;
+}
+
+/** Marks a dead letter replayed, in the transaction that applied it. */
+export function markReplayedSql(q: string): string {
+  return `update ${q}.dead_letters set replayed_at = now() where id = $1::bigint`;
+}
+
+/** Records a failed replay attempt (its own transaction: the replay's was rolled back). */
+export function recordReplayFailureSql(q: string): string {
+  return `
+update ${q}.dead_letters
+   set error = $2::text, attempts = attempts + 1, failed_at = now()
+ where id = $1::bigint and replayed_at is null`;
+}

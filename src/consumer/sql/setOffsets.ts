@@ -1,0 +1,33 @@
+/**
+ * Operator change of a group's offsets (`offsets set` / `offsets rewind`): upserts the next
+ * offset of each listed partition and forgets the inbox entries at or after it, so the
+ * records from there on are applied again rather than skipped as duplicates. One statement
+ * per concern, both in the caller's transaction; returns the previous value per partition.
+ */
+export function setOffsetsSql(q: string): string {
+  return `
+with target as (
+  select * from unnest($2::text[], $3::int[], $4::bigint[]) as t(topic, partition, next_offset)
+), previous as (
+  select o.topic, o.partition, o.next_offset
+    from ${q}.consumer_offsets o join target t on t.topic = o.topic and t.partition = o.partition
+   where o.group_id = $1::text
+     for update of o
+), upserted as (
+  insert into ${q}.consumer_offsets (group_id, topic, partition, next_offset)
+  select $1::text, topic, partition, next_offset from target
+  on conflict (group_id, topic, partition) do update set next_offset = excluded.next_offset, updated_at = now()
+  returning topic, partition, next_offset
+)
+select u.topic, u.partition, u.next_offset, p.next_offset as previous_offset
+  from upserted u left join previous p on p.topic = u.topic and p.partition = u.partition
+ order by u.topic, u.partition`;
+}
+
+/** Forgets inbox entries of the group at or after the new offsets (see {@link setOffsetsSql}). */
+export function forgetInboxSql(q: string): string {
+  return `
+delete from ${q}.consumer_inbox i
+ using unnest($2::text[], $3::int[], $4::bigint[]) as t(topic, partition, next_offset)
+ where i.group_id = $1::text and i.topic = t.topic and i.partition = t.partition and i."offset" >= t.next_offset`;
+}

@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Consumer } from '../../src/consumer/index.js';
+import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { HEADER } from '../../src/outbox/event.js';
+import { freshSchema, testPool } from '../helpers/db.js';
+import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
+import { TestProducer } from '../helpers/produce.js';
+import { uniqueName, waitFor } from '../helpers/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from './harness.js';
+
+describe('consumer: exactly-once effects', () => {
+  const pool = testPool();
+  const admin = new KafkaAdmin(kafkaConnection());
+  let producer: TestProducer;
+  const consumers: Consumer[] = [];
+
+  beforeAll(async () => {
+    producer = await TestProducer.connect(kafkaConnection());
+  });
+  afterAll(async () => {
+    await Promise.all(consumers.map((c) => c.stop()));
+    await producer.close();
+    admin.close();
+    await pool.end();
+  });
+
+  it('every record is applied once and the next offset is stored with its effects', async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 3);
+    const keys = Array.from({ length: 90 }, (_, i) => `r${i}`);
+    const delivered = await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
+    const groupId = uniqueName('g');
+    const consumer = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema) });
+    consumers.push(consumer);
+    await consumer.start();
+    await consumer.start(); // idempotent
+    await waitFor(async () => (await effectTotal(pool, schema)) >= keys.length, { timeoutMs: 30_000 });
+    await consumer.stop();
+    await consumer.stop(); // idempotent
+
+    expect(exactlyOnceReport(await effectCounts(pool, schema), keys)).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    const { rows } = await pool.query<{ partition: number; next_offset: string }>(
+      `select partition, next_offset from "${schema}".consumer_offsets where group_id = $1 order by partition`,
+      [groupId],
+    );
+    const lastPerPartition = new Map<number, number>();
+    for (const d of delivered) lastPerPartition.set(d.partition, Math.max(lastPerPartition.get(d.partition) ?? -1, d.offset));
+    expect(rows.map((r) => [r.partition, Number(r.next_offset)])).toEqual([...lastPerPartition].sort(([a], [b]) => a - b).map(([p, o]) => [p, o + 1]));
+  });
+
+  it('a re-published outbox id is applied once', async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 2);
+    const event = (id: number) => ({ key: `k${id % 3}`, value: `e${id}`, headers: { [HEADER.outboxId]: String(id), [HEADER.eventType]: 'order.paid' } });
+    await producer.send(topic, [1, 2, 3, 4, 5, 6].map(event));
+    // The relay re-publishes 2 and 5 (new Kafka offsets, same outbox ids), then 7 is new.
+    await producer.send(topic, [2, 5, 7].map(event));
+    const seen: (string | undefined)[] = [];
+    const handler = effectHandler(schema);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      handler: async (record, tx) => {
+        seen.push(record.headers.eventType);
+        await handler(record, tx);
+      },
+    });
+    consumers.push(consumer);
+    let skipped = 0;
+    consumer.on('batch', (b) => (skipped += b.skipped));
+    await consumer.start();
+    await waitFor(() => skipped === 2, { timeoutMs: 30_000 });
+    await consumer.stop();
+
+    const expected = [1, 2, 3, 4, 5, 6, 7].map((i) => `e${i}`);
+    expect(exactlyOnceReport(await effectCounts(pool, schema), expected)).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    expect(seen.every((t) => t === 'order.paid')).toBe(true);
+    const inbox = await pool.query(`select outbox_id from "${schema}".consumer_inbox order by outbox_id::int`);
+    expect(inbox.rows.map((r) => r.outbox_id)).toEqual(['1', '2', '3', '4', '5', '6', '7']);
+  });
+
+  it('two consumers in one group with partitions moving between them apply every record exactly once', async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 4);
+    const groupId = uniqueName('g');
+    const a = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema, 'A') });
+    consumers.push(a);
+    await a.start();
+
+    // Records keep flowing while partitions move.
+    const produced: string[] = [];
+    let producing = true;
+    const flow = (async () => {
+      for (let batch = 0; producing && produced.length < 2_000; batch++) {
+        const keys = Array.from({ length: 10 }, (_, i) => `b${batch}-${i}`);
+        await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
+        produced.push(...keys);
+        await new Promise((resolve) => setTimeout(resolve, 20)); // pacing, not synchronisation
+      }
+    })();
+
+    let moves = 0;
+    for (let round = 0; round < 3; round++) {
+      const b = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema, `B${round}`) });
+      consumers.push(b);
+      let assignedToB = 0;
+      b.on('assigned', (e) => (assignedToB += e.partitions.length));
+      let appliedByB = 0;
+      b.on('batch', (e) => (appliedByB += e.applied));
+      await b.start();
+      await waitFor(() => assignedToB > 0 && appliedByB > 0, { timeoutMs: 40_000, message: 'B took partitions and applied records' });
+      await b.stop();
+      moves++;
+      // A takes everything back and keeps applying.
+      await waitFor(() => a.assignment().length === 4, { timeoutMs: 40_000, message: 'A owns all partitions again' });
+    }
+    producing = false;
+    await flow;
+    await waitFor(async () => (await effectTotal(pool, schema)) >= produced.length, { timeoutMs: 60_000 });
+    await a.stop();
+
+    const counts = await effectCounts(pool, schema);
+    const report = exactlyOnceReport(counts, produced);
+    console.log(`two consumers: ${produced.length} records, ${moves} moves, ${report.duplicates.length} duplicates`);
+    expect(report).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    expect(await effectTotal(pool, schema)).toBe(produced.length);
+    const byConsumer = await pool.query<{ consumer: string }>(`select distinct consumer from "${schema}".effects`);
+    expect(byConsumer.rows.length).toBeGreaterThan(1);
+  });
+});

@@ -1,0 +1,76 @@
+import type pg from 'pg';
+import { createConsumer, type Consumer, type ConsumerOptions, type RecordHandler } from '../../src/consumer/index.js';
+import { createLogger } from '../../src/log.js';
+import { databaseUrl } from '../helpers/db.js';
+import { kafkaConnection } from '../helpers/kafka.js';
+import { uniqueName } from '../helpers/wait.js';
+
+/** Group-membership timings short enough for tests (the broker's minimum session is 6 s). */
+export const FAST_GROUP = {
+  sessionTimeoutMs: 6_000,
+  heartbeatIntervalMs: 1_000,
+  maxPollIntervalMs: 7_000,
+  pollTimeoutMs: 200,
+  offsetCheckIntervalMs: 500,
+  retryMinDelayMs: 10,
+  retryMaxDelayMs: 50,
+} satisfies Partial<ConsumerOptions>;
+
+export const testLogger = createLogger({ level: process.env.LOG_LEVEL ?? 'silent' });
+
+/** The effects table of the test handlers: deliberately without a unique constraint, so a duplicate shows up as a second row. */
+export async function createEffectsTable(pool: pg.Pool, schema: string): Promise<void> {
+  await pool.query(`create table "${schema}".effects (
+    id bigserial primary key,
+    record_key text not null,
+    topic text not null,
+    partition int not null,
+    "offset" bigint not null,
+    consumer text
+  )`);
+}
+
+/** A handler writing one effect row per application, through the transaction's client. */
+export function effectHandler(schema: string, consumerName = 'c'): RecordHandler {
+  return async (record, tx) => {
+    await tx.query(`insert into "${schema}".effects (record_key, topic, partition, "offset", consumer) values ($1::text, $2::text, $3::int, $4::bigint, $5::text)`, [
+      record.value?.toString() ?? '',
+      record.topic,
+      record.partition,
+      record.offset,
+      consumerName,
+    ]);
+  };
+}
+
+export function testConsumer(options: Partial<ConsumerOptions> & Pick<ConsumerOptions, 'topics' | 'handler'>): Consumer {
+  return createConsumer({
+    databaseUrl: databaseUrl(),
+    brokers: kafkaConnection().brokers,
+    groupId: uniqueName('g'),
+    logger: testLogger,
+    ...FAST_GROUP,
+    ...options,
+  });
+}
+
+/** Effect counts per record key. */
+export async function effectCounts(pool: pg.Pool, schema: string): Promise<Map<string, number>> {
+  const { rows } = await pool.query<{ record_key: string; n: string }>(`select record_key, count(*) as n from "${schema}".effects group by record_key`);
+  return new Map(rows.map((r) => [r.record_key, Number(r.n)]));
+}
+
+export async function effectTotal(pool: pg.Pool, schema: string): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>(`select count(*) as n from "${schema}".effects`);
+  return Number(rows[0]!.n);
+}
+
+/** Asserts-friendly summary: keys applied more than once, keys never applied. */
+export function exactlyOnceReport(counts: Map<string, number>, expected: string[]): { duplicates: string[]; missing: string[]; unexpected: string[] } {
+  const wanted = new Set(expected);
+  return {
+    duplicates: [...counts].filter(([, n]) => n > 1).map(([k]) => k),
+    missing: expected.filter((k) => !counts.has(k)),
+    unexpected: [...counts.keys()].filter((k) => !wanted.has(k)),
+  };
+}

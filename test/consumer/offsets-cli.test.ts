@@ -1,0 +1,136 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Consumer } from '../../src/consumer/index.js';
+import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { HEADER } from '../../src/outbox/event.js';
+import { databaseUrl, freshSchema, testPool } from '../helpers/db.js';
+import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
+import { TestProducer } from '../helpers/produce.js';
+import { uniqueName, waitFor } from '../helpers/wait.js';
+import { testConsumer } from './harness.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const run = promisify(execFile);
+
+/** Runs the CLI as a subprocess; resolves with its exit code and output. */
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      cwd: root,
+      env: { ...process.env, DATABASE_URL: databaseUrl(), KAFKA_BROKERS: String(kafkaConnection().brokers), LOG_LEVEL: 'silent' },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('consumer: offsets CLI', () => {
+  const pool = testPool();
+  const admin = new KafkaAdmin(kafkaConnection());
+  let producer: TestProducer;
+  const consumers: Consumer[] = [];
+
+  beforeAll(async () => {
+    producer = await TestProducer.connect(kafkaConnection());
+  });
+  afterAll(async () => {
+    await Promise.all(consumers.map((c) => c.stop()));
+    await producer.close();
+    admin.close();
+    await pool.end();
+  });
+
+  it('rewind to a time re-applies exactly the records from that time on, picked up by the running consumer', { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    // An idempotent projection (last value per key) that also counts applications.
+    await pool.query(`create table "${schema}".projection (key text primary key, value text not null, applications int not null)`);
+    const topic = await freshTopic(admin, 2);
+    const groupId = uniqueName('g');
+    const event = (i: number) => ({ key: `k${i}`, value: `v${i}`, headers: { [HEADER.outboxId]: String(i) } });
+
+    const before = Array.from({ length: 10 }, (_, i) => i);
+    await producer.send(topic, before.map(event));
+    const rewindTo = Date.now() + 1;
+    await waitFor(() => Date.now() > rewindTo, { timeoutMs: 1_000 });
+    const after = Array.from({ length: 10 }, (_, i) => i + 10);
+    await producer.send(topic, after.map(event));
+
+    const consumer = testConsumer({
+      schema,
+      groupId,
+      topics: [topic],
+      handler: async (record, tx) => {
+        await tx.query(
+          `insert into "${schema}".projection (key, value, applications) values ($1::text, $2::text, 1)
+           on conflict (key) do update set value = excluded.value, applications = projection.applications + 1`,
+          [record.key!.toString(), record.value!.toString()],
+        );
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    const applications = async () => {
+      const { rows } = await pool.query<{ key: string; applications: number }>(`select key, applications from "${schema}".projection`);
+      return new Map(rows.map((r) => [r.key, r.applications]));
+    };
+    const total = async () => [...(await applications()).values()].reduce((a, b) => a + b, 0);
+    await waitFor(async () => (await total()) === 20, { timeoutMs: 30_000 });
+
+    const shown = await cli('offsets', 'show', '--group', groupId, '--schema', schema);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout.trim().split('\n')).toHaveLength(3); // header + 2 partitions
+
+    const rewound = await cli('offsets', 'rewind', '--group', groupId, '--topic', topic, '--to-time', new Date(rewindTo).toISOString(), '--schema', schema);
+    expect(rewound.stderr).toBe('');
+    expect(rewound.code).toBe(0);
+
+    // The running consumer notices the moved offset and applies the later records again (the
+    // inbox entries at or after the new offsets were forgotten with the rewind).
+    await waitFor(async () => (await total()) === 30, { timeoutMs: 30_000, message: 'later records applied again' });
+    await consumer.stop();
+    const counts = await applications();
+    expect(before.map((i) => counts.get(`k${i}`))).toEqual(before.map(() => 1));
+    expect(after.map((i) => counts.get(`k${i}`))).toEqual(after.map(() => 2));
+    expect(await total()).toBe(30);
+  });
+
+  it('refuses bad input with a typed error and exit code 2', { timeout: 60_000 }, async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 1);
+    const groupId = uniqueName('g');
+    await pool.query(`insert into "${schema}".consumer_offsets (group_id, topic, partition, next_offset) values ($1, $2, 0, 0)`, [groupId, topic]);
+    const base = ['--schema', schema];
+
+    const negative = await cli('offsets', 'set', '--group', groupId, '--topic', topic, '--partition', '0', '--offset=-1', ...base);
+    expect(negative.code).toBe(2);
+    expect(negative.stderr).toContain('INVALID_ARGUMENT');
+
+    const unknownGroup = await cli('offsets', 'set', '--group', uniqueName('nobody'), '--topic', topic, '--partition', '0', '--offset', '0', ...base);
+    expect(unknownGroup.code).toBe(2);
+    expect(unknownGroup.stderr).toContain('NOT_FOUND');
+
+    const unknownTopic = await cli('offsets', 'rewind', '--group', groupId, '--topic', uniqueName('missing').replaceAll('_', '-'), '--to-time', '2020-01-01T00:00:00Z', ...base);
+    expect(unknownTopic.code).toBe(2);
+    expect(unknownTopic.stderr).toContain('NOT_FOUND');
+
+    const future = await cli('offsets', 'rewind', '--group', groupId, '--topic', topic, '--to-time', new Date(Date.now() + 3_600_000).toISOString(), ...base);
+    expect(future.code).toBe(2);
+    expect(future.stderr).toMatch(/future.*INVALID_ARGUMENT/);
+
+    const notATime = await cli('offsets', 'rewind', '--group', groupId, '--topic', topic, '--to-time', 'yesterday', ...base);
+    expect(notATime.code).toBe(2);
+    expect(notATime.stderr).toContain('INVALID_ARGUMENT');
+
+    // Nothing was changed by the refused commands.
+    const { rows } = await pool.query(`select next_offset from "${schema}".consumer_offsets where group_id = $1`, [groupId]);
+    expect(rows.map((r) => Number(r.next_offset))).toEqual([0]);
+
+    const help = await cli('offsets', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('offsets rewind');
+  });
+});

@@ -1,0 +1,78 @@
+import { describe, expect, it } from 'vitest';
+import { StallDetector } from '../../src/consumer/watchdog.js';
+import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { freshSchema, testPool } from '../helpers/db.js';
+import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
+import { TestProducer } from '../helpers/produce.js';
+import { waitFor } from '../helpers/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
+
+describe('consumer: liveness watchdog', () => {
+  function detector(stallTimeoutMs: number) {
+    let now = 0;
+    const d = new StallDetector(stallTimeoutMs, () => now);
+    return { d, advance: (ms: number) => (now += ms) };
+  }
+  const at = (entries: [string, number][]) => new Map(entries);
+
+  it('a consumer with lag and no progress past the stall timeout is reported, with the partitions', () => {
+    const { d, advance } = detector(10_000);
+    expect(d.check(at([['t:0', 5]]), at([['t:0', 9]]))).toBeUndefined();
+    advance(10_001);
+    expect(d.check(at([['t:0', 5]]), at([['t:0', 9]]))).toMatch(/no progress for 10 s while lag > 0 \(t:0 at 5 of 9\)/);
+  });
+
+  it('a caught-up consumer is never reported, however long it idles', () => {
+    const { d, advance } = detector(10_000);
+    advance(60_000);
+    expect(d.check(at([['t:0', 9]]), at([['t:0', 9]]))).toBeUndefined();
+  });
+
+  it('moving positions or fetched records count as progress', () => {
+    const { d, advance } = detector(10_000);
+    d.check(at([['t:0', 5]]), at([['t:0', 50]]));
+    advance(9_000);
+    expect(d.check(at([['t:0', 6]]), at([['t:0', 50]]))).toBeUndefined();
+    advance(9_000);
+    d.progress();
+    advance(9_000);
+    expect(d.check(at([['t:0', 6]]), at([['t:0', 50]]))).toBeUndefined();
+  });
+
+  it('a stall timeout of 0 turns the watchdog off', () => {
+    const { d, advance } = detector(0);
+    advance(1_000_000);
+    expect(d.check(at([['t:0', 0]]), at([['t:0', 9]]))).toBeUndefined();
+  });
+});
+
+describe('consumer: watchdog against a real broker', () => {
+  it('a consumer whose fetcher silently stopped is rebuilt and catches up', { timeout: 60_000 }, async () => {
+    const pool = testPool();
+    const admin = new KafkaAdmin(kafkaConnection());
+    const producer = await TestProducer.connect(kafkaConnection());
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema), watchdogIntervalMs: 300, stallTimeoutMs: 2_000 });
+    const rebuilt: string[] = [];
+    consumer.on('rebuilt', (e) => rebuilt.push(e.reason));
+    try {
+      await consumer.start();
+      await producer.send(topic, ['a', 'b'].map((k) => ({ key: k, value: k })));
+      await waitFor(async () => (await effectCounts(pool, schema)).size === 2, { timeoutMs: 30_000 });
+      // Simulate the silent failure: librdkafka stops fetching the partition, nothing errors.
+      (consumer as unknown as { client: { pause(p: { topic: string; partition: number }[]): void } }).client.pause([{ topic, partition: 0 }]);
+      await producer.send(topic, ['c', 'd'].map((k) => ({ key: k, value: k })));
+      await waitFor(() => rebuilt.length > 0, { timeoutMs: 30_000, message: 'watchdog rebuilt the consumer' });
+      expect(rebuilt[0]).toMatch(/no progress .* lag > 0/);
+      await waitFor(async () => (await effectCounts(pool, schema)).size === 4, { timeoutMs: 30_000 });
+      expect(exactlyOnceReport(await effectCounts(pool, schema), ['a', 'b', 'c', 'd'])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    } finally {
+      await consumer.stop();
+      await producer.close();
+      admin.close();
+      await pool.end();
+    }
+  });
+});
