@@ -7,6 +7,7 @@ type Command = (argv: string[]) => Promise<number>;
 /** Sub-commands; each lives in its own file and parses its own flags. */
 const COMMANDS: Record<string, { run: () => Promise<Command>; summary: string }> = {
   migrate: { run: async () => migrateCommand, summary: 'apply database migrations' },
+  relay: { run: async () => (await import('./relay.js')).relayCommand, summary: 'run the relay: outbox rows to Kafka, exactly once' },
   offsets: { run: async () => (await import('./offsets.js')).offsetsCommand, summary: 'show, set or rewind consumer offsets stored in PostgreSQL' },
 };
 

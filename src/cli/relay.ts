@@ -1,0 +1,96 @@
+import { migrate } from '../db/migrate.js';
+import { OutboxError } from '../errors.js';
+import type { ProducerPreset } from '../kafka/config.js';
+import { createLogger, redactUrl } from '../log.js';
+import { createRelay } from '../relay/relay.js';
+import { brokersFrom, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+
+export const RELAY_HELP = `outbox-relay relay [options]
+
+Runs the relay until SIGTERM/SIGINT: the first signal drains (finishes or aborts the
+current transaction, releases shards) within --shutdown-timeout-ms; a second one exits at once.
+
+  --database-url URL        PostgreSQL (env DATABASE_URL)
+  --brokers LIST            Kafka brokers host:port,... (env KAFKA_BROKERS)
+  --schema NAME             outbox schema (env OUTBOX_SCHEMA, default outbox)
+  --group NAME              relay group; relays of a group share shards (env OUTBOX_RELAY_GROUP, default outbox-relay)
+  --shards N                shards, one transactional id each (env OUTBOX_RELAY_SHARDS, default 4)
+  --batch-size N            rows per Kafka transaction (default 500)
+  --preset NAME             reliable | throughput | low-latency (default reliable)
+  --poll-interval-ms N      safety-net poll (default 1000)
+  --lease-ms N              shard lease; take-over time after a crash (default 10000)
+  --max-attempts N          attempts before a failing row is dead (default 10)
+  --retention-days N        keep sent rows N days (default 7); 0 keeps them forever
+  --strict                  refuse to start when topics are missing or can lose data
+  --migrate                 apply migrations before starting
+  --shutdown-timeout-ms N   drain deadline after the first signal (default 30000)`;
+
+export async function relayCommand(argv: string[]): Promise<number> {
+  const { values } = parse(argv, {
+    group: { type: 'string' },
+    shards: { type: 'string' },
+    'batch-size': { type: 'string' },
+    preset: { type: 'string' },
+    'poll-interval-ms': { type: 'string' },
+    'lease-ms': { type: 'string' },
+    'max-attempts': { type: 'string' },
+    'retention-days': { type: 'string' },
+    strict: { type: 'boolean' },
+    migrate: { type: 'boolean' },
+    'shutdown-timeout-ms': { type: 'string' },
+  });
+  if (values.help) {
+    console.log(RELAY_HELP);
+    return 0;
+  }
+  const str = (name: string) => values[name] as string | undefined;
+  const logger = createLogger();
+  const databaseUrl = databaseUrlFrom(values);
+  const schema = schemaFrom(values);
+  const retentionDays = integerFlag('retention-days', str('retention-days'), { min: 0 });
+  const shutdownMs = integerFlag('shutdown-timeout-ms', str('shutdown-timeout-ms'), { min: 1 }) ?? 30_000;
+
+  if (values.migrate) await migrate({ db: databaseUrl, schema, logger });
+  const relay = createRelay({
+    databaseUrl,
+    brokers: brokersFrom(values),
+    schema,
+    group: str('group') ?? process.env.OUTBOX_RELAY_GROUP,
+    shards: integerFlag('shards', str('shards') ?? process.env.OUTBOX_RELAY_SHARDS, { min: 1 }),
+    batchSize: integerFlag('batch-size', str('batch-size'), { min: 1 }),
+    preset: str('preset') as ProducerPreset | undefined,
+    pollIntervalMs: integerFlag('poll-interval-ms', str('poll-interval-ms'), { min: 1 }),
+    leaseMs: integerFlag('lease-ms', str('lease-ms'), { min: 1000 }),
+    maxAttempts: integerFlag('max-attempts', str('max-attempts'), { min: 1 }),
+    retention: retentionDays === 0 ? false : retentionDays === undefined ? undefined : { keepMs: retentionDays * 86_400_000 },
+    strict: values.strict === true,
+    logger,
+  });
+
+  let signals = 0;
+  const stopped = new Promise<number>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals += 1;
+      if (signals > 1) {
+        logger.warn({ signal }, 'second signal: exiting without draining');
+        process.exit(130);
+      }
+      logger.info({ signal, deadlineMs: shutdownMs }, 'draining');
+      const deadline = setTimeout(() => {
+        logger.error({ deadlineMs: shutdownMs }, 'drain deadline passed: exiting');
+        process.exit(1);
+      }, shutdownMs);
+      deadline.unref();
+      void relay.stop().then(() => resolve(0));
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+
+  try {
+    await relay.start();
+  } catch (err) {
+    throw err instanceof OutboxError ? err : new OutboxError('UNKNOWN', `relay failed to start (${redactUrl(databaseUrl)})`, { cause: err });
+  }
+  return stopped;
+}
