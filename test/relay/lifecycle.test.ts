@@ -1,0 +1,103 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { createRelay } from '../../src/relay/relay.js';
+import { databaseUrl, freshSchema, testPool } from '../helpers/db.js';
+import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
+import { startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
+import { waitFor } from '../helpers/wait.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+describe('relay lifecycle and operations', () => {
+  const connection = kafkaConnection();
+  let pool: pg.Pool;
+  let admin: KafkaAdmin;
+
+  beforeAll(() => {
+    pool = testPool();
+    admin = new KafkaAdmin(connection);
+  });
+  afterAll(async () => {
+    admin.close();
+    await pool.end();
+  });
+
+  it('the relay CLI publishes, and on SIGTERM drains, releases its shards and exits 0', async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 2);
+    const group = `cli-${schema.replaceAll('_', '-')}`;
+    const child = spawn(process.execPath, ['--import', 'tsx', `${root}/src/cli/main.ts`, 'relay', '--schema', schema, '--group', group, '--shards', '2'], {
+      env: { ...process.env, DATABASE_URL: databaseUrl(), KAFKA_BROKERS: String(connection.brokers), LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await pool.query(`insert into ${schema}.messages (topic, key, payload) select $1, 'k' || (i % 5), convert_to('v' || i, 'UTF8') from generate_series(1, 100) i`, [topic]);
+    await waitAllSent(pool, schema);
+    await waitFor(() => output.includes('shard acquired'));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(output).toContain('relay stopped');
+    // No credentials in logs (the URL has none here, but the option name must not leak either).
+    expect(output).not.toMatch(/postgres:\/\/[^"]*:[^"@]*@/);
+    const { rows } = await pool.query(`select count(*)::int as n from ${schema}.relay_shards where relay_group = $1 and owner is not null`, [group]);
+    expect(rows[0].n).toBe(0);
+  });
+
+  it('the relay CLI refuses bad flags with exit code 2 and a clear message', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', `${root}/src/cli/main.ts`, 'relay', '--shards', 'many'], {
+      env: { ...process.env, DATABASE_URL: databaseUrl(), KAFKA_BROKERS: String(connection.brokers) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(2);
+    expect(stderr).toContain('--shards must be an integer');
+  });
+
+  it('strict mode refuses to start when a target topic is missing or can lose data; default mode warns', async () => {
+    const schema = await freshSchema(pool);
+    await pool.query(`insert into ${schema}.messages (topic, payload) values ('topic-that-does-not-exist-here', 'x')`);
+    const strict = createRelay(testRelayOptions(schema, { strict: true }));
+    await expect(strict.start()).rejects.toMatchObject({ code: 'TOPIC_UNSAFE' });
+    const lenient = await startRelay(schema);
+    try {
+      expect(lenient.topicReport?.missing).toEqual(['topic-that-does-not-exist-here']);
+    } finally {
+      await lenient.stop();
+    }
+  });
+
+  it('refuses to start on a schema that is not migrated', async () => {
+    const relay = createRelay(testRelayOptions('never_migrated_schema'));
+    await expect(relay.start()).rejects.toMatchObject({ code: 'MIGRATION_FAILED' });
+  });
+
+  it('retention deletes sent rows past the retention period in batches and keeps the rest', async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 1);
+    await pool.query(`insert into ${schema}.messages (topic, key, payload) select $1, 'k', convert_to('v' || i, 'UTF8') from generate_series(1, 250) i`, [topic]);
+    const relay = await startRelay(schema, { retention: false });
+    await waitAllSent(pool, schema);
+    await relay.stop();
+    // Age 200 of the sent rows past the retention period; leave 50 recent; add an unsent one.
+    await pool.query(`update ${schema}.messages set sent_at = now() - interval '8 days' where id in (select id from ${schema}.messages order by id limit 200)`);
+    await pool.query(`insert into ${schema}.messages (topic, payload) values ('no-relay-running', 'pending')`);
+    const purging = await startRelay(schema, { retention: { keepMs: 7 * 86_400_000, intervalMs: 100, batchSize: 30 } });
+    try {
+      await waitFor(async () => (await pool.query(`select count(*)::int as n from ${schema}.messages`)).rows[0].n === 51, {
+        message: 'old sent rows purged',
+      });
+      const { rows } = await pool.query(`select count(*) filter (where state = 'sent')::int as sent, count(*)::int as total from ${schema}.messages`);
+      expect(rows[0]).toEqual({ sent: 50, total: 51 });
+    } finally {
+      await purging.stop();
+    }
+  });
+});
