@@ -70,8 +70,20 @@ kafka_up() {
     echo "$KAFKA_BROKERS"
     return
   fi
-  bash "$root/scripts/kafka-broker.sh" start "$kafka_dir" "$kafka_port" "$kafka_ctrl_port"
-  echo "127.0.0.1:$kafka_port"
+  local port=$kafka_port ctrl=$kafka_ctrl_port
+  if bash "$root/scripts/kafka-broker.sh" status "$kafka_dir" && [[ -f "$kafka_dir/port" ]]; then
+    port=$(cat "$kafka_dir/port")   # ours, already running
+  elif [[ -z "${OUTBOX_KAFKA_PORT:-}" ]]; then
+    # Another process (another checkout's broker, say) may hold the default ports: take
+    # the next free pair rather than fail.
+    while tcp_open 127.0.0.1 "$port" || tcp_open 127.0.0.1 "$ctrl"; do
+      port=$((port + 2)); ctrl=$((ctrl + 2))
+      (( port > kafka_port + 40 )) && { log "no free port pair for Kafka near $kafka_port"; exit 1; }
+    done
+  fi
+  bash "$root/scripts/kafka-broker.sh" start "$kafka_dir" "$port" "$ctrl"
+  echo "$port" > "$kafka_dir/port"
+  echo "127.0.0.1:$port"
 }
 
 up() {
