@@ -71,8 +71,11 @@ kafka_up() {
     return
   fi
   local port=$kafka_port ctrl=$kafka_ctrl_port
-  if bash "$root/scripts/kafka-broker.sh" status "$kafka_dir" && [[ -f "$kafka_dir/port" ]]; then
-    port=$(cat "$kafka_dir/port")   # ours, already running
+  if bash "$root/scripts/kafka-broker.sh" status "$kafka_dir"; then
+    # Ours, already running: its port is in its own configuration.
+    port=$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$kafka_dir/server.properties")
+    echo "127.0.0.1:$port"
+    return
   elif [[ -z "${OUTBOX_KAFKA_PORT:-}" ]]; then
     # Another process (another checkout's broker, say) may hold the default ports: take
     # the next free pair rather than fail.
@@ -82,7 +85,6 @@ kafka_up() {
     done
   fi
   bash "$root/scripts/kafka-broker.sh" start "$kafka_dir" "$port" "$ctrl"
-  echo "$port" > "$kafka_dir/port"
   echo "127.0.0.1:$port"
 }
 
