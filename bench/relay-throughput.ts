@@ -1,0 +1,529 @@
+// Relay benchmark on running services: backlog drain throughput, then steady-state
+// commit→read latency with an exactly-once check. Everything it creates (schema, topics,
+// relay group) is fresh per run and removed at the end.
+//
+//   DATABASE_URL=postgres://... KAFKA_BROKERS=host:port \
+//     node --import tsx bench/relay-throughput.ts [--rows N] [--preset reliable|throughput|low-latency] \
+//       [--shards N] [--batch-size N] [--rate N] [--seconds N]
+//
+// Exit code: 0 when every row arrived exactly once, 1 on duplicates or missing records,
+// 2 when the run itself failed (bad arguments, services unreachable, timeouts), 130 when
+// interrupted by SIGINT or SIGTERM (after cleaning up).
+import Kafka from '@confluentinc/kafka-javascript';
+import type { Message } from '@confluentinc/kafka-javascript';
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { createLogger, createRelay, enqueue, migrate, PRODUCER_PRESETS, type OutboxEvent, type ProducerPreset, type Relay } from '../src/index.js';
+import { KafkaAdmin } from '../src/kafka/admin.js';
+
+const PARTITIONS = 6;
+const KEYS = 1_000;
+const PAYLOAD_BYTES = 200;
+const INSERT_CHUNK = 1_000;
+const WRITER_CONCURRENCY = 8;
+const DRAIN_TIMEOUT_MS = 10 * 60_000;
+const DRAIN_STALL_MS = 60_000;
+const ARRIVAL_TIMEOUT_MS = 60_000;
+const DUPLICATE_WATCH_MS = 1_500;
+
+// ---------------------------------------------------------------------------------------
+// Arguments and environment
+
+function usage(message: string): never {
+  console.error(`relay-throughput: ${message}`);
+  console.error(
+    'usage: node --import tsx bench/relay-throughput.ts [--rows N] [--preset reliable|throughput|low-latency] [--shards N] [--batch-size N] [--rate N] [--seconds N]',
+  );
+  console.error('environment: DATABASE_URL, KAFKA_BROKERS (required); LOG_LEVEL (relay log level, default error)');
+  process.exit(2);
+}
+
+function positive(name: string, raw: string, max = 10_000_000): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0 || n > max) usage(`--${name} must be an integer in 1..${max}, got ${raw}`);
+  return n;
+}
+
+let parsed: ReturnType<typeof parse>;
+function parse() {
+  return parseArgs({
+    strict: true,
+    allowPositionals: false,
+    options: {
+      rows: { type: 'string', default: '20000' },
+      preset: { type: 'string', default: 'reliable' },
+      shards: { type: 'string', default: '4' },
+      'batch-size': { type: 'string', default: '500' },
+      rate: { type: 'string', default: '200' },
+      seconds: { type: 'string', default: '10' },
+    },
+  }).values;
+}
+try {
+  parsed = parse();
+} catch (err) {
+  usage((err as Error).message);
+}
+
+if (!(parsed.preset in PRODUCER_PRESETS)) usage(`--preset must be one of ${Object.keys(PRODUCER_PRESETS).join(', ')}, got ${parsed.preset}`);
+const params = {
+  rows: positive('rows', parsed.rows),
+  keys: KEYS,
+  payloadBytes: PAYLOAD_BYTES,
+  partitions: PARTITIONS,
+  preset: parsed.preset as ProducerPreset,
+  shards: positive('shards', parsed.shards, 1024),
+  batchSize: positive('batch-size', parsed['batch-size'], 100_000),
+  steadyRate: positive('rate', parsed.rate, 100_000),
+  steadySeconds: positive('seconds', parsed.seconds, 3_600),
+};
+
+const databaseUrl = process.env.DATABASE_URL || usage('DATABASE_URL is not set');
+const brokers = process.env.KAFKA_BROKERS || usage('KAFKA_BROKERS is not set');
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+interface Distribution {
+  count: number;
+  mean: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
+
+/** Nearest-rank percentiles. */
+function distribution(values: readonly number[]): Distribution {
+  if (values.length === 0) return { count: 0, mean: 0, p50: 0, p95: 0, p99: 0, max: 0 };
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = (q: number) => sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)]!;
+  const mean = sorted.reduce((sum, v) => sum + v, 0) / sorted.length;
+  return { count: sorted.length, mean: round(mean), p50: rank(0.5), p95: rank(0.95), p99: rank(0.99), max: sorted.at(-1)! };
+}
+
+function round(n: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+/** A JSON payload of exactly PAYLOAD_BYTES bytes. */
+function payload(seq: number, key: string): Record<string, string | number> {
+  const body: Record<string, string | number> = { seq, key, kind: 'bench', pad: '' };
+  body.pad = 'x'.repeat(PAYLOAD_BYTES - Buffer.byteLength(JSON.stringify(body)));
+  return body;
+}
+
+function header(message: Message, name: string): string | undefined {
+  for (const h of message.headers ?? []) if (name in h) return String(h[name]);
+  return undefined;
+}
+
+async function waitForTopic(admin: KafkaAdmin, topic: string, partitions: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const [d] = await admin.describeTopics([topic]).catch(() => []);
+    if (d && !d.error && d.partitions.length === partitions) return;
+    if (Date.now() > deadline) throw new Error(`topic ${topic} did not appear in metadata with ${partitions} partitions`);
+    await sleep(100);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Run state, shared with the clean-up
+
+const runId = randomBytes(4).toString('hex');
+const schema = `bench_${runId}`;
+const group = `bench-${runId}`;
+const backlogTopic = `bench-${runId}-backlog`;
+const steadyTopic = `bench-${runId}-steady`;
+const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'error', name: 'outbox-relay-bench' });
+
+const pool = new pg.Pool({ connectionString: databaseUrl, max: WRITER_CONCURRENCY + 2, application_name: 'outbox-relay bench' });
+pool.on('error', () => undefined);
+const admin = new KafkaAdmin({ brokers, clientId: 'outbox-relay-bench' });
+const createdTopics: string[] = [];
+let schemaCreated = false;
+let relay: Relay | undefined;
+let reader: Kafka.KafkaConsumer | undefined;
+let stopReading: (() => Promise<void>) | undefined;
+let cleaning: Promise<void> | undefined;
+let interrupted = false;
+
+/** Stops and removes everything this run created. Safe to call twice. */
+function cleanUp(): Promise<void> {
+  cleaning ??= (async () => {
+    const step = async (what: string, run: () => Promise<unknown>) => {
+      try {
+        await run();
+      } catch (err) {
+        console.error(`clean-up: could not ${what}: ${(err as Error).message}`);
+      }
+    };
+    if (stopReading) await step('stop reading', stopReading);
+    if (reader) {
+      const r = reader;
+      await step('disconnect the reader', () => new Promise<void>((resolve) => r.disconnect(() => resolve())));
+    }
+    if (relay) {
+      const r = relay;
+      await step('stop the relay', () => r.stop());
+      createdTopics.push(r.options.checkpointTopic);
+    }
+    if (schemaCreated) await step(`drop schema ${schema}`, () => pool.query(`drop schema if exists "${schema}" cascade`));
+    for (const topic of createdTopics) await step(`delete topic ${topic}`, () => admin.deleteTopic(topic));
+    admin.close();
+    await step('end the pool', () => pool.end());
+  })();
+  return cleaning;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    interrupted = true;
+    console.error(`\n${signal}: cleaning up`);
+    void cleanUp().finally(() => process.exit(130));
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario 1: backlog drain
+
+interface BatchEvent {
+  at: number;
+  rows: number;
+  durationMs: number;
+}
+let phase: 'backlog' | 'steady' | 'idle' = 'idle';
+const batches: Record<'backlog' | 'steady', BatchEvent[]> = { backlog: [], steady: [] };
+let failedRows = 0;
+let deadRows = 0;
+
+function batchSummary(list: readonly BatchEvent[]) {
+  const rows = list.reduce((sum, b) => sum + b.rows, 0);
+  return {
+    count: list.length,
+    rows,
+    meanRowsPerBatch: list.length === 0 ? 0 : round(rows / list.length),
+    durationMs: distribution(list.map((b) => b.durationMs)),
+  };
+}
+
+async function insertBacklog(): Promise<{ insertMs: number }> {
+  const started = performance.now();
+  for (let from = 0; from < params.rows; from += INSERT_CHUNK) {
+    const events: OutboxEvent[] = [];
+    for (let i = from; i < Math.min(params.rows, from + INSERT_CHUNK); i++) {
+      const key = `key-${i % KEYS}`;
+      events.push({ topic: backlogTopic, key, payload: payload(i, key), eventType: 'BenchEvent' });
+    }
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      await enqueue(client, events, { schema });
+      await client.query('commit');
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+  return { insertMs: performance.now() - started };
+}
+
+async function unsent(topic: string): Promise<{ unsent: number; dead: number }> {
+  const { rows } = await pool.query<{ unsent: number; dead: number }>(
+    `select count(*) filter (where state <> 'sent')::int as unsent, count(*) filter (where state = 'dead')::int as dead
+       from "${schema}".messages where topic = $1 and state <> 'sent'`,
+    [topic],
+  );
+  return rows[0] ?? { unsent: 0, dead: 0 };
+}
+
+async function drainBacklog(r: Relay) {
+  phase = 'backlog';
+  const startCalled = performance.now();
+  await r.start();
+  const startMs = performance.now() - startCalled;
+  let last = { unsent: params.rows, at: performance.now() };
+  for (;;) {
+    const now = performance.now();
+    const { unsent: left, dead } = await unsent(backlogTopic);
+    if (left === 0) break;
+    if (dead > 0) throw new Error(`${dead} backlog rows went dead; see LOG_LEVEL=warn output`);
+    if (left < last.unsent) last = { unsent: left, at: now };
+    if (now - last.at > DRAIN_STALL_MS) throw new Error(`backlog drain stalled at ${left} unsent rows`);
+    if (now - startCalled > DRAIN_TIMEOUT_MS) throw new Error(`backlog not drained after ${DRAIN_TIMEOUT_MS / 1000} s (${left} unsent)`);
+    await sleep(50);
+  }
+  const polledDone = performance.now();
+  phase = 'idle';
+  const list = batches.backlog;
+  // The last 'batch' event is emitted right after its rows are marked sent: a sharper end
+  // than the poll that noticed it. The first batch's start excludes producer start-up.
+  const lastEnd = list.length > 0 ? Math.max(...list.map((b) => b.at)) : polledDone;
+  const firstStart = list.length > 0 ? Math.min(...list.map((b) => b.at - b.durationMs)) : startCalled;
+  const drainMs = lastEnd - startCalled;
+  const afterStartupMs = lastEnd - firstStart;
+  return {
+    startMs: round(startMs),
+    drainMs: round(drainMs),
+    firstBatchAfterMs: round(firstStart - startCalled),
+    rowsPerSec: Math.round(params.rows / (drainMs / 1000)),
+    rowsPerSecAfterStartup: Math.round(params.rows / (afterStartupMs / 1000)),
+    batches: batchSummary(list),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario 2: steady state
+
+interface Reading {
+  received: Map<string, number>;
+  latencies: number[];
+  unexpected: number;
+}
+
+async function startReader(topic: string): Promise<{ reading: Reading; stop: () => Promise<void> }> {
+  const consumer = new Kafka.KafkaConsumer(
+    {
+      'bootstrap.servers': brokers,
+      'client.id': 'outbox-relay-bench-reader',
+      'group.id': `bench-reader-${runId}`,
+      'enable.auto.commit': false,
+      'isolation.level': 'read_committed',
+      'fetch.wait.max.ms': 10,
+      'log.connection.close': false,
+    },
+    {},
+  );
+  reader = consumer;
+  await new Promise<void>((resolve, reject) => consumer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())));
+  consumer.setDefaultConsumeTimeout(10);
+  consumer.assign(Array.from({ length: PARTITIONS }, (_, partition) => ({ topic, partition, offset: 0 })));
+  const reading: Reading = { received: new Map(), latencies: [], unexpected: 0 };
+  let running = true;
+  let readError: unknown;
+  // Never rejects: a consume error ends the loop and is rethrown by stop().
+  const loop = (async () => {
+    while (running) {
+      let messages: Message[];
+      try {
+        messages = await new Promise<Message[]>((resolve, reject) => consumer.consume(500, (err, m) => (err ? reject(err) : resolve(m))));
+      } catch (err) {
+        if (running) readError = err;
+        running = false;
+        break;
+      }
+      const readAt = Date.now();
+      for (const m of messages) {
+        const id = header(m, 'outbox-id');
+        const createdAt = header(m, 'created-at');
+        if (id === undefined || createdAt === undefined) {
+          reading.unexpected += 1;
+          continue;
+        }
+        reading.received.set(id, (reading.received.get(id) ?? 0) + 1);
+        reading.latencies.push(readAt - Date.parse(createdAt));
+      }
+    }
+  })();
+  let stopped: Promise<void> | undefined;
+  stopReading = () => {
+    stopped ??= (async () => {
+      running = false;
+      await loop;
+      if (readError !== undefined) throw readError;
+    })();
+    return stopped;
+  };
+  return { reading, stop: stopReading };
+}
+
+async function steadyState() {
+  const { reading, stop } = await startReader(steadyTopic);
+  phase = 'steady';
+  const total = params.steadyRate * params.steadySeconds;
+  const written = new Set<string>();
+  const lags: number[] = [];
+  const commitMs: number[] = [];
+  const inFlight = new Set<Promise<void>>();
+  let writeError: unknown;
+
+  const writeOne = async (seq: number) => {
+    const key = `key-${seq % KEYS}`;
+    const client = await pool.connect();
+    try {
+      const began = performance.now();
+      await client.query('begin');
+      const [id] = await enqueue(client, { topic: steadyTopic, key, payload: payload(seq, key), eventType: 'BenchEvent' }, { schema });
+      await client.query('commit');
+      commitMs.push(performance.now() - began);
+      written.add(id!);
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  };
+
+  const t0 = performance.now();
+  for (let seq = 0; seq < total && writeError === undefined && !interrupted; seq++) {
+    const due = t0 + (seq * 1000) / params.steadyRate;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    while (inFlight.size >= WRITER_CONCURRENCY) await Promise.race(inFlight);
+    lags.push(Math.max(0, performance.now() - due));
+    const p: Promise<void> = writeOne(seq)
+      .catch((err: unknown) => {
+        writeError ??= err;
+      })
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
+  }
+  await Promise.all(inFlight);
+  const writeMs = performance.now() - t0;
+  if (writeError !== undefined) throw writeError;
+
+  // Wait for every committed row, then keep reading a little so that duplicates show up.
+  const deadline = performance.now() + ARRIVAL_TIMEOUT_MS;
+  while (!interrupted && [...written].some((id) => !reading.received.has(id)) && performance.now() < deadline) await sleep(50);
+  await sleep(DUPLICATE_WATCH_MS);
+  await stop();
+  phase = 'idle';
+
+  let duplicates = 0;
+  let missing = 0;
+  for (const id of written) {
+    const n = reading.received.get(id) ?? 0;
+    if (n === 0) missing += 1;
+    else if (n > 1) duplicates += n - 1;
+  }
+  const unknownIds = [...reading.received.keys()].filter((id) => !written.has(id)).length;
+  const { unsent: notSentInDb } = await unsent(steadyTopic);
+  return {
+    targetRate: params.steadyRate,
+    seconds: params.steadySeconds,
+    written: written.size,
+    achievedRate: round(written.size / (writeMs / 1000)),
+    scheduleLagMs: distribution(lags.map((l) => round(l))),
+    writerTransactionMs: distribution(commitMs.map((l) => round(l))),
+    received: reading.received.size,
+    duplicates,
+    missing,
+    unexpected: reading.unexpected + unknownIds,
+    notSentInDb,
+    latencyMs: distribution(reading.latencies),
+    batches: batchSummary(batches.steady),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+
+async function machine() {
+  const cpus = os.cpus();
+  const { rows } = await pool.query<{ server_version: string }>('show server_version');
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    totalMemoryMb: Math.round(os.totalmem() / 2 ** 20),
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    postgres: rows[0]?.server_version ?? 'unknown',
+  };
+}
+
+async function main(): Promise<number> {
+  const startedAt = new Date();
+  const info = await machine();
+  console.log(
+    `outbox-relay bench: preset=${params.preset} shards=${params.shards} batch-size=${params.batchSize} rows=${params.rows} ` +
+      `steady=${params.steadyRate}/s×${params.steadySeconds}s (${info.cpus} cpus, node ${info.node}, postgres ${info.postgres})`,
+  );
+
+  await migrate({ db: pool, schema, logger });
+  schemaCreated = true;
+  for (const topic of [backlogTopic, steadyTopic]) {
+    await admin.createTopic({ topic, num_partitions: PARTITIONS, replication_factor: 1 });
+    createdTopics.push(topic);
+    await waitForTopic(admin, topic, PARTITIONS);
+  }
+
+  const { insertMs } = await insertBacklog();
+  console.log(`backlog   inserted ${params.rows} rows in ${(insertMs / 1000).toFixed(2)} s; starting the relay`);
+
+  relay = createRelay({
+    databaseUrl,
+    brokers,
+    schema,
+    group,
+    shards: params.shards,
+    batchSize: params.batchSize,
+    preset: params.preset,
+    logger,
+    retention: false,
+  });
+  relay.events.on('batch', ({ rows, durationMs }) => {
+    if (phase !== 'idle') batches[phase].push({ at: performance.now(), rows, durationMs });
+  });
+  relay.events.on('rowFailed', ({ dead }) => {
+    failedRows += 1;
+    if (dead) deadRows += 1;
+  });
+
+  const backlog = { insertMs: round(insertMs), ...(await drainBacklog(relay)) };
+  const b = backlog.batches;
+  console.log(
+    `backlog   ${params.rows} rows drained in ${(backlog.drainMs / 1000).toFixed(2)} s: ${backlog.rowsPerSec} rows/s ` +
+      `(${backlog.rowsPerSecAfterStartup} rows/s from the first batch); ${b.count} batches, ${b.meanRowsPerBatch} rows/batch, ` +
+      `batch ms p50 ${b.durationMs.p50} p95 ${b.durationMs.p95} p99 ${b.durationMs.p99} max ${b.durationMs.max}`,
+  );
+
+  const steady = await steadyState();
+  const l = steady.latencyMs;
+  console.log(
+    `steady    ${steady.written} rows at ${steady.targetRate}/s (achieved ${steady.achievedRate}/s); ` +
+      `commit→read ms p50 ${l.p50} p95 ${l.p95} p99 ${l.p99} max ${l.max}; ` +
+      `duplicates ${steady.duplicates}, missing ${steady.missing}, unexpected ${steady.unexpected}, unsent in db ${steady.notSentInDb}`,
+  );
+
+  const ok = steady.duplicates === 0 && steady.missing === 0 && steady.unexpected === 0 && steady.notSentInDb === 0;
+  const result = {
+    benchmark: 'relay-throughput',
+    ok,
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    machine: info,
+    parameters: params,
+    backlog,
+    steady,
+    rowFailures: { failed: failedRows, dead: deadRows },
+  };
+  const dir = new URL('./results/', import.meta.url);
+  await mkdir(dir, { recursive: true });
+  const file = new URL(`${startedAt.toISOString().replaceAll(':', '-')}-${params.preset}.json`, dir);
+  await writeFile(file, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`result    ${ok ? 'OK: every row exactly once' : 'FAILED: duplicates or missing records'} → ${relative(process.cwd(), fileURLToPath(file))}`);
+  return ok ? 0 : 1;
+}
+
+let code = 2;
+try {
+  code = await main();
+} catch (err) {
+  if (!interrupted) console.error(`relay-throughput: ${(err as Error).stack ?? String(err)}`);
+  code = 2;
+} finally {
+  await cleanUp();
+}
+process.exit(interrupted ? 130 : code);
