@@ -15,9 +15,10 @@ create table :schema.messages (
   schema_version  integer,
   traceparent     text,
   created_at      timestamptz not null default now(),
-  -- pending: waiting for the relay; failed: an attempt failed, retried at next_attempt_at;
-  -- dead: gave up after max attempts (holds back later rows of its key until an operator
-  -- acts); sent: in Kafka at (kafka_partition, kafka_offset).
+  -- pending: waiting for the relay; failed: an attempt failed, retried at next_attempt_at
+  -- (holds back later rows of its key meanwhile); dead: gave up after max attempts (holds
+  -- back later rows of its key until an operator acts); sent: in Kafka at
+  -- (kafka_partition, kafka_offset).
   state           text        not null default 'pending',
   attempts        integer     not null default 0,
   last_error      text,
@@ -41,12 +42,13 @@ create table :schema.messages (
 
 comment on table :schema.messages is 'Transactional outbox: rows written with business data, published to Kafka by outbox-relay';
 
--- The relay scans only unsent rows; this partial index stays small however many sent rows
--- are kept for audit.
-create index messages_unsent_idx on :schema.messages (id) where state <> 'sent';
+-- The relay scans only rows it may publish; this partial index stays small however many
+-- sent rows are kept for audit, and dead rows do not slow the scan down.
+create index messages_publishable_idx on :schema.messages (id) where state in ('pending', 'failed');
 
--- Per-key ordering: "is an earlier row of this key still unsent?"
-create index messages_unsent_key_idx on :schema.messages (key, id) where state <> 'sent' and key is not null;
+-- Per-key ordering: "does an earlier row of this key hold it back (failed or dead)?" Only
+-- those rows are indexed, so the check stays cheap for hot keys with long backlogs.
+create index messages_blocking_key_idx on :schema.messages (key, id) where state in ('failed', 'dead') and key is not null;
 
 -- Retention removes sent rows by age.
 create index messages_sent_at_idx on :schema.messages (sent_at) where state = 'sent';

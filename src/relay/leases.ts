@@ -107,6 +107,11 @@ export class ShardLeases {
     }
   }
 
+  /** Forgets a shard whose worker found its lease gone; the next tick may acquire it afresh. */
+  forget(shard: number, token: string): void {
+    if (this.held.get(shard) === token) this.held.delete(shard);
+  }
+
   async release(shards: number[]): Promise<void> {
     if (shards.length === 0) return;
     for (const shard of shards) this.held.delete(shard);

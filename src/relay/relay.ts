@@ -56,7 +56,16 @@ export class Relay {
 
   private async doStart(): Promise<void> {
     const o = this.options;
-    this.pool = o.pool ?? createPool(o.databaseUrl!, this.log, { max: o.shards + 4, application_name: applicationName(o.relayId) });
+    this.pool =
+      o.pool ??
+      createPool(o.databaseUrl!, this.log, {
+        max: o.shards + 4,
+        application_name: applicationName(o.relayId),
+        // The claim query's estimated cost can cross the JIT threshold while it runs in a
+        // millisecond: compiling would cost far more than it saves. A statement stuck on a
+        // lock must fail (and the shard recover) rather than hang while its lease renews.
+        options: '-c jit=off -c statement_timeout=30000 -c lock_timeout=10000',
+      });
     await this.checkSchema(this.pool);
     this.admin = new KafkaAdmin(o.connection);
     const checkpointPartitions = await this.ensureCheckpointTopic(this.admin);
@@ -67,7 +76,19 @@ export class Relay {
     await this.wakeup.start();
     this.leases = new ShardLeases(this.pool, o, this.log);
     await this.leases.init();
-    this.context = { options: o, pool: this.pool, admin: this.admin, topics, wakeup: this.wakeup, checkpointPartitions, events: this.events };
+    this.context = {
+      options: o,
+      pool: this.pool,
+      admin: this.admin,
+      topics,
+      wakeup: this.wakeup,
+      checkpointPartitions,
+      events: this.events,
+      onLeaseLost: (shard, token) => {
+        if (this.workers.get(shard)?.token === token) this.workers.delete(shard);
+        this.leases?.forget(shard, token);
+      },
+    };
     await this.leaseTick();
     this.loops.push(this.every(Math.max(250, Math.floor(o.leaseMs / 3)), () => this.leaseTick(), 'lease tick failed'));
     if (o.retention !== false) {

@@ -28,6 +28,8 @@ export interface ShardContext {
   wakeup: Wakeup;
   checkpointPartitions: number;
   events: RelayEventSink;
+  /** Called when a worker finds its lease gone, so the relay stops counting the shard as held. */
+  onLeaseLost: (shard: number, token: string) => void;
 }
 
 interface Item {
@@ -119,6 +121,7 @@ export class ShardWorker {
     if (lease.rowCount === 0) {
       this.log.warn('lease no longer held; leaving the shard to its new owner');
       this.controller.abort();
+      this.ctx.onLeaseLost(this.shard, this.token);
       this.ctx.events.emit('shardReleased', { shard: this.shard, reason: 'lost' });
       return;
     }
@@ -222,15 +225,26 @@ export class ShardWorker {
     const started = Date.now();
     await producer.begin();
     batch.to('producing');
-    const settled = await Promise.allSettled(items.map((item) => producer.produce(item.record)));
-    const errors = new Map<number, unknown>();
-    settled.forEach((s, i) => s.status === 'rejected' && errors.set(i, s.reason));
-    if (errors.size > 0) {
+    const deliveries = items.map((item) => producer.produce(item.record));
+    // A record refused for itself (too large, bad topic) dooms the transaction: librdkafka
+    // stops sending, and the other records would only fail a delivery timeout later, looking
+    // transient. So abort at the first such refusal; that purges the rest at once.
+    const rowErrors = new Map<number, unknown>();
+    let aborting: Promise<void> | undefined;
+    deliveries.forEach((delivery, i) =>
+      delivery.catch((err: unknown) => {
+        if (classifyKafkaError(err) !== 'row') return;
+        rowErrors.set(i, err);
+        aborting ??= producer.abort(options.transactionOperationTimeoutMs);
+      }),
+    );
+    const settled = await Promise.allSettled(deliveries);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
       batch.to('aborted');
-      const nonRow = [...errors.values()].find((e) => classifyKafkaError(e) !== 'row');
-      if (nonRow !== undefined) throw nonRow; // transient or fatal: the producer is rebuilt
-      await producer.abort(options.transactionOperationTimeoutMs);
-      return { kind: 'row-errors', errors };
+      if (rowErrors.size === 0) throw failed.reason; // transient or fatal: the producer is rebuilt
+      await aborting;
+      return { kind: 'row-errors', errors: rowErrors };
     }
     const delivered = settled.map((s) => (s as PromiseFulfilledResult<Delivered>).value);
     const checkpoint = await producer.produce({

@@ -18,13 +18,18 @@ select count(*)::int + 1 as live
  where relay_group = $1::text and relay_id <> $2::text
    and heartbeat_at > now() - $3::bigint * interval '1 millisecond'`;
 
-/** Extends the leases this relay still holds under its tokens; returns those it kept. */
+/**
+ * Extends the leases this relay still holds under its tokens; returns those it kept. An
+ * expired lease is not revived even if nobody took it: its worker may already have given
+ * the shard up, so it is reported lost and acquired afresh (new token, new worker).
+ */
 export const renewLeasesSql = (schema: string) => `
 update ${schema}.relay_shards r
    set lease_expires_at = now() + $3::bigint * interval '1 millisecond'
   from unnest($4::int[], $5::bigint[]) as mine(shard, token)
  where r.relay_group = $1::text and r.owner = $2::text
    and r.shard = mine.shard and r.fencing_token = mine.token
+   and r.lease_expires_at > now()
 returning r.shard`;
 
 /**
