@@ -11,6 +11,8 @@ import { wrapKafkaError } from '../kafka/errors.js';
  */
 export interface Checkpoint {
   v: 1;
+  /** instance_id of the relay group's database row: checkpoints of another database are ignored. */
+  instance: string;
   group: string;
   shard: number;
   relay: string;

@@ -21,8 +21,10 @@ export interface RelayOptions {
   group?: string;
   /** Number of shards (each one Kafka transactional.id and one lease). Default 4. Change only with all relays stopped. */
   shards?: number;
-  /** Rows per Kafka transaction. Default 500. */
+  /** Rows per Kafka transaction, at most 10,000 (the checkpoint record lists them). Default 500. */
   batchSize?: number;
+  /** Bytes of records per Kafka transaction; a batch is cut before it would exceed this. Default 16 MiB. */
+  maxBatchBytes?: number;
   /** Producer preset: `reliable` (default), `throughput` or `low-latency`. All keep acks=all, idempotence, transactions. */
   preset?: ProducerPreset;
   /** Safety-net poll when no notification arrives, in ms. Default 1000. */
@@ -62,6 +64,7 @@ export interface ResolvedRelayOptions {
   group: string;
   shards: number;
   batchSize: number;
+  maxBatchBytes: number;
   preset: ProducerPreset;
   pollIntervalMs: number;
   leaseMs: number;
@@ -83,6 +86,7 @@ const DEFAULTS = {
   group: 'outbox-relay',
   shards: 4,
   batchSize: 500,
+  maxBatchBytes: 16 * 1024 * 1024,
   preset: 'reliable',
   pollIntervalMs: 1_000,
   leaseMs: 10_000,
@@ -137,7 +141,8 @@ export function resolveRelayOptions(input: RelayOptions): ResolvedRelayOptions {
     sqlSchema: quoteSchema(schema),
     group,
     shards: positiveInt('shards', input.shards, DEFAULTS.shards, 1024),
-    batchSize: positiveInt('batchSize', input.batchSize, DEFAULTS.batchSize, 100_000),
+    batchSize: positiveInt('batchSize', input.batchSize, DEFAULTS.batchSize, 10_000),
+    maxBatchBytes: positiveInt('maxBatchBytes', input.maxBatchBytes, DEFAULTS.maxBatchBytes),
     preset,
     pollIntervalMs: positiveInt('pollIntervalMs', input.pollIntervalMs, DEFAULTS.pollIntervalMs),
     leaseMs,

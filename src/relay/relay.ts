@@ -1,12 +1,13 @@
 import type pg from 'pg';
 import { loadMigrations } from '../db/migrate.js';
 import { createPool } from '../db/pool.js';
-import { OutboxError } from '../errors.js';
+import { OptionsError, OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import { isKafkaError, KAFKA_CODES } from '../kafka/errors.js';
 import type { Logger } from '../log.js';
 import { RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
+import { registerGroupSql } from './sql/leases.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { purgeSentRows } from './retention.js';
 import { ShardWorker, type ShardContext } from './shard-worker.js';
@@ -67,6 +68,7 @@ export class Relay {
         options: '-c jit=off -c statement_timeout=30000 -c lock_timeout=10000',
       });
     await this.checkSchema(this.pool);
+    const instanceId = await this.registerGroup(this.pool);
     this.admin = new KafkaAdmin(o.connection);
     const checkpointPartitions = await this.ensureCheckpointTopic(this.admin);
     const topics = new TopicCache(this.admin);
@@ -83,6 +85,7 @@ export class Relay {
       topics,
       wakeup: this.wakeup,
       checkpointPartitions,
+      instanceId,
       events: this.events,
       onLeaseLost: (shard, token) => {
         if (this.workers.get(shard)?.token === token) this.workers.delete(shard);
@@ -115,6 +118,27 @@ export class Relay {
     if (current < latest) {
       throw new OutboxError('MIGRATION_FAILED', `schema ${this.options.schema} is not migrated (at ${current}, need ${latest}): run outbox-relay migrate`);
     }
+  }
+
+  /** The group's shard count is fixed at its first start; returns the group's instance id. */
+  private async registerGroup(pool: pg.Pool): Promise<string> {
+    const o = this.options;
+    const { rows } = await pool.query<{ shards: number; instance_id: string; checkpoint_topic: string }>(registerGroupSql(o.sqlSchema), [
+      o.group,
+      o.shards,
+      o.checkpointTopic,
+    ]);
+    const group = rows[0]!;
+    if (group.shards !== o.shards) {
+      throw new OptionsError(
+        `relay group ${o.group} has ${group.shards} shards; this relay was given ${o.shards}. Keys would change shards while ` +
+          `batches are in flight. Use shards=${group.shards}, or another group name for a new layout.`,
+      );
+    }
+    if (group.checkpoint_topic !== o.checkpointTopic) {
+      throw new OptionsError(`relay group ${o.group} keeps its checkpoints in ${group.checkpoint_topic}, not ${o.checkpointTopic}`);
+    }
+    return group.instance_id;
   }
 
   /** Creates the compacted checkpoint topic if missing (RF 3, or 1 on a smaller cluster); returns its partition count. */

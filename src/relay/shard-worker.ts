@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { describeError } from '../errors.js';
+import { describeError, OutboxError } from '../errors.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import { classifyKafkaError } from '../kafka/errors.js';
 import { TransactionalProducer, type Delivered } from '../kafka/producer.js';
@@ -27,6 +27,8 @@ export interface ShardContext {
   topics: TopicCache;
   wakeup: Wakeup;
   checkpointPartitions: number;
+  /** The relay group's instance id, stamped into and required of every checkpoint. */
+  instanceId: string;
   events: RelayEventSink;
   /** Called when a worker finds its lease gone, so the relay stops counting the shard as held. */
   onLeaseLost: (shard: number, token: string) => void;
@@ -163,6 +165,15 @@ export class ShardWorker {
     );
     let marked = 0;
     for (const { offset, checkpoint } of found) {
+      if (checkpoint.instance !== this.ctx.instanceId) {
+        // Same group name, another database: its ids are not ours. Marking them would lose rows.
+        this.log.error(
+          { offset, foreignInstance: checkpoint.instance, instance: this.ctx.instanceId },
+          'checkpoint topic holds checkpoints of another outbox database using this relay group name; give each database its own group',
+        );
+        this.ctx.events.emit('error', { shard: this.shard, error: new OutboxError('INVALID_OPTIONS', 'relay group name shared by two databases') });
+        continue;
+      }
       marked += await this.markSent(checkpoint.ids, checkpoint.partitions, checkpoint.offsets, offset);
     }
     if (marked > 0) this.log.warn({ marked, checkpoints: found.length }, 'reconciled rows a previous owner committed to Kafka but did not mark');
@@ -179,11 +190,15 @@ export class ShardWorker {
     const topics = await this.ctx.topics.lookup(rows.map((r) => r.topic));
     const blockedKeys = new Set<string>();
     const items: Item[] = [];
+    let bytes = 0;
     for (const row of rows) {
       if (row.key !== null && blockedKeys.has(row.key)) continue;
       const record = toRecord(row);
       const topic = topics.get(row.topic);
       const size = recordSize(record);
+      // One transaction carries at most maxBatchBytes; the rest (a prefix cut, so per-key
+      // order holds) goes in the next batch.
+      if (items.length > 0 && bytes + size > this.ctx.options.maxBatchBytes) break;
       const problem = !topic?.exists
         ? `unknown topic ${row.topic}: ${topic?.error ?? 'not found in broker metadata'}`
         : size > MAX_RECORD_BYTES
@@ -195,6 +210,7 @@ export class ShardWorker {
         continue;
       }
       items.push({ row, record });
+      bytes += size;
     }
     if (items.length === 0) return;
 
@@ -253,6 +269,7 @@ export class ShardWorker {
       key: this.checkpointKey,
       value: encodeCheckpoint({
         v: 1,
+        instance: this.ctx.instanceId,
         group: options.group,
         shard: this.shard,
         relay: options.relayId,
