@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/setup/services.ts'],
+    setupFiles: ['test/setup/children.ts'],
     // Kafka and PostgreSQL tests share one broker and server on a 2-core machine: two files
     // at a time keeps them fast without starving the broker.
     maxWorkers: 2,

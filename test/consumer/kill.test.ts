@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTracked } from '../helpers/children.js';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -38,7 +39,7 @@ describe('consumer: crash safety', () => {
     const group = uniqueName('g');
 
     function spawnConsumer(name: string): ChildProcess {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/consumer-ledger.ts'], {
+      const child = spawnTracked(process.execPath, ['--import', 'tsx', 'test/fixtures/consumer-ledger.ts'], {
         cwd: root,
         env: {
           ...process.env,

@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTracked } from './children.js';
 import { appendFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +20,7 @@ export class FixtureProcess {
   stderr = '';
 
   constructor(fixture: string, env: Record<string, string>) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', `${root}/test/fixtures/${fixture}`], {
+    this.child = spawnTracked(process.execPath, ['--import', 'tsx', `${root}/test/fixtures/${fixture}`], {
       cwd: root,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawnTracked } from '../helpers/children.js';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,13 +29,13 @@ describe('relay lifecycle and operations', () => {
     const schema = await freshSchema(pool);
     const topic = await freshTopic(admin, 2);
     const group = `cli-${schema.replaceAll('_', '-')}`;
-    const child = spawn(process.execPath, ['--import', 'tsx', `${root}/src/cli/main.ts`, 'relay', '--schema', schema, '--group', group, '--shards', '2'], {
+    const child = spawnTracked(process.execPath, ['--import', 'tsx', `${root}/src/cli/main.ts`, 'relay', '--schema', schema, '--group', group, '--shards', '2'], {
       env: { ...process.env, DATABASE_URL: databaseUrl(), KAFKA_BROKERS: String(connection.brokers), LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     await pool.query(`insert into ${schema}.messages (topic, key, payload) select $1, 'k' || (i % 5), convert_to('v' || i, 'UTF8') from generate_series(1, 100) i`, [topic]);
     await waitAllSent(pool, schema);
@@ -50,12 +50,12 @@ describe('relay lifecycle and operations', () => {
   });
 
   it('the relay CLI refuses bad flags with exit code 2 and a clear message', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', `${root}/src/cli/main.ts`, 'relay', '--shards', 'many'], {
+    const child = spawnTracked(process.execPath, ['--import', 'tsx', `${root}/src/cli/main.ts`, 'relay', '--shards', 'many'], {
       env: { ...process.env, DATABASE_URL: databaseUrl(), KAFKA_BROKERS: String(connection.brokers) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code).toBe(2);
     expect(stderr).toContain('--shards must be an integer');

@@ -1,0 +1,4 @@
+import { afterAll } from 'vitest';
+import { killTrackedChildren } from '../helpers/children.js';
+
+afterAll(() => killTrackedChildren());
