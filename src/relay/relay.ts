@@ -7,7 +7,7 @@ import { isKafkaError, KAFKA_CODES } from '../kafka/errors.js';
 import type { Logger } from '../log.js';
 import { RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
-import { registerGroupSql } from './sql/leases.js';
+import { readGroupSql, registerGroupSql } from './sql/leases.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { purgeSentRows } from './retention.js';
 import { ShardWorker, type ShardContext } from './shard-worker.js';
@@ -123,12 +123,10 @@ export class Relay {
   /** The group's shard count is fixed at its first start; returns the group's instance id. */
   private async registerGroup(pool: pg.Pool): Promise<string> {
     const o = this.options;
-    const { rows } = await pool.query<{ shards: number; instance_id: string; checkpoint_topic: string }>(registerGroupSql(o.sqlSchema), [
-      o.group,
-      o.shards,
-      o.checkpointTopic,
-    ]);
-    const group = rows[0]!;
+    await pool.query(registerGroupSql(o.sqlSchema), [o.group, o.shards, o.checkpointTopic]);
+    const { rows } = await pool.query<{ shards: number; instance_id: string; checkpoint_topic: string }>(readGroupSql(o.sqlSchema), [o.group]);
+    const group = rows[0];
+    if (!group) throw new OutboxError('UNKNOWN', `relay group ${o.group} could not be registered`);
     if (group.shards !== o.shards) {
       throw new OptionsError(
         `relay group ${o.group} has ${group.shards} shards; this relay was given ${o.shards}. Keys would change shards while ` +

@@ -6,6 +6,7 @@ import { freshSchema, testPool } from '../helpers/db.js';
 import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
 import { FixtureProcess } from '../helpers/process.js';
 import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('relay groups', () => {
   const connection = kafkaConnection();
@@ -19,6 +20,36 @@ describe('relay groups', () => {
   afterAll(async () => {
     admin.close();
     await pool.end();
+  });
+
+  it('a relay registering its group while another relay registers it too still starts (sees the winner)', async () => {
+    const schema = await freshSchema(pool);
+    const options = testRelayOptions(schema);
+    const group = options.group!;
+    // The other relay: its registration is in, not yet committed.
+    const other = await pool.connect();
+    try {
+      await other.query('begin');
+      await other.query(`insert into ${schema}.relay_groups (relay_group, shards, checkpoint_topic) values ($1, 4, $2)`, [
+        group,
+        `outbox-relay.checkpoints.${group}`,
+      ]);
+      const relay = createRelay({ ...options, relayId: 'late' });
+      const starting = relay.start();
+      // Its INSERT now waits on the other relay's uncommitted row.
+      await waitFor(async () => {
+        const { rows } = await pool.query(
+          `select count(*)::int as n from pg_stat_activity where application_name = $1 and wait_event_type = 'Lock'`,
+          ['outbox-relay late'],
+        );
+        return rows[0].n === 1;
+      });
+      await other.query('commit');
+      await starting;
+      await relay.stop();
+    } finally {
+      other.release();
+    }
   });
 
   it('a relay with another shard count than its group refuses to start (keys would change shards)', async () => {

@@ -1,17 +1,19 @@
 // Shard leases. A lease is a row in relay_shards owned by one relay until it expires; each
 // take-over bumps the fencing token. Membership rows let relays divide shards evenly.
 
-/** Registers the relay group on first use; returns its fixed shard count and instance id. */
+/** Registers the relay group on first use (a no-op afterwards). */
 export const registerGroupSql = (schema: string) => `
-with created as (
-  insert into ${schema}.relay_groups (relay_group, shards, checkpoint_topic) values ($1::text, $2::int, $3::text)
-  on conflict (relay_group) do nothing
-  returning shards, instance_id::text, checkpoint_topic
-)
-select * from created
-union all
-select shards, instance_id::text, checkpoint_topic from ${schema}.relay_groups where relay_group = $1::text
-limit 1`;
+insert into ${schema}.relay_groups (relay_group, shards, checkpoint_topic) values ($1::text, $2::int, $3::text)
+on conflict (relay_group) do nothing`;
+
+/**
+ * The group's fixed settings. A separate statement on purpose: when two relays register a
+ * new group at once, the loser's INSERT waits for the winner and does nothing, and only a
+ * statement started after that sees the winner's row (a SELECT in the same statement would
+ * use the older snapshot and find nothing).
+ */
+export const readGroupSql = (schema: string) => `
+select shards, instance_id::text as instance_id, checkpoint_topic from ${schema}.relay_groups where relay_group = $1::text`;
 
 /** Creates the shard rows of a relay group if missing. */
 export const ensureShardsSql = (schema: string) => `
