@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { FailurePolicy, RecordHandler } from './options.js';
 import type { ConsumedRecord } from './record.js';
 import { advanceOffsetSql } from './sql/advanceOffset.js';
+import { settleDeadLettersSql } from './sql/settleDeadLetters.js';
 import { claimInboxSql } from './sql/claimInbox.js';
 import { insertDeadLetterSql } from './sql/insertDeadLetter.js';
 import { loadOffsetsSql } from './sql/loadOffsets.js';
@@ -95,6 +96,7 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
       if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
       const tx = handlerTx(client);
       const counts = { ...ZERO };
+      const appliedOffsets: number[] = [];
       for (const [index, record] of records.entries()) {
         if (record.offset < stored) {
           counts.skipped++;
@@ -115,9 +117,17 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
           throw new HandlerFailure(index, err);
         }
         counts.applied++;
+        appliedOffsets.push(record.offset);
       }
       let advanced;
       try {
+        // Deferred constraints (and constraint triggers) are checked here rather than at
+        // COMMIT, so that a violation is charged to the records like any handler error
+        // instead of failing the commit, again and again, as if the database were down.
+        await client.query('set constraints all immediate');
+        if (appliedOffsets.length > 0) {
+          await client.query(settleDeadLettersSql(ctx.q), [ctx.groupId, first.topic, first.partition, appliedOffsets]);
+        }
         advanced = await client.query(advanceOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, stored, last.offset + 1]);
       } catch (err) {
         // 25P02: a handler swallowed its own SQL error and left the transaction aborted.

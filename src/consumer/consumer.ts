@@ -7,10 +7,11 @@ import type { KafkaConnection } from '../kafka/config.js';
 import { createLogger, type Logger } from '../log.js';
 import { applyRecords, isInfrastructureError, type ApplyContext, type BatchOutcome } from './apply.js';
 import { ConsumerEmitter, type ConsumerEventName, type ConsumerEvents } from './events.js';
-import { GroupClient, OFFSET_BEGINNING, OFFSET_END, REBALANCE_ASSIGN } from './kafka-client.js';
+import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from './kafka-client.js';
 import { resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';
 import { replayDeadLetters, type ReplayFilter, type ReplayResult } from './replay.js';
+import { readOffsetSql } from './sql/readOffset.js';
 import { loadOffsetsSql } from './sql/loadOffsets.js';
 import { sampleLag, StallDetector } from './watchdog.js';
 
@@ -91,8 +92,8 @@ export class Consumer {
     if (!rows[0]?.table) {
       throw new OutboxError('NOT_FOUND', `table ${this.options.schema}.consumer_offsets does not exist: run \`outbox-relay migrate\` first`);
     }
-    this.client = await this.createClient();
     this.admin = new KafkaAdmin(this.connection);
+    this.client = await this.createClient();
     this.loopPromise = this.loop();
     if (this.options.stallTimeoutMs > 0) {
       this.watchdogTimer = setInterval(() => void this.watch(), this.options.watchdogIntervalMs);
@@ -203,9 +204,19 @@ export class Consumer {
 
   /** Reads the stored offsets and assigns with them: nothing is fetched from anywhere else. */
   private async assign(client: GroupClient, partitions: TopicPartition[]): Promise<void> {
-    const stored = await this.loadOffsets(partitions);
-    const fallback = this.options.fromBeginning ? OFFSET_BEGINNING : OFFSET_END;
-    client.assign(partitions.map((p) => ({ topic: p.topic, partition: p.partition, offset: stored.get(key(p.topic, p.partition)) ?? fallback })));
+    let stored = await this.loadOffsets(partitions);
+    const unstored = partitions.filter((p) => !stored.has(key(p.topic, p.partition)));
+    if (!this.options.fromBeginning && unstored.length > 0) {
+      // "Start at the end" is pinned now, in PostgreSQL: were it left to librdkafka, a
+      // rebalance or rebuild before the first commit would start at a later end and skip
+      // what arrived in between.
+      await this.pinAtEnd(unstored);
+      stored = await this.loadOffsets(partitions);
+    }
+    client.assign(partitions.map((p) => ({ topic: p.topic, partition: p.partition, offset: stored.get(key(p.topic, p.partition)) ?? OFFSET_BEGINNING })));
+    // A partition paused by the block policy stays paused in librdkafka across a rebalance;
+    // a fresh assignment starts unblocked.
+    client.resume(partitions.map((p) => ({ topic: p.topic, partition: p.partition })));
     this.partitions.clear();
     for (const p of partitions) {
       const expected = stored.get(key(p.topic, p.partition));
@@ -221,6 +232,16 @@ export class Consumer {
     const listed = partitions.map((p) => ({ topic: p.topic, partition: p.partition, offset: stored.get(key(p.topic, p.partition)) ?? null }));
     this.logger.info({ partitions: listed }, 'partitions assigned');
     this.events.emit('assigned', { partitions: listed });
+  }
+
+  private async pinAtEnd(partitions: TopicPartition[]): Promise<void> {
+    for (const topic of new Set(partitions.map((p) => p.topic))) {
+      const numbers = partitions.filter((p) => p.topic === topic).map((p) => p.partition);
+      const ends = await this.admin!.endOffsets(topic, numbers, { committed: true });
+      for (const partition of numbers) {
+        await this.pool!.query(readOffsetSql(this.options.q), [this.options.groupId, topic, partition, ends.get(partition) ?? 0]);
+      }
+    }
   }
 
   private async loadOffsets(partitions: { topic: string; partition: number }[]): Promise<Map<string, number>> {
@@ -389,7 +410,8 @@ export class Consumer {
     this.partitions.clear();
     this.pending = [];
     this.rebalances = [];
-    await old?.disconnect();
+    // The client being replaced may be the wedged one: do not wait for it forever.
+    await Promise.race([old?.disconnect(), sleep(10_000, this.abort.signal)]);
     this.client = await this.createClient();
     this.rebuildReason = undefined;
     this.detector = new StallDetector(this.options.stallTimeoutMs);

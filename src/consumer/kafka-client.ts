@@ -52,7 +52,10 @@ export class GroupClient {
       'enable.auto.commit': false,
       'enable.auto.offset.store': false,
       'isolation.level': 'read_committed',
-      'auto.offset.reset': options.fromBeginning ? 'earliest' : 'latest',
+      // Used only when an assigned offset is out of range (retention deleted it, or the log
+      // was truncated): go to the earliest record, never silently jump to the end. Where a
+      // partition without a stored offset starts is decided at assignment (fromBeginning).
+      'auto.offset.reset': 'earliest',
       'partition.assignment.strategy': 'range,roundrobin',
       rebalance_cb: (err: LibrdKafkaError | undefined, assignment: TopicPartition[]) => {
         options.onRebalance(err?.code ?? 0, assignment);

@@ -94,7 +94,9 @@ describe('consumer: exactly-once effects', () => {
     const produced: string[] = [];
     let producing = true;
     const flow = (async () => {
-      for (let batch = 0; producing && produced.length < 2_000; batch++) {
+      // Records keep flowing until every move is done (bounded for safety), so each new
+      // owner has records to apply.
+      for (let batch = 0; producing && produced.length < 20_000; batch++) {
         const keys = Array.from({ length: 10 }, (_, i) => `b${batch}-${i}`);
         await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
         produced.push(...keys);
