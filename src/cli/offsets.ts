@@ -1,7 +1,7 @@
 import { asc, eq } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { forgetInboxSql, setOffsetsSql } from '../consumer/sql/setOffsets.js';
+import { forgetInboxSql, rewindOffsetsSql, setOffsetsSql } from '../consumer/sql/setOffsets.js';
 import { quoteSchema } from '../db/identifiers.js';
 import { outboxTables } from '../db/schema.js';
 import { OutboxError } from '../errors.js';
@@ -124,11 +124,9 @@ export async function offsetsCommand(argv: string[]): Promise<number> {
       if (!rows.some((r) => r.topic === topic)) {
         throw new OutboxError('NOT_FOUND', `consumer group ${JSON.stringify(group)} has no stored offsets for topic ${topic}: nothing to rewind`);
       }
-      const atTime = await admin!.offsetsForTime(topic, chosen, timestampMs!);
-      const current = new Map(rows.filter((r) => r.topic === topic).map((r) => [r.partition, Number(r.nextOffset)]));
-      targets = new Map(chosen.map((p) => [p, Math.min(current.get(p) ?? Infinity, atTime.get(p) ?? 0)]));
+      targets = await admin!.offsetsForTime(topic, chosen, timestampMs!);
     }
-    const changed = await applyOffsets(pool, q, group, topic, targets);
+    const changed = await applyOffsets(pool, q, group, topic, targets, action === 'rewind');
     for (const c of changed) {
       console.log(`${topic}[${c.partition}]: ${c.previous ?? '(none)'} -> ${c.next}`);
     }
@@ -162,16 +160,27 @@ async function topicPartitions(admin: KafkaAdmin, topic: string): Promise<number
   return description.partitions.map((p) => p.partition).sort((a, b) => a - b);
 }
 
-async function applyOffsets(pool: pg.Pool, q: string, group: string, topic: string, targets: Map<number, number>) {
+/**
+ * Writes the new offsets and forgets the inbox entries at or after them, in one
+ * transaction. A rewind only moves offsets back (see rewindOffsetsSql) and only the
+ * partitions that moved lose inbox entries; `set` writes exactly what it was given.
+ */
+async function applyOffsets(pool: pg.Pool, q: string, group: string, topic: string, targets: Map<number, number>, rewind: boolean) {
   const partitions = [...targets.keys()];
   const params = [group, partitions.map(() => topic), partitions, partitions.map((p) => targets.get(p)!)];
   const client = await pool.connect();
   try {
     await client.query('begin');
-    const { rows } = await client.query<{ partition: number; next_offset: string; previous_offset: string | null }>(setOffsetsSql(q), params);
-    await client.query(forgetInboxSql(q), params);
+    const before = await client.query<{ partition: number; next_offset: string }>(
+      `select partition, next_offset from ${q}.consumer_offsets where group_id = $1::text and topic = $2::text and partition = any($3::int[])`,
+      [group, topic, partitions],
+    );
+    const previous = new Map(before.rows.map((r) => [r.partition, Number(r.next_offset)]));
+    const { rows } = await client.query<{ partition: number; next_offset: string }>(rewind ? rewindOffsetsSql(q) : setOffsetsSql(q), params);
+    const moved = [group, rows.map(() => topic), rows.map((r) => r.partition), rows.map((r) => r.next_offset)];
+    await client.query(forgetInboxSql(q), moved);
     await client.query('commit');
-    return rows.map((r) => ({ partition: r.partition, next: Number(r.next_offset), previous: r.previous_offset === null ? undefined : Number(r.previous_offset) }));
+    return rows.map((r) => ({ partition: r.partition, next: Number(r.next_offset), previous: previous.get(r.partition) }));
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
     throw err;

@@ -98,6 +98,25 @@ describe('consumer: offsets CLI', () => {
     expect(await total()).toBe(30);
   });
 
+  it('rewind only moves offsets back and never creates offsets for partitions the group never consumed', { timeout: 60_000 }, async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 2);
+    const groupId = uniqueName('g');
+    // Partition 0 consumed up to 40; partition 1 never consumed by this group.
+    await pool.query(`insert into "${schema}".consumer_offsets (group_id, topic, partition, next_offset) values ($1, $2, 0, 40)`, [groupId, topic]);
+    // The time maps to the end of each (empty) partition, 0: partition 0 moves back to 0,
+    // partition 1 stays without a row.
+    const back = await cli('offsets', 'rewind', '--schema', schema, '--group', groupId, '--topic', topic, '--to-time', new Date(Date.now() - 1000).toISOString());
+    expect(back.code).toBe(0);
+    expect(back.stdout).toContain(`${topic}[0]: 40 -> 0`);
+    const { rows } = await pool.query(`select partition, next_offset::int as n from "${schema}".consumer_offsets where group_id = $1 order by partition`, [groupId]);
+    expect(rows).toEqual([{ partition: 0, n: 0 }]);
+    // A second rewind to the same point changes nothing (never forward, idempotent).
+    const again = await cli('offsets', 'rewind', '--schema', schema, '--group', groupId, '--topic', topic, '--to-time', new Date(Date.now() - 1000).toISOString());
+    expect(again.code).toBe(0);
+    expect(again.stdout).not.toContain('->');
+  });
+
   it('refuses bad input with a typed error and exit code 2', { timeout: 60_000 }, async () => {
     const schema = await freshSchema(pool);
     const topic = await freshTopic(admin, 1);

@@ -31,3 +31,20 @@ delete from ${q}.consumer_inbox i
  using unnest($2::text[], $3::int[], $4::bigint[]) as t(topic, partition, next_offset)
  where i.group_id = $1::text and i.topic = t.topic and i.partition = t.partition and i."offset" >= t.next_offset`;
 }
+
+/**
+ * `offsets rewind`: moves stored offsets BACK to the targets, never forward, and never
+ * creates rows (a partition the group never consumed has nothing to rewind). The
+ * comparison is in the UPDATE itself, so it is re-checked against the latest committed row
+ * under its lock: a consumer that committed further meanwhile is rewound from where it
+ * really is, and one already before the target is left alone. Returns what moved.
+ */
+export function rewindOffsetsSql(q: string): string {
+  return `
+update ${q}.consumer_offsets o
+   set next_offset = t.next_offset, updated_at = now()
+  from unnest($2::text[], $3::int[], $4::bigint[]) as t(topic, partition, next_offset)
+ where o.group_id = $1::text and o.topic = t.topic and o.partition = t.partition
+   and t.next_offset < o.next_offset
+returning o.topic, o.partition, o.next_offset`;
+}
