@@ -68,6 +68,16 @@ export function isInfrastructureError(err: unknown): boolean {
   return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message);
 }
 
+/** True when the client still talks to the server (an aborted transaction still counts). */
+async function connectionAlive(client: { query(text: string): Promise<unknown> }): Promise<boolean> {
+  try {
+    await client.query('select 1');
+    return true;
+  } catch (err) {
+    return !isInfrastructureError(err);
+  }
+}
+
 async function storedOffset(ctx: ApplyContext, record: ConsumedRecord): Promise<number> {
   const { rows } = await ctx.pool.query<{ next_offset: string }>(loadOffsetsSql(ctx.q), [ctx.groupId, [record.topic], [record.partition]]);
   return Number(rows[0]?.next_offset ?? -1);
@@ -113,7 +123,10 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
           }
           await ctx.handler(record, tx);
         } catch (err) {
-          if (isInfrastructureError(err)) throw err;
+          // A connection-like error (ECONNREFUSED, ...) may come from the handler's own calls
+          // to other services: it is the database's only if this transaction's connection is
+          // really gone. Otherwise it is the handler's failure, charged and dead-lettered.
+          if (isInfrastructureError(err) && !(await connectionAlive(client))) throw err;
           throw new HandlerFailure(index, err);
         }
         counts.applied++;
@@ -196,6 +209,10 @@ async function applyEach(ctx: ApplyContext, records: ConsumedRecord[], expected:
 async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: number | undefined): Promise<BatchOutcome> {
   let attempts = 0;
   let lastError: unknown;
+  // Whether the last attempt failed in the handler (charged to the record) or around it
+  // (the database itself: retried by the loop, never charged). Decided where the error is
+  // caught, not guessed afterwards from its message.
+  let handlerFailed = false;
   try {
     return await pRetry(
       async () => {
@@ -203,6 +220,7 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
         try {
           return await attempt(ctx, [record], expected);
         } catch (err) {
+          handlerFailed = err instanceof HandlerFailure;
           if (err instanceof HandlerFailure) {
             // The handler's own AbortError: no more attempts, straight to the failure policy.
             if (err.cause instanceof AbortError) lastError = err.cause.originalError;
@@ -224,7 +242,7 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
       },
     );
   } catch (err) {
-    if (isInfrastructureError(err) || ctx.signal.aborted || lastError === undefined) throw err;
+    if (!handlerFailed || ctx.signal.aborted || lastError === undefined) throw err;
     lastError = err;
   }
   const error = describeError(lastError);

@@ -57,6 +57,33 @@ describe('consumer: commit-time failures, rewinds over dead letters, starting at
     expect(notes).toEqual(['a', 'c']);
   });
 
+  it("a handler's own connection error (another service down) is charged to the record and dead-lettered, not mistaken for the database", async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    await producer.send(topic, ['ok-1', 'calls-service', 'ok-2'].map((k) => ({ key: k, value: k })));
+    const apply = effectHandler(schema);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 2,
+      handler: async (record, tx) => {
+        if (record.value!.toString() === 'calls-service') {
+          throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1 (payment service)'), { code: 'ECONNREFUSED' });
+        }
+        await apply(record, tx);
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    await waitFor(async () => (await pool.query(`select count(*)::int as n from "${schema}".dead_letters`)).rows[0].n === 1, { timeoutMs: 30_000 });
+    await waitFor(async () => (await effectCounts(pool, schema)).size === 2, { timeoutMs: 30_000 });
+    await consumer.stop();
+    const { rows } = await pool.query(`select error, attempts from "${schema}".dead_letters`);
+    expect(rows[0]).toMatchObject({ attempts: 2 });
+    expect(rows[0].error).toContain('payment service');
+  });
+
   it('a dead-lettered record applied again after a rewind settles its dead letter, so a replay does not apply it twice', async () => {
     const schema = await freshSchema(pool);
     await createEffectsTable(pool, schema);
