@@ -263,7 +263,7 @@ export class Consumer {
         const records = this.pending.length > 0 ? this.pending.splice(0) : (await this.client!.consume(this.options.batchSize)).map(toConsumedRecord);
         // Stopping: what was just fetched is left, unapplied, to the next owner.
         if (this.closing) break;
-        if (records.length > 0) this.detector.progress();
+        if (records.length > 0) this.detector.progress(new Set(records.map((r) => key(r.topic, r.partition))));
         await this.process(records);
         if (Date.now() - this.lastOffsetCheck >= this.options.offsetCheckIntervalMs) await this.checkStoredOffsets();
         failures = 0;
@@ -323,7 +323,7 @@ export class Consumer {
 
   private async settle(state: PartitionState, outcome: BatchOutcome): Promise<void> {
     const { topic, partition } = state;
-    if (outcome.applied + outcome.deadLettered + outcome.skipped > 0 || outcome.kind === 'committed') this.detector.progress();
+    if (outcome.applied + outcome.deadLettered + outcome.skipped > 0 || outcome.kind === 'committed') this.detector.progress([key(topic, partition)]);
     if (outcome.kind === 'moved') {
       if (outcome.fenced) {
         state.logger.warn({ stored: outcome.stored }, 'batch fenced: another consumer advanced the offset; nothing applied');

@@ -2,26 +2,36 @@ import type { KafkaAdmin } from '../kafka/admin.js';
 import type { GroupClient } from './kafka-client.js';
 
 /**
- * Decides when a consumer that owns partitions with lag has stopped making progress.
- * librdkafka consumers can silently stop fetching (a stuck fetcher, a lost connection that
- * is never re-established); nothing fails, records just stop coming. The consumer feeds
- * this with lag and progress samples; a stall is "lag > 0 and no progress for
- * `stallTimeoutMs`", answered with the reason to log.
+ * Decides when a consumer that owns partitions with lag has stopped making progress on any
+ * of them. librdkafka consumers can silently stop fetching (a stuck fetcher, a lost
+ * connection that is never re-established); nothing fails, records just stop coming, and it
+ * can happen to one partition while the others flow. Each partition therefore has its own
+ * clock: a stall is "this partition has lag and made no progress for `stallTimeoutMs`",
+ * answered with the reason to log. A rebalance or rebuild restarts every clock.
  */
 export class StallDetector {
-  private lastProgressAt: number;
+  private resetAt: number;
+  private readonly changedAt = new Map<string, number>();
   private lastPositions = new Map<string, number>();
 
   constructor(
     private readonly stallTimeoutMs: number,
     private readonly now: () => number = Date.now,
   ) {
-    this.lastProgressAt = now();
+    this.resetAt = now();
   }
 
-  /** Anything that shows the consumer is alive: records fetched, a batch committed, a rebalance. */
-  progress(): void {
-    this.lastProgressAt = this.now();
+  /**
+   * Progress on the given partitions (`topic:partition` keys: records fetched, a batch
+   * committed), or on all of them when called without keys (a rebalance).
+   */
+  progress(keys?: Iterable<string>): void {
+    const now = this.now();
+    if (keys === undefined) {
+      this.resetAt = now;
+      return;
+    }
+    for (const key of keys) this.changedAt.set(key, now);
   }
 
   /**
@@ -29,15 +39,17 @@ export class StallDetector {
    * Returns why the consumer is stalled, or `undefined`.
    */
   check(positions: Map<string, number>, ends: Map<string, number>): string | undefined {
+    const now = this.now();
     for (const [key, position] of positions) {
-      if (this.lastPositions.get(key) !== position) this.progress();
+      if (this.lastPositions.get(key) !== position) this.changedAt.set(key, now);
     }
     this.lastPositions = new Map(positions);
     if (this.stallTimeoutMs <= 0) return undefined;
-    const lagging = [...positions].filter(([key, position]) => (ends.get(key) ?? 0) > position);
-    const idleMs = this.now() - this.lastProgressAt;
-    if (lagging.length === 0 || idleMs < this.stallTimeoutMs) return undefined;
-    const detail = lagging.map(([key, position]) => `${key} at ${position} of ${ends.get(key)}`).join(', ');
+    const idleSince = (key: string) => Math.max(this.resetAt, this.changedAt.get(key) ?? this.resetAt);
+    const stalled = [...positions].filter(([key, position]) => (ends.get(key) ?? 0) > position && now - idleSince(key) >= this.stallTimeoutMs);
+    if (stalled.length === 0) return undefined;
+    const idleMs = Math.min(...stalled.map(([key]) => now - idleSince(key)));
+    const detail = stalled.map(([key, position]) => `${key} at ${position} of ${ends.get(key)}`).join(', ');
     return `no progress for ${Math.round(idleMs / 1000)} s while lag > 0 (${detail})`;
   }
 }

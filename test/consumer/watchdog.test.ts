@@ -39,6 +39,27 @@ describe('consumer: liveness watchdog', () => {
     expect(d.check(at([['t:0', 6]]), at([['t:0', 50]]))).toBeUndefined();
   });
 
+  it('a stalled partition is reported even while another partition of the consumer makes progress', () => {
+    const { d, advance } = detector(10_000);
+    d.check(at([['t:0', 5], ['t:1', 100]]), at([['t:0', 50], ['t:1', 500]]));
+    for (let step = 1; step <= 4; step++) {
+      advance(3_000);
+      d.progress(['t:1']); // t:1 keeps fetching and committing
+      const reason = d.check(at([['t:0', 5], ['t:1', 100 + step * 10]]), at([['t:0', 50], ['t:1', 500]]));
+      if (step < 4) expect(reason).toBeUndefined();
+      else expect(reason).toMatch(/no progress for 12 s while lag > 0 \(t:0 at 5 of 50\)/);
+    }
+  });
+
+  it('a rebalance restarts every partition clock', () => {
+    const { d, advance } = detector(10_000);
+    d.check(at([['t:0', 5]]), at([['t:0', 9]]));
+    advance(9_000);
+    d.progress();
+    advance(9_000);
+    expect(d.check(at([['t:0', 5]]), at([['t:0', 9]]))).toBeUndefined();
+  });
+
   it('a stall timeout of 0 turns the watchdog off', () => {
     const { d, advance } = detector(0);
     advance(1_000_000);
