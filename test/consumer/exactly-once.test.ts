@@ -1,28 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Consumer } from '../../src/consumer/index.js';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { describe, expect, it } from 'vitest';
 import { HEADER } from '../../src/outbox/event.js';
-import { freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
-import { TestProducer } from '../helpers/produce.js';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
 import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from './harness.js';
+import { useTestServices } from '../helpers/services.js';
 
 describe('consumer: exactly-once effects', () => {
-  const pool = testPool();
-  const admin = new KafkaAdmin(kafkaConnection());
-  let producer: TestProducer;
-  const consumers: Consumer[] = [];
-
-  beforeAll(async () => {
-    producer = await TestProducer.connect(kafkaConnection());
-  });
-  afterAll(async () => {
-    await Promise.all(consumers.map((c) => c.stop()));
-    await producer.close();
-    admin.close();
-    await pool.end();
-  });
+  const { pool, admin, producer, consumers } = useTestServices();
 
   it('every record is applied once and the next offset is stored with its effects', async () => {
     const schema = await freshSchema(pool);

@@ -1,28 +1,14 @@
 import { AbortError } from 'p-retry';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Consumer, RecordHandler } from '../../src/consumer/index.js';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
-import { TestProducer } from '../helpers/produce.js';
+import { describe, expect, it } from 'vitest';
+import type { RecordHandler } from '../../src/consumer/index.js';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
 import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
+import { useTestServices } from '../helpers/services.js';
 
 describe('consumer: handler failures', () => {
-  const pool = testPool();
-  const admin = new KafkaAdmin(kafkaConnection());
-  let producer: TestProducer;
-  const consumers: Consumer[] = [];
-
-  beforeAll(async () => {
-    producer = await TestProducer.connect(kafkaConnection());
-  });
-  afterAll(async () => {
-    await Promise.all(consumers.map((c) => c.stop()));
-    await producer.close();
-    admin.close();
-    await pool.end();
-  });
+  const { pool, admin, producer, consumers } = useTestServices();
 
   /** Applies effects, but throws for the keys in `failing` (as long as they are in the set). */
   function failingHandler(schema: string, failing: Map<string, number>, attempts: Map<string, number>): RecordHandler {

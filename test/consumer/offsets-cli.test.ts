@@ -1,15 +1,13 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Consumer } from '../../src/consumer/index.js';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { describe, expect, it } from 'vitest';
 import { HEADER } from '../../src/outbox/event.js';
-import { databaseUrl, freshSchema, testPool } from '../helpers/db.js';
+import { databaseUrl, freshSchema } from '../helpers/db.js';
 import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
-import { TestProducer } from '../helpers/produce.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
 import { testConsumer } from './harness.js';
+import { useTestServices } from '../helpers/services.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const run = promisify(execFile);
@@ -29,20 +27,7 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
 }
 
 describe('consumer: offsets CLI', () => {
-  const pool = testPool();
-  const admin = new KafkaAdmin(kafkaConnection());
-  let producer: TestProducer;
-  const consumers: Consumer[] = [];
-
-  beforeAll(async () => {
-    producer = await TestProducer.connect(kafkaConnection());
-  });
-  afterAll(async () => {
-    await Promise.all(consumers.map((c) => c.stop()));
-    await producer.close();
-    admin.close();
-    await pool.end();
-  });
+  const { pool, admin, producer, consumers } = useTestServices();
 
   it('rewind to a time re-applies exactly the records from that time on, picked up by the running consumer', { timeout: 90_000 }, async () => {
     const schema = await freshSchema(pool);

@@ -1,27 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Consumer } from '../../src/consumer/index.js';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
-import { TestProducer } from '../helpers/produce.js';
+import { describe, expect, it } from 'vitest';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
 import { createEffectsTable, effectCounts, effectHandler, testConsumer } from './harness.js';
+import { useTestServices } from '../helpers/services.js';
 
 describe('consumer: commit-time failures, rewinds over dead letters, starting at the end', () => {
-  const pool = testPool();
-  const admin = new KafkaAdmin(kafkaConnection());
-  let producer: TestProducer;
-  const consumers: Consumer[] = [];
-
-  beforeAll(async () => {
-    producer = await TestProducer.connect(kafkaConnection());
-  });
-  afterAll(async () => {
-    await Promise.all(consumers.map((c) => c.stop()));
-    await producer.close();
-    admin.close();
-    await pool.end();
-  });
+  const { pool, admin, producer, consumers } = useTestServices();
 
   it('a deferred constraint the handler violates is charged to the record (dead letter), not retried forever as a commit failure', async () => {
     const schema = await freshSchema(pool);

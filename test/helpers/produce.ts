@@ -15,16 +15,31 @@ export interface TestRecord {
  * the relay does), so consumers see commit markers between batches like in production.
  */
 export class TestProducer {
-  private constructor(private readonly producer: TransactionalProducer) {}
+  private readonly producer: TransactionalProducer;
+  private ready: Promise<void> | undefined;
+
+  private constructor(connection: KafkaConnection) {
+    this.producer = new TransactionalProducer({ connection, transactionalId: uniqueName('test-producer'), preset: 'low-latency' });
+  }
+
+  /** A producer that connects on its first `send`. */
+  static lazy(connection: KafkaConnection): TestProducer {
+    return new TestProducer(connection);
+  }
 
   static async connect(connection: KafkaConnection): Promise<TestProducer> {
-    const producer = new TransactionalProducer({ connection, transactionalId: uniqueName('test-producer'), preset: 'low-latency' });
-    await producer.connect();
-    await producer.init(30_000);
-    return new TestProducer(producer);
+    const producer = new TestProducer(connection);
+    await producer.connected();
+    return producer;
+  }
+
+  private connected(): Promise<void> {
+    this.ready ??= this.producer.connect().then(() => this.producer.init(30_000));
+    return this.ready;
   }
 
   async send(topic: string, records: TestRecord[]): Promise<{ partition: number; offset: number }[]> {
+    await this.connected();
     await this.producer.begin();
     const delivered = await Promise.all(
       records.map((r) => {

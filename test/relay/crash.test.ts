@@ -1,25 +1,13 @@
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
+import { describe, expect, it } from 'vitest';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic, readTopic } from '../helpers/kafka.js';
 import { FixtureProcess } from '../helpers/process.js';
 import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, testRelayOptions, waitAllSent } from '../helpers/relay.js';
 import { startWriter } from '../helpers/writer.js';
+import { useTestServices } from '../helpers/services.js';
 
 describe('relay crashes', () => {
-  const connection = kafkaConnection();
-  let pool: pg.Pool;
-  let admin: KafkaAdmin;
-
-  beforeAll(() => {
-    pool = testPool(8);
-    admin = new KafkaAdmin(connection);
-  });
-  afterAll(async () => {
-    admin.close();
-    await pool.end();
-  });
+  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
 
   it('a relay SIGKILLed repeatedly while writers commit, and once between the Kafka commit and the Postgres mark: every row exactly once', async () => {
     const schema = await freshSchema(pool);

@@ -1,26 +1,14 @@
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
+import { describe, expect, it } from 'vitest';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic, readTopic } from '../helpers/kafka.js';
 import { FixtureProcess } from '../helpers/process.js';
 import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
 import { waitFor } from '../helpers/wait.js';
 import { startWriter } from '../helpers/writer.js';
+import { useTestServices } from '../helpers/services.js';
 
 describe('relay ownership', () => {
-  const connection = kafkaConnection();
-  let pool: pg.Pool;
-  let admin: KafkaAdmin;
-
-  beforeAll(() => {
-    pool = testPool(8);
-    admin = new KafkaAdmin(connection);
-  });
-  afterAll(async () => {
-    admin.close();
-    await pool.end();
-  });
+  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
 
   it('two relays started together never both publish a row, split the shards, and keep per-key order', async () => {
     const schema = await freshSchema(pool);

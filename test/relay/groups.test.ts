@@ -1,26 +1,14 @@
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { describe, expect, it } from 'vitest';
 import { createRelay } from '../../src/relay/relay.js';
-import { freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic, readTopic } from '../helpers/kafka.js';
 import { FixtureProcess } from '../helpers/process.js';
 import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
 import { waitFor } from '../helpers/wait.js';
+import { useTestServices } from '../helpers/services.js';
 
 describe('relay groups', () => {
-  const connection = kafkaConnection();
-  let pool: pg.Pool;
-  let admin: KafkaAdmin;
-
-  beforeAll(() => {
-    pool = testPool();
-    admin = new KafkaAdmin(connection);
-  });
-  afterAll(async () => {
-    admin.close();
-    await pool.end();
-  });
+  const { connection, pool, admin } = useTestServices();
 
   it('a relay registering its group while another relay registers it too still starts (sees the winner)', async () => {
     const schema = await freshSchema(pool);

@@ -1,29 +1,17 @@
 import { spawnTracked } from '../helpers/children.js';
 import { fileURLToPath } from 'node:url';
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { describe, expect, it } from 'vitest';
 import { createRelay } from '../../src/relay/relay.js';
-import { databaseUrl, freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
+import { databaseUrl, freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
 import { startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
 import { waitFor } from '../helpers/wait.js';
+import { useTestServices } from '../helpers/services.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 describe('relay lifecycle and operations', () => {
-  const connection = kafkaConnection();
-  let pool: pg.Pool;
-  let admin: KafkaAdmin;
-
-  beforeAll(() => {
-    pool = testPool();
-    admin = new KafkaAdmin(connection);
-  });
-  afterAll(async () => {
-    admin.close();
-    await pool.end();
-  });
+  const { connection, pool, admin } = useTestServices();
 
   it('the relay CLI publishes, and on SIGTERM drains, releases its shards and exits 0', async () => {
     const schema = await freshSchema(pool);

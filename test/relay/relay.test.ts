@@ -1,24 +1,12 @@
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { freshSchema, inTransaction, testPool } from '../helpers/db.js';
-import { freshTopic, headerValue, kafkaConnection, readTopic } from '../helpers/kafka.js';
+import { freshSchema, inTransaction } from '../helpers/db.js';
+import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
 import { expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../helpers/relay.js';
+import { useTestServices } from '../helpers/services.js';
 
 describe('relay', () => {
-  const connection = kafkaConnection();
-  let pool: pg.Pool;
-  let admin: KafkaAdmin;
-
-  beforeAll(() => {
-    pool = testPool();
-    admin = new KafkaAdmin(connection);
-  });
-  afterAll(async () => {
-    admin.close();
-    await pool.end();
-  });
+  const { connection, pool, admin } = useTestServices();
 
   it('publishes every committed row once, per key in order, with outbox headers, and marks it sent with its position', async () => {
     const schema = await freshSchema(pool);

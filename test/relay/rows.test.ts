@@ -1,26 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { freshSchema, inTransaction, testPool } from '../helpers/db.js';
-import { freshTopic, headerValue, kafkaConnection, readTopic } from '../helpers/kafka.js';
+import { freshSchema, inTransaction } from '../helpers/db.js';
+import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
 import { expectExactlyOnce, startRelay, waitAllSent } from '../helpers/relay.js';
 import { waitFor } from '../helpers/wait.js';
+import { useTestServices } from '../helpers/services.js';
 
 describe('relay and the rows it is given', () => {
-  const connection = kafkaConnection();
-  let pool: pg.Pool;
-  let admin: KafkaAdmin;
-
-  beforeAll(() => {
-    pool = testPool(8);
-    admin = new KafkaAdmin(connection);
-  });
-  afterAll(async () => {
-    admin.close();
-    await pool.end();
-  });
+  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
 
   it('transactions that commit out of id order all arrive; a rolled-back one never does', async () => {
     const schema = await freshSchema(pool);
