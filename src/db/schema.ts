@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigint, customType, integer, jsonb, pgSchema, primaryKey, text, timestamp, unique } from 'drizzle-orm/pg-core';
+import { bigint, boolean, customType, integer, jsonb, pgSchema, primaryKey, text, timestamp, unique } from 'drizzle-orm/pg-core';
 import { DEFAULT_SCHEMA } from './identifiers.js';
 
 /** `bytea` as a Node Buffer. */
@@ -85,7 +85,14 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
     (t) => [primaryKey({ columns: [t.groupId, t.outboxId] })],
   );
 
-  return { schema, messages, consumerOffsets, deadLetters, consumerInbox };
+  // This outbox's source id, sent as header outbox-source (migrations/0005_outbox_source.sql).
+  const outboxSource = schema.table('outbox_source', {
+    singleton: boolean('singleton').primaryKey().default(true),
+    sourceId: text('source_id').notNull().default(sql`gen_random_uuid()::text`),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  });
+
+  return { schema, messages, consumerOffsets, deadLetters, consumerInbox, outboxSource };
 }
 
 /** The outbox tables in the default `outbox` schema. */

@@ -29,9 +29,15 @@ export interface OutboxEvent {
   traceparent?: string;
 }
 
-/** Headers the relay sets on every record itself. */
+/**
+ * Headers the relay sets on records itself. A row cannot supply them: `enqueue` refuses the
+ * names, the database refuses them in plain-SQL inserts (migration 0005), and the relay drops
+ * them from older rows. Keep in sync with `reserved_header_names()` in that migration.
+ */
 export const HEADER = {
   outboxId: 'outbox-id',
+  /** The outbox's source id (`outbox_source.source_id`): outbox ids are unique only per source. */
+  source: 'outbox-source',
   eventType: 'event-type',
   aggregateType: 'aggregate-type',
   aggregateId: 'aggregate-id',
@@ -40,4 +46,5 @@ export const HEADER = {
   traceparent: 'traceparent',
 } as const;
 
+/** The names of {@link HEADER}, lower case; compare with a name's `toLowerCase()`. */
 export const RESERVED_HEADERS: ReadonlySet<string> = new Set(Object.values(HEADER));

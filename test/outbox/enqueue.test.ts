@@ -115,6 +115,8 @@ describe('enqueue', () => {
     ['headers not an object', { topic: 't', payload: 'x', headers: ['a'] }, 'headers'],
     ['header value not a string', { topic: 't', payload: 'x', headers: { a: 1 } }, 'headers.a'],
     ['reserved header name', { topic: 't', payload: 'x', headers: { 'outbox-id': '1' } }, 'headers.outbox-id'],
+    ['reserved header name outbox-source', { topic: 't', payload: 'x', headers: { 'outbox-source': 'a' } }, 'headers.outbox-source'],
+    ['reserved header name in another case', { topic: 't', payload: 'x', headers: { 'Outbox-Source': 'a' } }, 'headers.Outbox-Source'],
     ['empty header name', { topic: 't', payload: 'x', headers: { '': 'v' } }, 'headers'],
     ['empty eventType', { topic: 't', payload: 'x', eventType: '' }, 'eventType'],
     ['non-integer schemaVersion', { topic: 't', payload: 'x', schemaVersion: 1.5 }, 'schemaVersion'],
