@@ -7,6 +7,12 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000;
 const TOPIC_RE = /^[A-Za-z0-9._-]{1,249}$/;
 const TRACEPARENT_RE = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
 const MAX_META_LENGTH = 1024;
+/**
+ * The relay's `outbox-source` header. The source id is not known here, so this counts the
+ * longest one the outbox_source CHECK allows (200 characters; the default is a 36-character
+ * UUID).
+ */
+const SOURCE_HEADER_BYTES = 16 + 200;
 
 /** An event after validation, in the shape of the `messages` columns. */
 export interface EncodedEvent {
@@ -109,7 +115,7 @@ export function encodedSize(event: EncodedEvent): number {
   for (const value of [event.eventType, event.aggregateType, event.aggregateId, event.traceparent]) {
     if (value !== null) size += 16 + Buffer.byteLength(value);
   }
-  return size + 64; // outbox-id, created-at, schema-version headers
+  return size + 64 + SOURCE_HEADER_BYTES; // 64: outbox-id, created-at, schema-version headers
 }
 
 /**

@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
 import { readGroupSql, registerGroupSql } from './sql/leases.js';
+import { readSourceSql } from './sql/source.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { purgeSentRows } from './retention.js';
 import { ShardWorker, type ShardContext } from './shard-worker.js';
@@ -69,6 +70,7 @@ export class Relay {
       });
     await this.checkSchema(this.pool);
     const instanceId = await this.registerGroup(this.pool);
+    const source = await this.readSource(this.pool);
     this.admin = new KafkaAdmin(o.connection);
     const checkpointPartitions = await this.ensureCheckpointTopic(this.admin);
     const topics = new TopicCache(this.admin);
@@ -86,6 +88,7 @@ export class Relay {
       wakeup: this.wakeup,
       checkpointPartitions,
       instanceId,
+      source,
       events: this.events,
       onLeaseLost: (shard, token) => {
         if (this.workers.get(shard)?.token === token) this.workers.delete(shard);
@@ -137,6 +140,28 @@ export class Relay {
       throw new OptionsError(`relay group ${o.group} keeps its checkpoints in ${group.checkpoint_topic}, not ${o.checkpointTopic}`);
     }
     return group.instance_id;
+  }
+
+  /** This outbox's source id; read once, it is the same for every record of this relay. */
+  private async readSource(pool: pg.Pool): Promise<string> {
+    const o = this.options;
+    const fix = `run outbox-relay migrate (migration 0005_outbox_source writes it)`;
+    let rows: { source_id: string }[];
+    try {
+      ({ rows } = await pool.query<{ source_id: string }>(readSourceSql(o.sqlSchema)));
+    } catch (cause) {
+      if ((cause as { code?: string }).code !== '42P01') throw cause;
+      throw new OutboxError('MIGRATION_FAILED', `schema ${o.schema} has no outbox_source table: ${fix}`, { cause });
+    }
+    const source = rows[0]?.source_id;
+    if (source === undefined) {
+      throw new OutboxError(
+        'MIGRATION_FAILED',
+        `${o.schema}.outbox_source has no row, so records cannot carry this outbox's source id: ${fix}; ` +
+          `if the schema is migrated and the row was deleted, insert one (insert into ${o.sqlSchema}.outbox_source default values)`,
+      );
+    }
+    return source;
   }
 
   /** Creates the compacted checkpoint topic if missing (RF 3, or 1 on a smaller cluster); returns its partition count. */

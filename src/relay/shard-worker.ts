@@ -29,6 +29,8 @@ export interface ShardContext {
   checkpointPartitions: number;
   /** The relay group's instance id, stamped into and required of every checkpoint. */
   instanceId: string;
+  /** This outbox's source id (`outbox_source.source_id`), sent as header `outbox-source`. */
+  source: string;
   events: RelayEventSink;
   /** Called when a worker finds its lease gone, so the relay stops counting the shard as held. */
   onLeaseLost: (shard: number, token: string) => void;
@@ -193,7 +195,7 @@ export class ShardWorker {
     let bytes = 0;
     for (const row of rows) {
       if (row.key !== null && blockedKeys.has(row.key)) continue;
-      const record = toRecord(row);
+      const record = toRecord(row, this.ctx.source, this.log);
       const topic = topics.get(row.topic);
       const size = recordSize(record);
       // One transaction carries at most maxBatchBytes; the rest (a prefix cut, so per-key
