@@ -16,6 +16,11 @@ export type OutboxErrorCode =
   | 'FENCED'
   | 'SHARD_LOST'
   | 'HANDLER_FAILED'
+  | 'HANDLER_TIMEOUT'
+  | 'TX_CONTROL_REFUSED'
+  | 'TX_CLOSED'
+  | 'PARTITION_REVOKED'
+  | 'OFFSET_OUT_OF_RANGE'
   | 'NOT_FOUND'
   | 'STOPPED'
   | 'UNKNOWN';

@@ -1,16 +1,17 @@
 import pRetry, { AbortError } from 'p-retry';
 import type pg from 'pg';
-import { coerceError, describeError } from '../errors.js';
+import { coerceError, describeError, OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FailurePolicy, RecordHandler } from './options.js';
 import type { ConsumedRecord } from './record.js';
 import { advanceOffsetSql } from './sql/advanceOffset.js';
-import { settleDeadLettersSql } from './sql/settleDeadLetters.js';
 import { claimInboxSql } from './sql/claimInbox.js';
 import { insertDeadLetterSql } from './sql/insertDeadLetter.js';
 import { loadOffsetsSql } from './sql/loadOffsets.js';
+import { lockOffsetSql } from './sql/lockOffset.js';
 import { readOffsetSql } from './sql/readOffset.js';
-import { handlerTx, inTransaction } from './transaction.js';
+import { settleDeadLettersSql } from './sql/settleDeadLetters.js';
+import { inTransaction, raceHandler, type BatchConnection } from './transaction.js';
 
 export interface ApplyContext {
   pool: pg.Pool;
@@ -22,6 +23,18 @@ export interface ApplyContext {
   retryMinDelayMs: number;
   retryMaxDelayMs: number;
   failurePolicy: FailurePolicy;
+  handlerTimeoutMs: number;
+  lockTimeoutMs: number;
+  /** Topic id of the partition's log, stored with a new offset row. */
+  topicId: string | undefined;
+  /** When this member's poll interval runs out (ms since the epoch): the group then gives its partitions away. */
+  pollDeadline: () => number;
+  /** Batch transactions in flight, so that a lost assignment can abort them at the database. */
+  inFlight: Set<BatchConnection>;
+  /** Attempts already charged to records (`topic:partition:offset`) whose retries were interrupted by a poll. */
+  attempts: Map<string, number>;
+  /** Told when a handler overran its time and its transaction was aborted. */
+  onHandlerTimeout: (record: ConsumedRecord) => void;
   logger: Logger;
   /** Aborts retry backoff (on stop); the record is then left for the next owner. */
   signal: AbortSignal;
@@ -35,7 +48,8 @@ export interface Counts {
 
 /**
  * What one batch of one partition came to.
- * - `committed`: effects and `next` are stored.
+ * - `committed`: effects and `next` are stored. `next` may stop short of the batch's end
+ *   when the poll deadline came close: the rest is applied after the next poll.
  * - `moved`: the stored offset is not where this consumer expected it (an operator set it,
  *   or another consumer advanced it): nothing was applied; seek to `stored`. `fenced` when
  *   handlers had run and the compare-and-set at commit refused them (a zombie).
@@ -56,6 +70,28 @@ class HandlerFailure extends Error {
   }
 }
 
+/**
+ * This member lost (or is about to lose) its partitions while a batch ran: the batch was
+ * aborted at the database and nothing of it commits. Not the record's fault: nothing is
+ * charged, the records go to whoever owns the partition next.
+ */
+export class PartitionRevoked extends OutboxError {
+  constructor(message: string, cause?: unknown) {
+    super('PARTITION_REVOKED', message, { cause, retriable: true });
+  }
+}
+
+/**
+ * The poll deadline is too close to start another handler (it could overrun it): the batch
+ * stops here, uncommitted from this record on, and goes on after the next poll. Nothing is
+ * charged; attempts made so far are remembered.
+ */
+export class PollDeadline extends Error {
+  constructor() {
+    super('poll deadline too close to start a handler; continuing after the next poll');
+  }
+}
+
 const ZERO: Counts = { applied: 0, skipped: 0, deadLettered: 0 };
 
 /** Errors of the database connection itself: retried by the loop, never charged to a record. */
@@ -69,9 +105,9 @@ export function isInfrastructureError(err: unknown): boolean {
 }
 
 /** True when the client still talks to the server (an aborted transaction still counts). */
-async function connectionAlive(client: { query(text: string): Promise<unknown> }): Promise<boolean> {
+async function connectionAlive(connection: BatchConnection): Promise<boolean> {
   try {
-    await client.query('select 1');
+    await connection.client.query('select 1');
     return true;
   } catch (err) {
     return !isInfrastructureError(err);
@@ -84,74 +120,146 @@ async function storedOffset(ctx: ApplyContext, record: ConsumedRecord): Promise<
 }
 
 /**
- * One transaction over `records` (consecutive records of one partition): read the stored
- * offset, skip what is below it or already in the inbox, run the handler, compare-and-set
- * the offset to last + 1, commit. Returns `moved` (after ROLLBACK) when the stored offset is
- * not `expected`, before or after the handlers ran.
+ * Opens the batch transaction: server-side limits first (a consumer frozen mid-batch, which
+ * no timer of its own can stop, has its transaction ended by PostgreSQL after
+ * `handlerTimeoutMs` (+1 s) idle or in one statement), then the offset row lock under
+ * `lockTimeoutMs`. Values are validated integers, so they are part of the text.
+ */
+function beginSql(ctx: ApplyContext): string {
+  // A second more than the in-process limit, so that a live consumer's own timer decides
+  // (and charges the record) before the server does.
+  const h = Math.trunc(ctx.handlerTimeoutMs) + 1_000;
+  return `begin; set local statement_timeout = ${h}; set local idle_in_transaction_session_timeout = ${h}; set local lock_timeout = ${Math.trunc(ctx.lockTimeoutMs)}`;
+}
+
+/**
+ * A batch transaction, tracked while in flight. When the connection was aborted from
+ * outside because the assignment was lost, whatever error that caused becomes
+ * {@link PartitionRevoked}.
+ */
+async function batchTransaction(ctx: ApplyContext, fn: (connection: BatchConnection) => Promise<BatchOutcome>): Promise<BatchOutcome> {
+  let current: BatchConnection | undefined;
+  try {
+    return await inTransaction(
+      ctx.pool,
+      async (connection) => {
+        current = connection;
+        ctx.inFlight.add(connection);
+        return fn(connection);
+      },
+      { begin: beginSql(ctx), shouldCommit: (result) => result.kind === 'committed' },
+    );
+  } catch (err) {
+    if (current?.aborted === 'revoked' && !(err instanceof PartitionRevoked)) throw new PartitionRevoked('partition lost while its batch ran; batch aborted', err);
+    throw err;
+  } finally {
+    if (current) ctx.inFlight.delete(current);
+  }
+}
+
+/** Locks the offset row (lock order: offset row, then inbox); the lock timeout covers this statement only. */
+async function lockOffset(ctx: ApplyContext, connection: BatchConnection, record: ConsumedRecord, start: number): Promise<number> {
+  const args = [ctx.groupId, record.topic, record.partition];
+  let { rows } = await connection.query(lockOffsetSql(ctx.q), args);
+  if (rows.length === 0) {
+    // Deleted by an operator while the partition was consumed: recreate it where we are.
+    await connection.query(readOffsetSql(ctx.q), [...args, start, ctx.topicId ?? null]);
+    ({ rows } = await connection.query(lockOffsetSql(ctx.q), args));
+  }
+  await connection.query('set local lock_timeout to default');
+  return Number((rows[0] as { next_offset: string }).next_offset);
+}
+
+/**
+ * Runs the handler for one record under `handlerTimeoutMs`. Past it — or when the
+ * assignment is lost while it runs — the transaction is aborted at the database, so a hung
+ * handler holds no lock and commits nothing, whatever it does later.
+ */
+async function runHandler(ctx: ApplyContext, connection: BatchConnection, record: ConsumedRecord, index: number): Promise<void> {
+  // A handler is started only with its whole time before the poll deadline, so that no
+  // batch of this member is open when the group hands its partitions to another.
+  if (ctx.pollDeadline() - Date.now() < ctx.handlerTimeoutMs) throw new PollDeadline();
+  const run = await raceHandler(connection, () => ctx.handler(record, connection.tx), ctx.handlerTimeoutMs);
+  if (run.kind === 'expired') await connection.abort('handler-timeout');
+  if (connection.aborted === 'revoked') throw new PartitionRevoked(`assignment lost while the handler ran (offset ${record.offset}); batch aborted`);
+  if (connection.aborted === 'handler-timeout') {
+    ctx.onHandlerTimeout(record);
+    throw new HandlerFailure(index, new OutboxError('HANDLER_TIMEOUT', `handler did not finish within handlerTimeoutMs (${ctx.handlerTimeoutMs} ms); its transaction was aborted`));
+  }
+  // Misuse of the transaction is not retried: it would fail the same way every time.
+  if (connection.misuse) throw new HandlerFailure(index, new AbortError(connection.misuse));
+  if (connection.transactionEnded) {
+    throw new HandlerFailure(index, new AbortError(new OutboxError('TX_CONTROL_REFUSED', 'the handler ended the consumer transaction (COMMIT or ROLLBACK)')));
+  }
+  if (run.kind === 'failed') {
+    // A connection-like error (ECONNREFUSED, ...) may come from the handler's own calls
+    // to other services: it is the database's only if this transaction's connection is
+    // really gone. Otherwise it is the handler's failure, charged and dead-lettered.
+    if (isInfrastructureError(run.error) && !(await connectionAlive(connection))) throw run.error;
+    throw new HandlerFailure(index, run.error);
+  }
+  if (connection.transactionFailed) {
+    throw new HandlerFailure(index, new Error('the handler swallowed a database error: the transaction is aborted (SQLSTATE 25P02)'));
+  }
+}
+
+/**
+ * One transaction over `records` (consecutive records of one partition): lock the offset
+ * row and compare it with `expected`, skip what is below it or already in the inbox, run
+ * the handlers, compare-and-set the offset to the last one + 1, commit. Returns `moved`
+ * (after ROLLBACK) when the stored offset is not `expected`.
  */
 async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: number | undefined): Promise<BatchOutcome> {
   const first = records[0]!;
-  const last = records.at(-1)!;
   const start = expected ?? first.offset;
   // The very first batch of a partition creates its offset row in a statement of its own:
   // inside the batch transaction, the uncommitted row would make every other consumer of
   // the partition wait for this batch, even one that took the partition over.
-  if (expected === undefined) await ctx.pool.query(readOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, start]);
-  const outcome = await inTransaction(
-    ctx.pool,
-    async (client): Promise<BatchOutcome> => {
-      const read = await client.query<{ next_offset: string }>(readOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, start]);
-      if (read.rows.length === 0) throw Object.assign(new Error('offset row created concurrently; retry'), { code: '08000' });
-      const stored = Number(read.rows[0]!.next_offset);
-      if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
-      const tx = handlerTx(client);
-      const counts = { ...ZERO };
-      const appliedOffsets: number[] = [];
-      for (const [index, record] of records.entries()) {
-        if (record.offset < stored) {
+  if (expected === undefined) await ctx.pool.query(readOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, start, ctx.topicId ?? null]);
+  const outcome = await batchTransaction(ctx, async (connection): Promise<BatchOutcome> => {
+    const stored = await lockOffset(ctx, connection, first, start);
+    if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
+    const counts = { ...ZERO };
+    const appliedOffsets: number[] = [];
+    let last = first;
+    for (const [index, record] of records.entries()) {
+      // Close to the poll deadline: commit what is done, poll, then go on.
+      if (index > 0 && ctx.pollDeadline() - Date.now() < ctx.handlerTimeoutMs) break;
+      last = record;
+      if (record.offset < stored) {
+        counts.skipped++;
+        continue;
+      }
+      const source = ctx.inbox ? record.headers.source : undefined;
+      const outboxId = source === undefined ? undefined : record.headers.outboxId;
+      if (source !== undefined && outboxId !== undefined) {
+        const claim = await connection.query(claimInboxSql(ctx.q), [ctx.groupId, source, outboxId, record.topic, record.partition, record.offset]);
+        if (claim.rows.length === 0) {
           counts.skipped++;
           continue;
         }
-        try {
-          const outboxId = ctx.inbox ? record.headers.outboxId : undefined;
-          if (outboxId !== undefined) {
-            const claim = await client.query(claimInboxSql(ctx.q), [ctx.groupId, outboxId, record.topic, record.partition, record.offset]);
-            if (claim.rows.length === 0) {
-              counts.skipped++;
-              continue;
-            }
-          }
-          await ctx.handler(record, tx);
-        } catch (err) {
-          // A connection-like error (ECONNREFUSED, ...) may come from the handler's own calls
-          // to other services: it is the database's only if this transaction's connection is
-          // really gone. Otherwise it is the handler's failure, charged and dead-lettered.
-          if (isInfrastructureError(err) && !(await connectionAlive(client))) throw err;
-          throw new HandlerFailure(index, err);
-        }
-        counts.applied++;
-        appliedOffsets.push(record.offset);
       }
-      let advanced;
-      try {
-        // Deferred constraints (and constraint triggers) are checked here rather than at
-        // COMMIT, so that a violation is charged to the records like any handler error
-        // instead of failing the commit, again and again, as if the database were down.
-        await client.query('set constraints all immediate');
-        if (appliedOffsets.length > 0) {
-          await client.query(settleDeadLettersSql(ctx.q), [ctx.groupId, first.topic, first.partition, appliedOffsets]);
-        }
-        advanced = await client.query(advanceOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, stored, last.offset + 1]);
-      } catch (err) {
-        // 25P02: a handler swallowed its own SQL error and left the transaction aborted.
-        if (isInfrastructureError(err)) throw err;
-        throw new HandlerFailure(records.length === 1 ? 0 : -1, err);
+      await runHandler(ctx, connection, record, index);
+      counts.applied++;
+      appliedOffsets.push(record.offset);
+    }
+    let advanced;
+    try {
+      // Deferred constraints (and constraint triggers) are checked here rather than at
+      // COMMIT, so that a violation is charged to the records like any handler error
+      // instead of failing the commit, again and again, as if the database were down.
+      await connection.query('set constraints all immediate');
+      if (appliedOffsets.length > 0) {
+        await connection.query(settleDeadLettersSql(ctx.q), [ctx.groupId, first.topic, first.partition, appliedOffsets]);
       }
-      if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
-      return { kind: 'committed', next: last.offset + 1, ...counts };
-    },
-    (result) => result.kind === 'committed',
-  );
+      advanced = await connection.query(advanceOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, stored, last.offset + 1]);
+    } catch (err) {
+      if (isInfrastructureError(err)) throw err;
+      throw new HandlerFailure(records.length === 1 ? 0 : -1, err);
+    }
+    if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
+    return { kind: 'committed', next: last.offset + 1, ...counts };
+  });
   if (outcome.kind === 'moved' && outcome.fenced) return { ...outcome, stored: await storedOffset(ctx, first) };
   return outcome;
 }
@@ -189,6 +297,8 @@ export async function applyRecords(ctx: ApplyContext, records: ConsumedRecord[],
     total = add(total, outcome);
     if (outcome.kind !== 'committed') return { ...outcome, ...total };
     cursor = outcome.next;
+    // Cut short at the poll deadline: the caller applies the rest after polling.
+    if (cursor <= part.at(-1)!.offset) return { kind: 'committed', next: cursor, ...total };
   }
   return { kind: 'committed', next: cursor ?? records.at(-1)!.offset + 1, ...total };
 }
@@ -207,7 +317,9 @@ async function applyEach(ctx: ApplyContext, records: ConsumedRecord[], expected:
 
 /** One record with retries and backoff; after the last attempt, the failure policy. */
 async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: number | undefined): Promise<BatchOutcome> {
-  let attempts = 0;
+  const id = `${record.topic}:${record.partition}:${record.offset}`;
+  const prior = ctx.attempts.get(id) ?? 0;
+  let attempts = prior;
   let lastError: unknown;
   // Whether the last attempt failed in the handler (charged to the record) or around it
   // (the database itself: retried by the loop, never charged). Decided where the error is
@@ -218,9 +330,13 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
       async () => {
         attempts++;
         try {
-          return await attempt(ctx, [record], expected);
+          const outcome = await attempt(ctx, [record], expected);
+          ctx.attempts.delete(id);
+          return outcome;
         } catch (err) {
           handlerFailed = err instanceof HandlerFailure;
+          // Interrupted for a poll: the attempts charged so far carry over to the next try.
+          if (err instanceof PollDeadline) ctx.attempts.set(id, attempts - 1);
           if (err instanceof HandlerFailure) {
             // The handler's own AbortError: no more attempts, straight to the failure policy.
             if (err.cause instanceof AbortError) lastError = err.cause.originalError;
@@ -230,7 +346,7 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
         }
       },
       {
-        retries: ctx.maxAttempts - 1,
+        retries: Math.max(0, ctx.maxAttempts - 1 - prior),
         minTimeout: ctx.retryMinDelayMs,
         maxTimeout: ctx.retryMaxDelayMs,
         factor: 2,
@@ -245,6 +361,7 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
     if (!handlerFailed || ctx.signal.aborted || lastError === undefined) throw err;
     lastError = err;
   }
+  ctx.attempts.delete(id);
   const error = describeError(lastError);
   if (ctx.failurePolicy === 'block') {
     ctx.logger.error({ offset: record.offset, attempts, error }, 'handler failed on every attempt; partition blocked');
@@ -256,29 +373,24 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
 /** Writes the dead letter and moves the offset past the record, in one transaction. */
 async function deadLetter(ctx: ApplyContext, record: ConsumedRecord, expected: number | undefined, error: string, attempts: number): Promise<BatchOutcome> {
   const start = expected ?? record.offset;
-  const outcome = await inTransaction(
-    ctx.pool,
-    async (client): Promise<BatchOutcome> => {
-      const read = await client.query<{ next_offset: string }>(readOffsetSql(ctx.q), [ctx.groupId, record.topic, record.partition, start]);
-      const stored = Number(read.rows[0]?.next_offset ?? -1);
-      if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
-      await client.query(insertDeadLetterSql(ctx.q), [
-        ctx.groupId,
-        record.topic,
-        record.partition,
-        record.offset,
-        record.key,
-        record.value,
-        JSON.stringify(record.headers.raw),
-        error,
-        attempts,
-      ]);
-      const advanced = await client.query(advanceOffsetSql(ctx.q), [ctx.groupId, record.topic, record.partition, stored, record.offset + 1]);
-      if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
-      return { kind: 'committed', next: record.offset + 1, applied: 0, skipped: 0, deadLettered: 1 };
-    },
-    (result) => result.kind === 'committed',
-  );
+  const outcome = await batchTransaction(ctx, async (connection): Promise<BatchOutcome> => {
+    const stored = await lockOffset(ctx, connection, record, start);
+    if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
+    await connection.query(insertDeadLetterSql(ctx.q), [
+      ctx.groupId,
+      record.topic,
+      record.partition,
+      record.offset,
+      record.key,
+      record.value,
+      JSON.stringify(record.headers.raw),
+      error,
+      attempts,
+    ]);
+    const advanced = await connection.query(advanceOffsetSql(ctx.q), [ctx.groupId, record.topic, record.partition, stored, record.offset + 1]);
+    if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
+    return { kind: 'committed', next: record.offset + 1, applied: 0, skipped: 0, deadLettered: 1 };
+  });
   if (outcome.kind === 'moved' && outcome.fenced) return { ...outcome, stored: await storedOffset(ctx, record) };
   if (outcome.kind === 'committed') ctx.logger.error({ offset: record.offset, attempts, error }, 'record dead-lettered');
   return outcome;

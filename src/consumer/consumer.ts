@@ -1,18 +1,25 @@
 import type { TopicPartition } from '@confluentinc/kafka-javascript';
 import type pg from 'pg';
+import type { Registry } from 'prom-client';
+import { forEachLimit, sleep } from '../async.js';
 import { createPool } from '../db/pool.js';
-import { OutboxError } from '../errors.js';
+import { OptionsError, OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import type { KafkaConnection } from '../kafka/config.js';
 import { createLogger, type Logger } from '../log.js';
-import { applyRecords, isInfrastructureError, type ApplyContext, type BatchOutcome } from './apply.js';
+import { applyRecords, PartitionRevoked, PollDeadline, type ApplyContext, type BatchOutcome } from './apply.js';
 import { ConsumerEmitter, type ConsumerEventName, type ConsumerEvents } from './events.js';
 import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from './kafka-client.js';
 import { resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';
 import { replayDeadLetters, type ReplayFilter, type ReplayResult } from './replay.js';
+import { judgeStoredOffset, readPartitionLogs, type PartitionLog, type StoredPosition } from './incarnation.js';
+import { consumerMetrics, type ConsumerMetrics } from './metrics.js';
+import { purgeInbox } from './retention.js';
 import { readOffsetSql } from './sql/readOffset.js';
 import { loadOffsetsSql } from './sql/loadOffsets.js';
+import { adoptTopicIdSql, resetOffsetSql } from './sql/resetOffset.js';
+import type { BatchConnection } from './transaction.js';
 import { sampleLag, StallDetector } from './watchdog.js';
 
 interface PartitionState {
@@ -22,23 +29,15 @@ interface PartitionState {
   expected: number | undefined;
   /** A seek that has not succeeded yet; records of the partition are dropped until it does. */
   seekTo: number | undefined;
-  blocked: { offset: number; error: string } | undefined;
+  /** Paused: by the `block` failure policy, or by `onOffsetOutOfRange: 'block'` (then `stale` is the position judged stale). */
+  blocked: { offset: number; error: string; stale?: StoredPosition } | undefined;
+  /** Topic id of the log this consumer reads (as described at assignment). */
+  topicId: string | undefined;
   logger: Logger;
 }
 
 const key = (topic: string, partition: number): string => `${topic}:${partition}`;
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /**
  * A Kafka consumer group member whose handler's effects and offsets commit together in
@@ -65,6 +64,17 @@ export class Consumer {
   private detector: StallDetector;
   private rebuildReason: string | undefined;
   private lastOffsetCheck = 0;
+  /** When the last fetch returned: librdkafka's max.poll.interval.ms counts from there. */
+  private lastPollAt = Date.now();
+  private readonly inFlight = new Set<BatchConnection>();
+  /** Attempts charged to records whose retries a poll interrupted (cleared with the assignment). */
+  private readonly attempts = new Map<string, number>();
+  private revocationTimer: NodeJS.Timeout | undefined;
+  private retentionLoop: Promise<void> | undefined;
+  private concurrency = 1;
+  /** The consumer's Prometheus metrics (see docs/consumer.md). */
+  readonly metrics: Registry;
+  private readonly counters: ConsumerMetrics;
 
   constructor(input: ConsumerOptions) {
     this.options = resolveConsumerOptions(input);
@@ -72,6 +82,8 @@ export class Consumer {
     this.events = new ConsumerEmitter(() => this.logger);
     this.connection = { brokers: this.options.brokers, clientId: this.options.clientId, properties: this.options.kafkaProperties };
     this.detector = new StallDetector(this.options.stallTimeoutMs);
+    this.counters = consumerMetrics(this.options.metricsRegistry);
+    this.metrics = this.counters.registry;
   }
 
   /** Subscribes to a typed event; returns the unsubscribe function. */
@@ -87,7 +99,15 @@ export class Consumer {
   }
 
   private async doStart(): Promise<void> {
-    this.pool = this.options.pool ?? createPool(this.options.databaseUrl!, this.logger, { application_name: 'outbox-relay-consumer' });
+    const o = this.options;
+    this.pool = o.pool ?? createPool(o.databaseUrl!, this.logger, { application_name: 'outbox-relay-consumer', max: o.poolSize });
+    // One connection stays free of batches: offset checks, retention, and aborting a stuck batch need it.
+    const poolSize = (this.pool as unknown as { options?: { max?: number } }).options?.max ?? 10;
+    if (poolSize < 2) throw new OptionsError(`the pool must have at least 2 connections (has ${poolSize})`);
+    if (o.partitionConcurrency !== undefined && o.partitionConcurrency > poolSize - 1) {
+      throw new OptionsError(`partitionConcurrency (${o.partitionConcurrency}) must be at most the pool size - 1 (${poolSize - 1})`);
+    }
+    this.concurrency = o.partitionConcurrency ?? poolSize - 1;
     const { rows } = await this.pool.query<{ table: string | null }>(`select to_regclass($1::text) as table`, [`${this.options.q}.consumer_offsets`]);
     if (!rows[0]?.table) {
       throw new OutboxError('NOT_FOUND', `table ${this.options.schema}.consumer_offsets does not exist: run \`outbox-relay migrate\` first`);
@@ -95,6 +115,9 @@ export class Consumer {
     this.admin = new KafkaAdmin(this.connection);
     this.client = await this.createClient();
     this.loopPromise = this.loop();
+    this.revocationTimer = setInterval(() => this.watchAssignment(), 200);
+    this.revocationTimer.unref();
+    if (o.inboxRetention !== false) this.retentionLoop = this.retainInbox(o.inboxRetention);
     if (this.options.stallTimeoutMs > 0) {
       this.watchdogTimer = setInterval(() => void this.watch(), this.options.watchdogIntervalMs);
       this.watchdogTimer.unref();
@@ -118,6 +141,8 @@ export class Consumer {
     this.abort.abort(new OutboxError('STOPPED', 'consumer stopping'));
     if (this.watchdogTimer) clearInterval(this.watchdogTimer);
     await this.loopPromise;
+    if (this.revocationTimer) clearInterval(this.revocationTimer);
+    await this.retentionLoop;
     await this.client?.disconnect();
     this.admin?.close();
     if (!this.options.pool) await this.pool?.end();
@@ -202,55 +227,118 @@ export class Consumer {
     }
   }
 
-  /** Reads the stored offsets and assigns with them: nothing is fetched from anywhere else. */
+  /**
+   * Reads the stored offsets, checks each against the partition's current log (see
+   * {@link judgeStoredOffset}), and assigns with them: nothing is fetched from anywhere else.
+   */
   private async assign(client: GroupClient, partitions: TopicPartition[]): Promise<void> {
+    const logs = await readPartitionLogs(this.admin!, partitions);
     let stored = await this.loadOffsets(partitions);
     const unstored = partitions.filter((p) => !stored.has(key(p.topic, p.partition)));
     if (!this.options.fromBeginning && unstored.length > 0) {
       // "Start at the end" is pinned now, in PostgreSQL: were it left to librdkafka, a
       // rebalance or rebuild before the first commit would start at a later end and skip
       // what arrived in between.
-      await this.pinAtEnd(unstored);
+      await this.pinAtEnd(unstored, logs);
       stored = await this.loadOffsets(partitions);
     }
-    client.assign(partitions.map((p) => ({ topic: p.topic, partition: p.partition, offset: stored.get(key(p.topic, p.partition)) ?? OFFSET_BEGINNING })));
-    // A partition paused by the block policy stays paused in librdkafka across a rebalance;
-    // a fresh assignment starts unblocked.
-    client.resume(partitions.map((p) => ({ topic: p.topic, partition: p.partition })));
-    this.partitions.clear();
-    for (const p of partitions) {
-      const expected = stored.get(key(p.topic, p.partition));
-      this.partitions.set(key(p.topic, p.partition), {
+    const states = partitions.map((p): PartitionState => {
+      const k = key(p.topic, p.partition);
+      return {
         topic: p.topic,
         partition: p.partition,
-        expected,
+        expected: stored.get(k)?.offset,
         seekTo: undefined,
         blocked: undefined,
+        topicId: logs.get(k)?.topicId,
         logger: this.logger.child({ topic: p.topic, partition: p.partition }),
-      });
+      };
+    });
+    for (const state of states) {
+      const position = stored.get(key(state.topic, state.partition));
+      const log = logs.get(key(state.topic, state.partition));
+      if (position && log) await this.checkPosition(state, position, log);
     }
-    const listed = partitions.map((p) => ({ topic: p.topic, partition: p.partition, offset: stored.get(key(p.topic, p.partition)) ?? null }));
+    await this.adoptTopicIds(states.filter((s) => !s.blocked && stored.get(key(s.topic, s.partition))?.topicId === null));
+    client.assign(states.map((s) => ({ topic: s.topic, partition: s.partition, offset: s.expected ?? OFFSET_BEGINNING })));
+    // A partition paused by the block policy stays paused in librdkafka across a rebalance;
+    // a fresh assignment starts unblocked (unless its stored offset is stale and the policy blocks).
+    client.resume(partitions.map((p) => ({ topic: p.topic, partition: p.partition })));
+    const blocked = states.filter((s) => s.blocked);
+    if (blocked.length > 0) client.pause(blocked.map((s) => ({ topic: s.topic, partition: s.partition })));
+    this.partitions.clear();
+    this.attempts.clear();
+    for (const state of states) this.partitions.set(key(state.topic, state.partition), state);
+    const listed = states.map((s) => ({ topic: s.topic, partition: s.partition, offset: s.expected ?? null }));
     this.logger.info({ partitions: listed }, 'partitions assigned');
     this.events.emit('assigned', { partitions: listed });
   }
 
-  private async pinAtEnd(partitions: TopicPartition[]): Promise<void> {
+  /**
+   * A stored position judged against the partition's current log. In range: nothing to do.
+   * Stale (another incarnation): reported (log, event, metric), then either the partition
+   * starts over at the log's start (`earliest`; the stored offset is moved there with a
+   * compare-and-set) or it is blocked (`block`) until an operator sets its offset.
+   * Updates `state.expected` / `state.blocked`; returns true when the position was stale.
+   */
+  private async checkPosition(state: PartitionState, position: StoredPosition, log: PartitionLog): Promise<boolean> {
+    const reason = judgeStoredOffset(position, log);
+    if (reason === undefined) return false;
+    const { topic, partition } = state;
+    const action = this.options.onOffsetOutOfRange;
+    const report = { topic, partition, stored: position.offset, storedTopicId: position.topicId, topicId: log.topicId ?? null, logStart: log.start, logEnd: log.end, reason, action };
+    state.logger.error(report, "stored offset does not belong to the partition's current log; it is not used to skip records");
+    this.counters.offsetOutOfRange.inc({ group: this.options.groupId, topic, reason });
+    this.events.emit('offsetOutOfRange', report);
+    state.topicId = log.topicId;
+    if (action === 'block') {
+      state.expected = position.offset;
+      state.blocked = {
+        offset: position.offset,
+        error: `stored offset ${position.offset} does not belong to the current log of ${topic}[${partition}] (${reason}; log ${log.start}..${log.end}): set it with outbox-relay offsets set/rewind`,
+        stale: position,
+      };
+      return true;
+    }
+    const { rows } = await this.pool!.query<{ next_offset: string }>(resetOffsetSql(this.options.q), [
+      this.options.groupId,
+      topic,
+      partition,
+      position.offset,
+      position.topicId,
+      log.start,
+      log.topicId ?? null,
+    ]);
+    // Changed meanwhile (an operator, another member): whatever is stored now is where to go.
+    state.expected = rows[0] ? Number(rows[0].next_offset) : (await this.loadOffsets([state])).get(key(topic, partition))?.offset;
+    return true;
+  }
+
+  /** Stored offsets without a topic id were just checked against the current log: record its id. */
+  private async adoptTopicIds(states: PartitionState[]): Promise<void> {
+    const known = states.filter((s) => s.topicId !== undefined);
+    if (known.length === 0) return;
+    await this.pool!.query(adoptTopicIdSql(this.options.q), [this.options.groupId, known.map((s) => s.topic), known.map((s) => s.partition), known.map((s) => s.topicId)]);
+  }
+
+  private async pinAtEnd(partitions: TopicPartition[], logs: Map<string, PartitionLog>): Promise<void> {
     for (const topic of new Set(partitions.map((p) => p.topic))) {
       const numbers = partitions.filter((p) => p.topic === topic).map((p) => p.partition);
       const ends = await this.admin!.endOffsets(topic, numbers, { committed: true });
       for (const partition of numbers) {
-        await this.pool!.query(readOffsetSql(this.options.q), [this.options.groupId, topic, partition, ends.get(partition) ?? 0]);
+        const topicId = logs.get(key(topic, partition))?.topicId ?? null;
+        await this.pool!.query(readOffsetSql(this.options.q), [this.options.groupId, topic, partition, ends.get(partition) ?? 0, topicId]);
       }
     }
   }
 
-  private async loadOffsets(partitions: { topic: string; partition: number }[]): Promise<Map<string, number>> {
-    const { rows } = await this.pool!.query<{ topic: string; partition: number; next_offset: string }>(loadOffsetsSql(this.options.q), [
+  private async loadOffsets(partitions: { topic: string; partition: number }[]): Promise<Map<string, StoredPosition>> {
+    const { rows } = await this.pool!.query<{ topic: string; partition: number; next_offset: string; topic_id: string | null }>(loadOffsetsSql(this.options.q), [
       this.options.groupId,
       partitions.map((p) => p.topic),
       partitions.map((p) => p.partition),
     ]);
-    return new Map(rows.map((r) => [key(r.topic, r.partition), Number(r.next_offset)]));
+    return new Map(rows.map((r) => [key(r.topic, r.partition), { offset: Number(r.next_offset), topicId: r.topic_id }]));
   }
 
   private async loop(): Promise<void> {
@@ -260,7 +348,11 @@ export class Consumer {
         if (this.rebuildReason !== undefined) await this.rebuild();
         await this.serveRebalances();
         await this.serveSeeksAndUnblocks();
-        const records = this.pending.length > 0 ? this.pending.splice(0) : (await this.client!.consume(this.options.batchSize)).map(toConsumedRecord);
+        // Always poll, even with records left over: the poll keeps this member in the group
+        // (max.poll.interval.ms) and serves rebalances. Left-overs come first, in order.
+        const fetched = await this.client!.consume(this.options.batchSize, this.pending.length > 0 ? 0 : undefined);
+        this.lastPollAt = Date.now();
+        const records = [...this.pending.splice(0), ...fetched.map(toConsumedRecord)];
         // Stopping: what was just fetched is left, unapplied, to the next owner.
         if (this.closing) break;
         if (records.length > 0) this.detector.progress(new Set(records.map((r) => key(r.topic, r.partition))));
@@ -272,36 +364,74 @@ export class Consumer {
         failures++;
         const delay = Math.min(this.options.retryMaxDelayMs, this.options.retryMinDelayMs * 2 ** Math.min(failures, 10));
         this.logger.warn({ err, failures, retryInMs: delay }, 'consume loop error; retrying');
+        this.events.emit('error', { error: err, failures });
         await sleep(delay, this.abort.signal);
       }
     }
   }
 
-  /** Applies one fetch: one transaction per partition, partitions in parallel. */
+  /**
+   * Applies one fetch: one transaction per partition, at most `partitionConcurrency` at a
+   * time (each holds a pool connection; more would queue in the pool and time out).
+   */
   private async process(records: ConsumedRecord[]): Promise<void> {
     const groups = new Map<string, ConsumedRecord[]>();
+    const suspects = new Set<PartitionState>();
     for (const record of records) {
       const k = key(record.topic, record.partition);
       const state = this.partitions.get(k);
       if (!state || state.blocked || state.seekTo !== undefined) continue;
-      if (state.expected !== undefined && record.offset < state.expected) continue;
+      if (state.expected !== undefined && record.offset < state.expected) {
+        // librdkafka moved the position back by itself: it found its position out of range
+        // (a recreated or truncated log). Never silently dropped: checked below.
+        suspects.add(state);
+        continue;
+      }
       const list = groups.get(k) ?? [];
       list.push(record);
       groups.set(k, list);
     }
     const failures: unknown[] = [];
-    await Promise.all(
-      [...groups].map(async ([k, list]) => {
-        const state = this.partitions.get(k)!;
-        try {
-          await this.settle(state, await applyRecords(this.applyContext(state), list, state.expected));
-        } catch (err) {
-          if (!this.closing) this.pending.push(...list);
-          failures.push(err);
-        }
-      }),
-    );
+    await forEachLimit([...groups], this.concurrency, async ([k, list]) => {
+      const state = this.partitions.get(k)!;
+      if (suspects.has(state)) return;
+      try {
+        const outcome = await applyRecords(this.applyContext(state), list, state.expected);
+        await this.settle(state, outcome);
+        // Cut short before the poll deadline: the rest comes after the next poll.
+        if (outcome.kind === 'committed') this.pending.push(...list.filter((r) => r.offset >= outcome.next));
+      } catch (err) {
+        if (!this.closing) this.pending.push(...list);
+        if (err instanceof PollDeadline) return;
+        if (err instanceof PartitionRevoked) {
+          this.counters.batchesAborted.inc({ group: this.options.groupId, reason: 'revoked' });
+          state.logger.warn({ err }, 'batch aborted: the partition was lost while it ran; nothing of it committed');
+          this.events.emit('aborted', { topic: state.topic, partition: state.partition, reason: 'revoked' });
+        } else failures.push(err);
+      }
+    });
+    for (const state of suspects) await this.verifyPosition(state);
     if (failures.length > 0) throw failures[0];
+  }
+
+  /**
+   * Records below the expected offset arrived although no seek asked for them. Stale
+   * position: handled by {@link checkPosition}. Otherwise the fetch position is put back
+   * where PostgreSQL says: re-reading is always safe, skipping never is.
+   */
+  private async verifyPosition(state: PartitionState): Promise<void> {
+    this.pending = this.pending.filter((r) => r.topic !== state.topic || r.partition !== state.partition);
+    const k = key(state.topic, state.partition);
+    const [logs, stored] = await Promise.all([readPartitionLogs(this.admin!, [state]), this.loadOffsets([state])]);
+    const position = stored.get(k);
+    const log = logs.get(k);
+    if (position && log && (await this.checkPosition(state, position, log))) {
+      if (state.blocked) this.client!.pause([{ topic: state.topic, partition: state.partition }]);
+      else await this.seek(state, state.expected ?? log.start, 'offset-out-of-range');
+      return;
+    }
+    state.logger.warn({ expected: state.expected }, 'records below the stored offset arrived without a seek; fetch position reset to the stored offset');
+    await this.seek(state, position?.offset ?? state.expected ?? 0, 'stored-offset-moved');
   }
 
   private applyContext(state: PartitionState): ApplyContext {
@@ -316,13 +446,49 @@ export class Consumer {
       retryMinDelayMs: o.retryMinDelayMs,
       retryMaxDelayMs: o.retryMaxDelayMs,
       failurePolicy: o.failurePolicy,
+      handlerTimeoutMs: o.handlerTimeoutMs,
+      lockTimeoutMs: o.lockTimeoutMs,
+      topicId: state.topicId,
+      pollDeadline: () => this.pollDeadline(),
+      inFlight: this.inFlight,
+      attempts: this.attempts,
+      onHandlerTimeout: (record) => {
+        this.counters.batchesAborted.inc({ group: o.groupId, reason: 'handler-timeout' });
+        state.logger.warn({ offset: record.offset, handlerTimeoutMs: o.handlerTimeoutMs }, 'handler overran its time; its transaction was aborted');
+        this.events.emit('aborted', { topic: state.topic, partition: state.partition, reason: 'handler-timeout' });
+      },
       logger: state.logger,
       signal: this.abort.signal,
     };
   }
 
+  /**
+   * When librdkafka's max.poll.interval.ms runs out, less a margin: past it the group gives
+   * this member's partitions to others, so no batch of it may still be open then.
+   */
+  private pollDeadline(): number {
+    const interval = this.options.maxPollIntervalMs;
+    return this.lastPollAt + interval - Math.min(5_000, Math.ceil(interval / 10));
+  }
+
+  /**
+   * Every 200 ms while batches run: a member that lost its assignment (session timed out,
+   * poll interval exceeded) aborts its open batch transactions at the database at once, so
+   * it commits nothing after the new owner took over and holds no lock the new owner needs.
+   */
+  private watchAssignment(): void {
+    if (this.inFlight.size === 0 || !this.client) return;
+    const lost = this.client.assignmentLost() || Date.now() > this.pollDeadline();
+    if (!lost) return;
+    for (const connection of this.inFlight) void connection.abort('revoked');
+  }
+
   private async settle(state: PartitionState, outcome: BatchOutcome): Promise<void> {
     const { topic, partition } = state;
+    const group = this.options.groupId;
+    if (outcome.applied > 0) this.counters.recordsApplied.inc({ group, topic }, outcome.applied);
+    if (outcome.skipped > 0) this.counters.recordsSkipped.inc({ group, reason: 'duplicate' }, outcome.skipped);
+    if (outcome.deadLettered > 0) this.counters.deadLetters.inc({ group, topic }, outcome.deadLettered);
     if (outcome.applied + outcome.deadLettered + outcome.skipped > 0 || outcome.kind === 'committed') this.detector.progress([key(topic, partition)]);
     if (outcome.kind === 'moved') {
       if (outcome.fenced) {
@@ -364,6 +530,10 @@ export class Consumer {
     for (const k of this.unblockRequests.splice(0)) {
       const state = this.partitions.get(k);
       if (!state?.blocked) continue;
+      if (state.blocked.stale) {
+        await this.recheckStale(state);
+        continue;
+      }
       state.blocked = undefined;
       await this.seek(state, state.expected ?? 0, 'unblock');
       this.client!.resume([{ topic: state.topic, partition: state.partition }]);
@@ -371,18 +541,63 @@ export class Consumer {
   }
 
   /**
+   * A partition blocked on a stale offset is released once its stored position is valid on
+   * the current log again (an operator ran `offsets set` / `rewind`).
+   */
+  private async recheckStale(state: PartitionState): Promise<void> {
+    const stale = state.blocked!.stale!;
+    const k = key(state.topic, state.partition);
+    const position = (await this.loadOffsets([state])).get(k);
+    if (!position || (position.offset === stale.offset && position.topicId === stale.topicId)) return;
+    const log = (await readPartitionLogs(this.admin!, [state])).get(k);
+    if (!log) return;
+    state.blocked = undefined;
+    if (await this.checkPosition(state, position, log)) return;
+    state.topicId = log.topicId;
+    if (position.topicId === null) await this.adoptTopicIds([state]);
+    state.logger.info({ offset: position.offset }, 'stored offset set on the current log; partition released');
+    await this.seek(state, position.offset, 'unblock');
+    this.client!.resume([{ topic: state.topic, partition: state.partition }]);
+  }
+
+  /**
    * Idle partitions see no batch transaction, so an offset set by an operator would go
    * unnoticed until new records arrive; this periodic read catches it. Batches re-check the
-   * stored offset anyway: this only shortens the time to pick a change up.
+   * stored offset anyway: this only shortens the time to pick a change up. The same tick
+   * compares topic ids: a topic recreated under the consumer's feet, which librdkafka reads
+   * on from the old position, is caught here. Partitions blocked on a stale offset are
+   * released once an operator has set it.
    */
   private async checkStoredOffsets(): Promise<void> {
     this.lastOffsetCheck = Date.now();
-    const states = [...this.partitions.values()].filter((s) => !s.blocked && s.seekTo === undefined);
+    const all = [...this.partitions.values()];
+    for (const state of all.filter((s) => s.blocked?.stale)) await this.recheckStale(state);
+    const states = all.filter((s) => !s.blocked && s.seekTo === undefined);
     if (states.length === 0) return;
-    const stored = await this.loadOffsets(states);
-    for (const state of states) {
-      const value = stored.get(key(state.topic, state.partition));
+    const ids = await this.admin!.topicIds([...new Set(states.map((s) => s.topic))]);
+    const recreated = states.filter((s) => s.topicId !== undefined && ids.has(s.topic) && ids.get(s.topic) !== s.topicId);
+    for (const state of recreated) await this.verifyPosition(state);
+    const rest = states.filter((s) => !recreated.includes(s));
+    const stored = await this.loadOffsets(rest);
+    for (const state of rest) {
+      const value = stored.get(key(state.topic, state.partition))?.offset;
       if (value !== undefined && value !== state.expected) await this.seek(state, value, 'stored-offset-moved');
+    }
+  }
+
+  /** Inbox retention, every `intervalMs` (see {@link purgeInbox}). */
+  private async retainInbox(retention: { keepMs: number; intervalMs: number; batchSize: number }): Promise<void> {
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      await sleep(retention.intervalMs, signal);
+      if (signal.aborted) break;
+      try {
+        const deleted = await purgeInbox(this.pool!, this.options.q, this.options.groupId, retention, signal, this.logger);
+        if (deleted > 0) this.counters.inboxDeleted.inc({ group: this.options.groupId }, deleted);
+        this.events.emit('inboxPurged', { deleted });
+      } catch (err) {
+        this.logger.warn({ err }, 'inbox retention failed; retrying at the next interval');
+      }
     }
   }
 

@@ -9,13 +9,35 @@ export interface ConsumerEvents {
   assigned: { partitions: { topic: string; partition: number; offset: number | null }[] };
   revoked: { partitions: { topic: string; partition: number }[] };
   /** The stored offset was not where this consumer was: nothing applied, position moved to it. */
-  seek: { topic: string; partition: number; offset: number; reason: 'stored-offset-moved' | 'fenced' | 'unblock' };
+  seek: { topic: string; partition: number; offset: number; reason: 'stored-offset-moved' | 'fenced' | 'unblock' | 'offset-out-of-range' };
   /** This consumer's batch was refused at commit because another consumer advanced the offset (zombie fencing). */
   fenced: { topic: string; partition: number; stored: number };
   /** `block` policy: the partition is paused at `offset`. */
   blocked: { topic: string; partition: number; offset: number; error: string };
   /** The watchdog rebuilt the Kafka consumer. */
   rebuilt: { reason: string };
+  /**
+   * A stored offset belongs to another incarnation of the partition's log (topic recreated,
+   * log truncated, records deleted before they were applied). `action` says what followed:
+   * `earliest` (the partition starts over at `logStart`) or `block`.
+   */
+  offsetOutOfRange: {
+    topic: string;
+    partition: number;
+    stored: number;
+    storedTopicId: string | null;
+    topicId: string | null;
+    logStart: number;
+    logEnd: number;
+    reason: 'topic-recreated' | 'beyond-log-end' | 'before-log-start';
+    action: 'earliest' | 'block';
+  };
+  /** A batch transaction was aborted at the database: its handler overran `handlerTimeoutMs`, or the partition was lost. */
+  aborted: { topic: string; partition: number; reason: 'handler-timeout' | 'revoked' };
+  /** Inbox retention ran; `deleted` rows went. */
+  inboxPurged: { deleted: number };
+  /** The consume loop failed (database or broker down, …) and retries after a backoff. */
+  error: { error: unknown; failures: number };
 }
 
 export type ConsumerEventName = keyof ConsumerEvents;

@@ -82,8 +82,12 @@ export class GroupClient {
     this.consumer.subscribe([...topics]);
   }
 
-  /** Up to `max` records; resolves early when records are there, or empty after the poll timeout. */
-  consume(max: number): Promise<Message[]> {
+  /**
+   * Up to `max` records; resolves early when records are there, or empty after the poll
+   * timeout (`timeoutMs`, default the configured one; 0 returns what is buffered at once).
+   */
+  consume(max: number, timeoutMs = this.options.pollTimeoutMs): Promise<Message[]> {
+    this.consumer.setDefaultConsumeTimeout(timeoutMs);
     return new Promise((resolve, reject) => {
       this.consumer.consume(max, (err, messages) => (err ? reject(wrapKafkaError('consume', err)) : resolve(messages ?? [])));
     });
@@ -134,6 +138,15 @@ export class GroupClient {
       // Not assigned any more: nothing to report.
     }
     return result;
+  }
+
+  /** librdkafka considers the assignment lost (session timed out, poll interval exceeded): the group has moved on. */
+  assignmentLost(): boolean {
+    try {
+      return (this.consumer as unknown as { assignmentLost(): boolean }).assignmentLost();
+    } catch {
+      return false;
+    }
   }
 
   get connected(): boolean {

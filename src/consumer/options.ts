@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { Registry } from 'prom-client';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { OptionsError } from '../errors.js';
 import type { KafkaProperties } from '../kafka/config.js';
@@ -17,6 +18,19 @@ export type RecordHandler = (record: ConsumedRecord, tx: HandlerTx) => Promise<v
  *   partitions continue. {@link Consumer.unblock} retries it.
  */
 export type FailurePolicy = 'dead-letter' | 'block';
+
+/**
+ * What happens when a partition's stored offset belongs to another incarnation of its log:
+ * the topic was deleted and recreated (a new topic id), or the stored offset lies beyond the
+ * log's end (truncated, failed over) or before its start (records deleted before they were
+ * applied). Either way it must not be used to skip records.
+ * - `earliest`: log an error, emit `offsetOutOfRange`, count it, and treat the partition as a
+ *   new log: apply its records from its earliest offset (the inbox still skips records of
+ *   the relay that were applied already).
+ * - `block`: the same report, then the partition is paused until an operator moves its
+ *   offset (`outbox-relay offsets set` / `offsets rewind`).
+ */
+export type OffsetOutOfRangePolicy = 'earliest' | 'block';
 
 export interface ConsumerOptions {
   /** PostgreSQL connection string. Give this or `pool`. */
@@ -48,6 +62,38 @@ export interface ConsumerOptions {
    * outbox row). Records without the header are never skipped by this. Default `true`.
    */
   inbox?: boolean;
+  /**
+   * Longest one handler call may run. Past it, the batch's transaction is aborted at the
+   * database (the backend is terminated), the record counts as failed (retried, then the
+   * failure policy), and nothing the handler does later can commit. The same limit is set
+   * in PostgreSQL (statement and idle-in-transaction timeouts of the batch), so even a
+   * consumer frozen mid-batch holds its locks no longer. Must be below `maxPollIntervalMs`.
+   * Default 30,000 ms.
+   */
+  handlerTimeoutMs?: number;
+  /**
+   * Longest a batch waits for its partition's offset row lock (held by a batch of a former
+   * owner that has not been aborted yet); past it the batch is retried. Default 5,000 ms.
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Partitions applied at the same time (one transaction, so one pool connection, each).
+   * Default `min(partitions in the fetch, pool size - 1)`; one connection stays free for
+   * offset checks and for aborting a stuck batch. At most pool size - 1.
+   */
+  partitionConcurrency?: number;
+  /** Pool size when the consumer creates the pool from `databaseUrl`. Default 10. */
+  poolSize?: number;
+  /** Stored offset of another log incarnation: see {@link OffsetOutOfRangePolicy}. Default `earliest`. */
+  onOffsetOutOfRange?: OffsetOutOfRangePolicy;
+  /**
+   * Inbox rows (outbox ids applied) older than `keepMs` are deleted every `intervalMs`, in
+   * batches of `batchSize`, never a row whose record's offset is not yet committed past.
+   * `false` keeps them forever. Default keep 7 days, every 60 s, 1,000 rows a batch.
+   */
+  inboxRetention?: false | { keepMs?: number; intervalMs?: number; batchSize?: number };
+  /** prom-client registry for the consumer's metrics. Default: a registry of its own (`consumer.metrics`). */
+  metricsRegistry?: Registry;
   /** A partition with no stored offset starts at its earliest record (`true`) or its end (`false`). Default `true`. */
   fromBeginning?: boolean;
   /** pino logger; child loggers bind group, topic and partition. Default: {@link createLogger}. */
@@ -101,6 +147,13 @@ export interface ResolvedConsumerOptions {
   failurePolicy: FailurePolicy;
   inbox: boolean;
   fromBeginning: boolean;
+  handlerTimeoutMs: number;
+  lockTimeoutMs: number;
+  partitionConcurrency: number | undefined;
+  poolSize: number;
+  onOffsetOutOfRange: OffsetOutOfRangePolicy;
+  inboxRetention: false | { keepMs: number; intervalMs: number; batchSize: number };
+  metricsRegistry: Registry | undefined;
   logger: Logger | undefined;
   clientId: string;
   kafkaProperties: KafkaProperties;
@@ -123,6 +176,11 @@ export const CONSUMER_DEFAULTS = {
   failurePolicy: 'dead-letter',
   inbox: true,
   fromBeginning: true,
+  handlerTimeoutMs: 30_000,
+  lockTimeoutMs: 5_000,
+  poolSize: 10,
+  onOffsetOutOfRange: 'earliest',
+  inboxRetention: { keepMs: 7 * 24 * 3600 * 1000, intervalMs: 60_000, batchSize: 1_000 },
   clientId: 'outbox-relay-consumer',
   sessionTimeoutMs: 30_000,
   heartbeatIntervalMs: 3_000,
@@ -178,6 +236,27 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
   const retryMinDelayMs = positiveInt('retryMinDelayMs', input.retryMinDelayMs ?? CONSUMER_DEFAULTS.retryMinDelayMs, 0);
   const retryMaxDelayMs = positiveInt('retryMaxDelayMs', input.retryMaxDelayMs ?? CONSUMER_DEFAULTS.retryMaxDelayMs, 0);
   if (retryMaxDelayMs < retryMinDelayMs) throw new OptionsError('retryMaxDelayMs must be >= retryMinDelayMs');
+  const handlerTimeoutMs = positiveInt('handlerTimeoutMs', input.handlerTimeoutMs ?? CONSUMER_DEFAULTS.handlerTimeoutMs, 100);
+  if (handlerTimeoutMs >= maxPollIntervalMs) {
+    throw new OptionsError(
+      `handlerTimeoutMs (${handlerTimeoutMs}) must be below maxPollIntervalMs (${maxPollIntervalMs}): a handler allowed to run longer ` +
+        'gets the member removed from the group while it runs. Lower handlerTimeoutMs or raise maxPollIntervalMs.',
+    );
+  }
+  const onOffsetOutOfRange = input.onOffsetOutOfRange ?? CONSUMER_DEFAULTS.onOffsetOutOfRange;
+  if (onOffsetOutOfRange !== 'earliest' && onOffsetOutOfRange !== 'block') {
+    throw new OptionsError(`onOffsetOutOfRange must be 'earliest' or 'block', got ${JSON.stringify(onOffsetOutOfRange)}`);
+  }
+  const retention = CONSUMER_DEFAULTS.inboxRetention;
+  const inboxRetention =
+    input.inboxRetention === false
+      ? false
+      : {
+          keepMs: positiveInt('inboxRetention.keepMs', input.inboxRetention?.keepMs ?? retention.keepMs),
+          intervalMs: positiveInt('inboxRetention.intervalMs', input.inboxRetention?.intervalMs ?? retention.intervalMs),
+          batchSize: positiveInt('inboxRetention.batchSize', input.inboxRetention?.batchSize ?? retention.batchSize),
+        };
+  if (input.pool !== undefined && input.poolSize !== undefined) throw new OptionsError('poolSize applies to the pool the consumer creates; size your own pool yourself');
   return {
     databaseUrl: input.databaseUrl,
     pool: input.pool,
@@ -194,6 +273,13 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
     failurePolicy,
     inbox: input.inbox ?? CONSUMER_DEFAULTS.inbox,
     fromBeginning: input.fromBeginning ?? CONSUMER_DEFAULTS.fromBeginning,
+    handlerTimeoutMs,
+    lockTimeoutMs: positiveInt('lockTimeoutMs', input.lockTimeoutMs ?? CONSUMER_DEFAULTS.lockTimeoutMs, 10),
+    partitionConcurrency: input.partitionConcurrency === undefined ? undefined : positiveInt('partitionConcurrency', input.partitionConcurrency),
+    poolSize: positiveInt('poolSize', input.poolSize ?? CONSUMER_DEFAULTS.poolSize, 2),
+    onOffsetOutOfRange,
+    inboxRetention,
+    metricsRegistry: input.metricsRegistry,
     logger: input.logger,
     clientId: input.clientId ?? CONSUMER_DEFAULTS.clientId,
     kafkaProperties: { ...input.kafkaProperties },

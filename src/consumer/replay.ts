@@ -1,12 +1,13 @@
 import type pg from 'pg';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
-import { describeError } from '../errors.js';
+import { describeError, OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RecordHandler } from './options.js';
 import { decodeHeaders, type ConsumedRecord } from './record.js';
 import { claimInboxSql } from './sql/claimInbox.js';
 import { lockDeadLetterSql, markReplayedSql, pendingDeadLetterIdsSql, recordReplayFailureSql } from './sql/deadLetters.js';
-import { handlerTx, inTransaction } from './transaction.js';
+import { inTransaction, raceHandler } from './transaction.js';
+import { CONSUMER_DEFAULTS } from './options.js';
 
 export interface ReplayTarget {
   pool: pg.Pool;
@@ -16,6 +17,8 @@ export interface ReplayTarget {
   schema?: string;
   /** Skip (and mark replayed) a dead letter whose outbox id the group applied meanwhile. Default `true`. */
   inbox?: boolean;
+  /** Longest a replayed handler may run; past it its transaction is aborted at the database. Default 30,000 ms. */
+  handlerTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -50,29 +53,46 @@ export async function replayDeadLetter(target: ReplayTarget, id: number | string
   const q = quoteSchema(target.schema ?? DEFAULT_SCHEMA);
   const key = String(id);
   try {
-    return await inTransaction(target.pool, async (client): Promise<ReplayResult> => {
-      const { rows } = await client.query<DeadLetterRow>(lockDeadLetterSql(q), [key, target.groupId]);
-      const row = rows[0];
-      if (!row) return { id: key, status: 'missing' };
-      const record: ConsumedRecord = {
-        topic: row.topic,
-        partition: row.partition,
-        offset: Number(row.offset),
-        key: row.key,
-        value: row.value,
-        headers: decodeHeaders(row.headers),
-        timestamp: undefined,
-      };
-      const outboxId = (target.inbox ?? true) ? record.headers.outboxId : undefined;
-      let status: 'replayed' | 'duplicate' = 'replayed';
-      if (outboxId !== undefined) {
-        const claim = await client.query(claimInboxSql(q), [target.groupId, outboxId, record.topic, record.partition, record.offset]);
-        if (claim.rows.length === 0) status = 'duplicate';
-      }
-      if (status === 'replayed') await target.handler(record, handlerTx(client));
-      await client.query(markReplayedSql(q), [key]);
-      return { id: key, status };
-    });
+    const timeoutMs = target.handlerTimeoutMs ?? CONSUMER_DEFAULTS.handlerTimeoutMs;
+    return await inTransaction(
+      target.pool,
+      async (connection): Promise<ReplayResult> => {
+        const { rows } = await connection.query(lockDeadLetterSql(q), [key, target.groupId]);
+        const row = rows[0] as DeadLetterRow | undefined;
+        if (!row) return { id: key, status: 'missing' };
+        const record: ConsumedRecord = {
+          topic: row.topic,
+          partition: row.partition,
+          offset: Number(row.offset),
+          key: row.key,
+          value: row.value,
+          headers: decodeHeaders(row.headers),
+          timestamp: undefined,
+        };
+        const source = (target.inbox ?? true) ? record.headers.source : undefined;
+        const outboxId = source === undefined ? undefined : record.headers.outboxId;
+        let status: 'replayed' | 'duplicate' = 'replayed';
+        if (source !== undefined && outboxId !== undefined) {
+          const claim = await connection.query(claimInboxSql(q), [target.groupId, source, outboxId, record.topic, record.partition, record.offset]);
+          if (claim.rows.length === 0) status = 'duplicate';
+        }
+        if (status === 'replayed') {
+          const run = await raceHandler(connection, () => target.handler(record, connection.tx), timeoutMs);
+          if (run.kind === 'expired') {
+            await connection.abort('handler-timeout');
+            throw new OutboxError('HANDLER_TIMEOUT', `handler did not finish within ${timeoutMs} ms; its transaction was aborted`);
+          }
+          if (run.kind === 'failed') throw run.error;
+          if (connection.misuse) throw connection.misuse;
+          if (connection.transactionEnded || connection.transactionFailed) {
+            throw new OutboxError('TX_CONTROL_REFUSED', 'the handler ended or aborted the replay transaction');
+          }
+        }
+        await connection.query(markReplayedSql(q), [key]);
+        return { id: key, status };
+      },
+      { begin: `begin; set local statement_timeout = ${Math.trunc(timeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeoutMs)}` },
+    );
   } catch (err) {
     const error = describeError(err);
     await target.pool.query(recordReplayFailureSql(q), [key, error]);

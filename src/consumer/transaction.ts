@@ -1,48 +1,183 @@
-import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import type { EventEmitter } from 'node:events';
+import { drizzle, NodePgTransaction } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
 import type { Queryable, QueryResult } from '../db/queryable.js';
+import { OutboxError } from '../errors.js';
+import { transactionControlStatement } from './tx-control.js';
+
+/** A drizzle transaction over the batch's connection: its `transaction()` is a SAVEPOINT. */
+export type HandlerDrizzle = NodePgTransaction<Record<string, never>, Record<string, never>>;
 
 /**
- * What a handler gets: the connection of the transaction that also stores the offset.
- * `query` is the `pg` client's; `drizzle` is a drizzle handle on the same client (built on
- * first use). Do not COMMIT or ROLLBACK through either: the consumer does.
+ * What a handler gets: the transaction that also stores the offset. Every statement goes
+ * through the same guard: COMMIT, ROLLBACK, BEGIN (and the like) are refused with
+ * `TX_CONTROL_REFUSED`, and the record is then failed without retries, never applied
+ * half-committed. `drizzle` is a drizzle *transaction* on the same connection, so a nested
+ * `tx.drizzle.transaction(...)` is a savepoint. Nothing works on `tx` once the batch has
+ * ended (`TX_CLOSED`).
  */
 export interface HandlerTx extends Queryable {
+  /** The batch's pg client behind the same guard; `release()` is refused. */
   readonly client: pg.PoolClient;
-  readonly drizzle: NodePgDatabase;
+  readonly drizzle: HandlerDrizzle;
 }
 
-export function handlerTx(client: pg.PoolClient): HandlerTx {
-  let db: NodePgDatabase | undefined;
-  return {
-    client,
-    async query<Row>(text: string, values?: unknown[]): Promise<QueryResult<Row>> {
-      const result = await client.query(text, values);
-      return { rows: result.rows as Row[], rowCount: result.rowCount };
-    },
-    get drizzle(): NodePgDatabase {
-      db ??= drizzle(client);
-      return db;
-    },
+/** Why a batch's transaction was aborted at the database while a handler ran. */
+export type AbortReason = 'handler-timeout' | 'revoked';
+
+type QueryArgs = [textOrConfig: string | { text: string }, values?: unknown];
+
+/**
+ * The connection of one batch transaction, guarded. It watches the server's transaction
+ * status (ReadyForQuery), refuses transaction control, and can abort the transaction at
+ * the database — terminating the backend, not just dropping the socket, so locks are
+ * released even while a statement runs — when a handler overruns or the partition is lost.
+ */
+export class BatchConnection {
+  private status = 'T';
+  private closed = false;
+  /** The refused statement, when a handler tried to end the consumer's transaction. */
+  misuse: OutboxError | undefined;
+  /** Set once the transaction was aborted from outside. */
+  aborted: AbortReason | undefined;
+  private readonly abortController = new AbortController();
+  /** Aborts when {@link abort} is called: a hung handler's wait is cut short. */
+  readonly signal: AbortSignal = this.abortController.signal;
+  readonly tx: HandlerTx;
+  private readonly connection: EventEmitter | undefined;
+  private readonly onError = (): void => undefined;
+  private readonly onReady = (message: { status?: string }) => {
+    if (typeof message.status === 'string') this.status = message.status;
   };
+
+  constructor(
+    readonly client: pg.PoolClient,
+    private readonly pool: pg.Pool,
+  ) {
+    this.connection = (client as unknown as { connection?: EventEmitter }).connection;
+    this.connection?.on('readyForQuery', this.onReady);
+    // The server may end the session on its own (idle-in-transaction timeout, terminate):
+    // a checked-out pg client with no listener would throw that error out of the process.
+    client.on('error', this.onError);
+    this.tx = this.handlerTx();
+  }
+
+  /** The server reports no transaction block any more: something ended it. */
+  get transactionEnded(): boolean {
+    return this.status === 'I';
+  }
+
+  /** A statement failed and the transaction is aborted (a handler swallowed the error). */
+  get transactionFailed(): boolean {
+    return this.status === 'E';
+  }
+
+  /** Runs a statement of the consumer's own or of the handler, through the guard. */
+  query(...[textOrConfig, values]: QueryArgs): Promise<pg.QueryResult> {
+    if (this.closed) {
+      return Promise.reject(new OutboxError('TX_CLOSED', 'the batch transaction has ended; a handler must not use its tx after returning'));
+    }
+    const text = typeof textOrConfig === 'string' ? textOrConfig : textOrConfig?.text;
+    const refused = typeof text === 'string' ? transactionControlStatement(text) : undefined;
+    if (refused !== undefined) {
+      this.misuse ??= new OutboxError(
+        'TX_CONTROL_REFUSED',
+        `a handler must not run ${refused.toUpperCase()}: the consumer commits the record's effects together with its offset ` +
+          '(use tx.drizzle.transaction(...) or SAVEPOINT for a nested transaction)',
+      );
+      return Promise.reject(this.misuse);
+    }
+    return (this.client.query as (t: unknown, v?: unknown) => Promise<pg.QueryResult>)(textOrConfig, values);
+  }
+
+  /**
+   * Aborts the transaction at the database: `pg_terminate_backend` from another pool
+   * connection (a backend busy in a statement or idle in the transaction alike), then the
+   * socket. The handler's pending and later statements fail; the client is never reused.
+   */
+  async abort(reason: AbortReason): Promise<void> {
+    if (this.aborted || this.closed) return;
+    this.aborted = reason;
+    this.abortController.abort();
+    const pid = (this.client as unknown as { processID?: number }).processID;
+    if (typeof pid === 'number') {
+      await Promise.race([
+        this.pool.query('select pg_terminate_backend($1::int)', [pid]).catch(() => undefined),
+        new Promise((resolve) => setTimeout(resolve, 5_000).unref()),
+      ]);
+    }
+    (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+  }
+
+  /** The batch is over: the guard refuses everything from now on. */
+  close(): void {
+    this.closed = true;
+    this.connection?.off('readyForQuery', this.onReady);
+    // An aborted client is destroyed, and its late errors must still be caught.
+    if (!this.aborted) this.client.off('error', this.onError);
+  }
+
+  private handlerTx(): HandlerTx {
+    const query = this.query.bind(this);
+    const client = new Proxy(this.client, {
+      get(target, property) {
+        if (property === 'query') return query;
+        if (property === 'release') {
+          return () => {
+            throw new OutboxError('TX_CONTROL_REFUSED', 'a handler must not release the batch connection');
+          };
+        }
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    let db: HandlerDrizzle | undefined;
+    return {
+      client,
+      async query<Row>(text: string, values?: unknown[]): Promise<QueryResult<Row>> {
+        const result = await query(text, values);
+        return { rows: result.rows as Row[], rowCount: result.rowCount };
+      },
+      get drizzle(): HandlerDrizzle {
+        // A drizzle database over the guarded client, turned into a transaction object at
+        // depth 0: drizzle nests `transaction()` calls of a transaction as savepoints.
+        if (!db) {
+          const base = drizzle(client) as unknown as { dialect: never; session: never };
+          db = new NodePgTransaction(base.dialect, base.session, undefined) as HandlerDrizzle;
+        }
+        return db;
+      },
+    };
+  }
+}
+
+export interface TransactionOptions<T> {
+  /** Statement(s) that open the transaction (e.g. BEGIN plus SET LOCAL timeouts). Default `begin`. */
+  begin?: string;
+  /** ROLLBACK instead of COMMIT when this returns false. */
+  shouldCommit?: (result: T) => boolean;
 }
 
 /**
- * Runs `fn` in BEGIN … COMMIT on a client of its own. ROLLBACK when `fn` throws (rethrown) or
- * when `shouldCommit(result)` is false.
+ * Runs `fn` in a transaction on a client of its own, behind a {@link BatchConnection}.
+ * ROLLBACK when `fn` throws (rethrown) or `shouldCommit(result)` is false. A client whose
+ * connection broke or was aborted is destroyed instead of going back to the pool.
  */
-export async function inTransaction<T>(
-  pool: pg.Pool,
-  fn: (client: pg.PoolClient) => Promise<T>,
-  shouldCommit: (result: T) => boolean = () => true,
-): Promise<T> {
+export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConnection) => Promise<T>, options: TransactionOptions<T> = {}): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  let connection: BatchConnection | undefined;
   try {
-    await client.query('begin');
+    try {
+      await client.query(options.begin ?? 'begin');
+    } catch (err) {
+      if (isConnectionError(err)) broken = err as Error;
+      throw err;
+    }
+    connection = new BatchConnection(client, pool);
     let result: T;
     try {
-      result = await fn(client);
+      result = await fn(connection);
     } catch (err) {
       await client.query('rollback').catch((rollbackError: unknown) => {
         broken = rollbackError as Error;
@@ -50,20 +185,54 @@ export async function inTransaction<T>(
       throw err;
     }
     try {
-      await client.query(shouldCommit(result) ? 'commit' : 'rollback');
+      await client.query((options.shouldCommit?.(result) ?? true) ? 'commit' : 'rollback');
     } catch (err) {
       if (isConnectionError(err)) broken = err as Error;
       throw err;
     }
     return result;
   } finally {
+    connection?.close();
+    if (connection?.aborted) broken ??= new Error(`batch transaction aborted (${connection.aborted})`);
     // A client whose connection broke is destroyed instead of going back to the pool.
     client.release(broken);
   }
 }
 
 /** SQLSTATE class 08 (connection exception), admin shutdown, or an error without SQLSTATE. */
-function isConnectionError(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
+export function isConnectionError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
   return typeof code !== 'string' || code.startsWith('08') || code === '57P01';
+}
+
+export type HandlerRun = { kind: 'done' } | { kind: 'failed'; error: unknown } | { kind: 'expired' } | { kind: 'aborted' };
+
+/**
+ * Runs `run` (a handler call on `connection`) for at most `budgetMs`, or until the
+ * connection is aborted from outside. A handler that does not return in time is left
+ * behind: its later statements meet a closed guard and a terminated backend.
+ */
+export async function raceHandler(connection: BatchConnection, run: () => Promise<void>, budgetMs: number): Promise<HandlerRun> {
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  const expired = new Promise<HandlerRun>((resolve) => {
+    timer = setTimeout(() => resolve({ kind: 'expired' }), Math.max(0, budgetMs));
+  });
+  const aborted = new Promise<HandlerRun>((resolve) => {
+    onAbort = () => resolve({ kind: 'aborted' });
+    if (connection.signal.aborted) onAbort();
+    else connection.signal.addEventListener('abort', onAbort, { once: true });
+  });
+  const handler = Promise.resolve()
+    .then(run)
+    .then(
+      (): HandlerRun => ({ kind: 'done' }),
+      (error: unknown): HandlerRun => ({ kind: 'failed', error }),
+    );
+  try {
+    return await Promise.race([handler, expired, aborted]);
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) connection.signal.removeEventListener('abort', onAbort);
+  }
 }

@@ -48,6 +48,8 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
       topic: text('topic').notNull(),
       partition: integer('partition').notNull(),
       nextOffset: bigint('next_offset', { mode: 'bigint' }).notNull(),
+      /** Kafka topic id (base64) of the incarnation the offset belongs to; `null` until known. */
+      topicId: text('topic_id'),
       updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
     },
     (t) => [primaryKey({ columns: [t.groupId, t.topic, t.partition] })],
@@ -76,13 +78,15 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
     'consumer_inbox',
     {
       groupId: text('group_id').notNull(),
+      /** Source id of the publishing outbox (header `outbox-source`); '' for rows from before sources. */
+      source: text('source').notNull(),
       outboxId: text('outbox_id').notNull(),
       topic: text('topic').notNull(),
       partition: integer('partition').notNull(),
       offset: bigint('offset', { mode: 'bigint' }).notNull(),
       appliedAt: timestamp('applied_at', { withTimezone: true }).notNull().defaultNow(),
     },
-    (t) => [primaryKey({ columns: [t.groupId, t.outboxId] })],
+    (t) => [primaryKey({ columns: [t.groupId, t.source, t.outboxId] })],
   );
 
   // This outbox's source id, sent as header outbox-source (migrations/0005_outbox_source.sql).

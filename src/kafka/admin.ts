@@ -68,6 +68,31 @@ export class KafkaAdmin {
     return new Map(result.map((r) => [r.partition, r.offset]));
   }
 
+  /** Log start offsets (the earliest record still kept) of the given partitions. */
+  async startOffsets(topic: string, partitions: number[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Map<number, number>> {
+    const result = await this.listOffsets(
+      partitions.map((partition) => ({ topic, partition, offset: Kafka.OffsetSpec.EARLIEST })),
+      { timeoutMs },
+    );
+    return new Map(result.map((r) => [r.partition, r.offset]));
+  }
+
+  /**
+   * Topic ids (base64, as Kafka's tools print them) of existing topics. A topic deleted and
+   * recreated under the same name has a new id. Missing topics, and brokers that report no
+   * id (all zeros), are left out.
+   */
+  async topicIds(topics: string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Map<string, string>> {
+    const described = await this.describeTopics(topics, timeoutMs);
+    const ids = new Map<string, string>();
+    for (const d of described) {
+      const id = (d.topicId as { base64?: string; base64str?: string } | undefined) ?? undefined;
+      const text = id?.base64 ?? id?.base64str;
+      if (!d.error && text && !/^A+=*$/.test(text)) ids.set(d.name, text);
+    }
+    return ids;
+  }
+
   /** Offsets for a timestamp per partition: the first offset at or after `timestampMs`, or the end. */
   async offsetsForTime(topic: string, partitions: number[], timestampMs: number, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Map<number, number>> {
     const result = await this.listOffsets(

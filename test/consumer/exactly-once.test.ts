@@ -38,7 +38,11 @@ describe('consumer: exactly-once effects', () => {
     const schema = await freshSchema(pool);
     await createEffectsTable(pool, schema);
     const topic = await freshTopic(admin, 2);
-    const event = (id: number) => ({ key: `k${id % 3}`, value: `e${id}`, headers: { [HEADER.outboxId]: String(id), [HEADER.eventType]: 'order.paid' } });
+    const event = (id: number) => ({
+      key: `k${id % 3}`,
+      value: `e${id}`,
+      headers: { [HEADER.outboxId]: String(id), [HEADER.source]: 'orders-db', [HEADER.eventType]: 'order.paid' },
+    });
     await producer.send(topic, [1, 2, 3, 4, 5, 6].map(event));
     // The relay re-publishes 2 and 5 (new Kafka offsets, same outbox ids), then 7 is new.
     await producer.send(topic, [2, 5, 7].map(event));
@@ -62,8 +66,9 @@ describe('consumer: exactly-once effects', () => {
     const expected = [1, 2, 3, 4, 5, 6, 7].map((i) => `e${i}`);
     expect(exactlyOnceReport(await effectCounts(pool, schema), expected)).toEqual({ duplicates: [], missing: [], unexpected: [] });
     expect(seen.every((t) => t === 'order.paid')).toBe(true);
-    const inbox = await pool.query(`select outbox_id from "${schema}".consumer_inbox order by outbox_id::int`);
+    const inbox = await pool.query(`select source, outbox_id from "${schema}".consumer_inbox order by outbox_id::int`);
     expect(inbox.rows.map((r) => r.outbox_id)).toEqual(['1', '2', '3', '4', '5', '6', '7']);
+    expect(new Set(inbox.rows.map((r) => r.source))).toEqual(new Set(['orders-db']));
   });
 
   it('two consumers in one group with partitions moving between them apply every record exactly once', async () => {

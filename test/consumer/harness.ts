@@ -10,6 +10,8 @@ export const FAST_GROUP = {
   sessionTimeoutMs: 6_000,
   heartbeatIntervalMs: 1_000,
   maxPollIntervalMs: 7_000,
+  handlerTimeoutMs: 5_000,
+  lockTimeoutMs: 2_000,
   pollTimeoutMs: 200,
   offsetCheckIntervalMs: 500,
   retryMinDelayMs: 10,

@@ -1,71 +1,110 @@
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
+import { HEADER } from '../../src/outbox/event.js';
+import { databaseUrl, freshSchema } from '../helpers/db.js';
+import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
+import { FixtureProcess } from '../helpers/process.js';
+import { useTestServices } from '../helpers/services.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
 import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
-import { useTestServices } from '../helpers/services.js';
 
-describe('consumer: zombie fencing', () => {
+/** Records as the relay publishes them: with outbox id and source, so the inbox is in play. */
+const relayed = (values: string[], first = 1) =>
+  values.map((v, i) => ({ key: v, value: v, headers: { [HEADER.outboxId]: String(first + i), [HEADER.source]: 'orders-db' } }));
+
+describe('consumer: stuck handlers and zombies', () => {
   const { pool, admin, producer, consumers } = useTestServices();
 
-  it('a consumer that lost its partition while blocked in the handler commits nothing afterwards', async () => {
+  it('a hung handler is aborted at handlerTimeoutMs: nothing it wrote commits, not even later, and the record is dead-lettered while the rest flows', async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const late: { code?: string }[] = [];
+    const apply = effectHandler(schema);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      handlerTimeoutMs: 1_000,
+      maxAttempts: 2,
+      handler: async (record, tx) => {
+        await apply(record, tx);
+        if (record.value?.toString() !== 'hangs') return;
+        await gate;
+        await apply(record, tx).catch((err: { code?: string }) => late.push(err));
+      },
+    });
+    consumers.push(consumer);
+    const aborted: string[] = [];
+    consumer.on('aborted', (e) => aborted.push(e.reason));
+    await consumer.start();
+    await producer.send(topic, relayed(['before', 'hangs', 'after']));
+    await waitFor(async () => (await pool.query(`select count(*)::int as n from "${schema}".dead_letters`)).rows[0].n === 1, {
+      timeoutMs: 30_000,
+      message: 'the hung record dead-lettered',
+    });
+    await waitFor(async () => (await effectCounts(pool, schema)).has('after'), { timeoutMs: 30_000 });
+    // The handler wakes up long after its transaction was aborted: its writes go nowhere.
+    release();
+    // Three calls hung: in the batch, then alone on each of its two attempts.
+    await waitFor(() => late.length === 3, { timeoutMs: 10_000, message: 'every hung call tried to write late' });
+    expect(late.map((e) => e.code)).toEqual(['TX_CLOSED', 'TX_CLOSED', 'TX_CLOSED']);
+    const { rows } = await pool.query(`select error, attempts from "${schema}".dead_letters`);
+    expect(rows[0]).toMatchObject({ attempts: 2 });
+    expect(rows[0].error).toContain('handlerTimeoutMs');
+    expect(aborted).toEqual(['handler-timeout', 'handler-timeout', 'handler-timeout']);
+    expect(exactlyOnceReport(await effectCounts(pool, schema), ['before', 'after'])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    const metrics = await consumer.metrics.getSingleMetricAsString('consumer_batches_aborted_total');
+    expect(metrics).toMatch(/reason="handler-timeout"} 3/);
+    // No backend of the consumer is left holding a transaction open.
+    const idle = await pool.query(`select count(*)::int as n from pg_stat_activity where application_name = 'outbox-relay-consumer' and state like 'idle in transaction%'`);
+    expect(idle.rows[0].n).toBe(0);
+    await consumer.stop();
+  });
+
+  it('a consumer frozen in the middle of a batch never blocks the new owner, and commits nothing when it wakes', { timeout: 120_000 }, async () => {
     const schema = await freshSchema(pool);
     await createEffectsTable(pool, schema);
     const topic = await freshTopic(admin, 1);
     const groupId = uniqueName('g');
-
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let blockedInHandler = false;
-    const applyA = effectHandler(schema, 'A');
-    const a = testConsumer({
-      schema,
-      groupId,
-      topics: [topic],
-      handler: async (record, tx) => {
-        await applyA(record, tx);
-        if (record.value?.toString() === 'r7') {
-          blockedInHandler = true;
-          await gate; // stuck far past max.poll.interval: the group removes A
-        }
-      },
+    const zombie = new FixtureProcess('consumer-holding.ts', {
+      DATABASE_URL: databaseUrl(),
+      KAFKA_BROKERS: String(kafkaConnection().brokers),
+      TEST_SCHEMA: schema,
+      TEST_TOPIC: topic,
+      TEST_GROUP: groupId,
+      TEST_CONSUMER_NAME: 'A',
+      TEST_HOLD_VALUE: 'r2',
+      TEST_HOLD_MS: '8000',
     });
-    consumers.push(a);
-    const fenced: { stored: number }[] = [];
-    a.on('fenced', (e) => fenced.push({ stored: e.stored }));
-    await a.start();
+    try {
+      await zombie.waitForEvent('started');
+      const values = ['r0', 'r1', 'r2', 'r3', 'r4'];
+      await producer.send(topic, relayed(values));
+      await zombie.waitForEvent('holding');
+      // Frozen with its batch transaction open: it holds the offset row and the inbox rows of r0..r2.
+      zombie.child.kill('SIGSTOP');
 
-    const first = ['r0', 'r1', 'r2', 'r3', 'r4'];
-    await producer.send(topic, first.map((k) => ({ key: k, value: k })));
-    await waitFor(async () => (await effectCounts(pool, schema)).size === first.length, { timeoutMs: 30_000 });
-    const second = ['r5', 'r6', 'r7', 'r8', 'r9'];
-    const delivered = await producer.send(topic, second.map((k) => ({ key: k, value: k })));
-    await waitFor(() => blockedInHandler, { timeoutMs: 30_000 });
+      const owner = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema, 'B') });
+      consumers.push(owner);
+      await owner.start();
+      // The frozen member leaves the group after sessionTimeoutMs (6 s); PostgreSQL ends its
+      // transaction after handlerTimeoutMs + 1 s idle (6 s); the new owner's lock wait is 2 s.
+      await waitFor(
+        async () => (await pool.query(`select count(*)::int as n from "${schema}".effects where consumer = 'B'`)).rows[0].n === values.length,
+        { timeoutMs: 40_000, message: 'the new owner applied every record while the old one was frozen' },
+      );
 
-    // B joins; once A is out of the group, B takes the partition from the stored offset.
-    const b = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema, 'B') });
-    consumers.push(b);
-    await b.start();
-    await waitFor(
-      async () => {
-        const { rows } = await pool.query(`select count(*)::int as n from "${schema}".effects where consumer = 'B'`);
-        return rows[0].n === second.length;
-      },
-      { timeoutMs: 45_000, message: 'B applied the records A was stuck on' },
-    );
-
-    // A wakes up and tries to commit its batch: the stored offset moved, so nothing of it applies.
-    release();
-    await waitFor(() => fenced.length > 0, { timeoutMs: 30_000, message: 'A was fenced' });
-    expect(fenced[0]!.stored).toBe(delivered.at(-1)!.offset + 1);
-
-    const counts = await effectCounts(pool, schema);
-    expect(exactlyOnceReport(counts, [...first, ...second])).toEqual({ duplicates: [], missing: [], unexpected: [] });
-    const { rows } = await pool.query<{ consumer: string; n: number }>(
-      `select consumer, count(*)::int as n from "${schema}".effects where record_key = any($1::text[]) group by consumer`,
-      [second],
-    );
-    expect(rows).toEqual([{ consumer: 'B', n: second.length }]);
-    await Promise.all([a.stop(), b.stop()]);
+      zombie.child.kill('SIGCONT');
+      await zombie.waitForEvent('late-write-refused', 1, 30_000);
+      expect(zombie.events.find((e) => e.event === 'late-write-refused')?.code).toBe('TX_CLOSED');
+      const counts = await effectCounts(pool, schema);
+      expect(exactlyOnceReport(counts, values)).toEqual({ duplicates: [], missing: [], unexpected: [] });
+      const byZombie = await pool.query(`select count(*)::int as n from "${schema}".effects where consumer = 'A'`);
+      expect(byZombie.rows[0].n).toBe(0);
+      await owner.stop();
+    } finally {
+      await zombie.kill();
+    }
   });
 });

@@ -1,12 +1,14 @@
 /**
- * Records that this group applies outbox id `$2`. The primary key (group_id, outbox_id)
- * turns a second application into "no row returned", inside the transaction that would
- * apply it; a concurrent claimer waits for the first one's outcome instead of both applying.
+ * Records that this group applies outbox id `$3` of source `$2` (the publishing outbox's
+ * `outbox-source` header: ids are unique per outbox database only). The primary key
+ * (group_id, source, outbox_id) turns a second application into "no row returned", inside
+ * the transaction that would apply it; a concurrent claimer waits for the first one's
+ * outcome instead of both applying.
  */
 export function claimInboxSql(q: string): string {
   return `
-insert into ${q}.consumer_inbox (group_id, outbox_id, topic, partition, "offset")
-values ($1::text, $2::text, $3::text, $4::int, $5::bigint)
-on conflict (group_id, outbox_id) do nothing
+insert into ${q}.consumer_inbox (group_id, source, outbox_id, topic, partition, "offset")
+values ($1::text, $2::text, $3::text, $4::text, $5::int, $6::bigint)
+on conflict (group_id, source, outbox_id) do nothing
 returning 1 as claimed`;
 }

@@ -3,6 +3,9 @@
  * offset of each listed partition and forgets the inbox entries at or after it, so the
  * records from there on are applied again rather than skipped as duplicates. One statement
  * per concern, both in the caller's transaction; returns the previous value per partition.
+ * The topic id is cleared: the operator's offset is a position in the partition's current
+ * log, whose id the consumer records at its next check (this also releases a partition
+ * blocked by `onOffsetOutOfRange: 'block'`).
  */
 export function setOffsetsSql(q: string): string {
   return `
@@ -16,7 +19,7 @@ with target as (
 ), upserted as (
   insert into ${q}.consumer_offsets (group_id, topic, partition, next_offset)
   select $1::text, topic, partition, next_offset from target
-  on conflict (group_id, topic, partition) do update set next_offset = excluded.next_offset, updated_at = now()
+  on conflict (group_id, topic, partition) do update set next_offset = excluded.next_offset, topic_id = null, updated_at = now()
   returning topic, partition, next_offset
 )
 select u.topic, u.partition, u.next_offset, p.next_offset as previous_offset
@@ -37,12 +40,13 @@ delete from ${q}.consumer_inbox i
  * creates rows (a partition the group never consumed has nothing to rewind). The
  * comparison is in the UPDATE itself, so it is re-checked against the latest committed row
  * under its lock: a consumer that committed further meanwhile is rewound from where it
- * really is, and one already before the target is left alone. Returns what moved.
+ * really is, and one already before the target is left alone. The topic id is cleared, as
+ * in {@link setOffsetsSql}. Returns what moved.
  */
 export function rewindOffsetsSql(q: string): string {
   return `
 update ${q}.consumer_offsets o
-   set next_offset = t.next_offset, updated_at = now()
+   set next_offset = t.next_offset, topic_id = null, updated_at = now()
   from unnest($2::text[], $3::int[], $4::bigint[]) as t(topic, partition, next_offset)
  where o.group_id = $1::text and o.topic = t.topic and o.partition = t.partition
    and t.next_offset < o.next_offset

@@ -1,0 +1,34 @@
+import { Counter, Registry } from 'prom-client';
+
+/** The consumer's Prometheus metrics. Labels are bounded: group, topic, reason — never ids, keys or errors. */
+export interface ConsumerMetrics {
+  registry: Registry;
+  recordsApplied: Counter<'group' | 'topic'>;
+  recordsSkipped: Counter<'group' | 'reason'>;
+  deadLetters: Counter<'group' | 'topic'>;
+  offsetOutOfRange: Counter<'group' | 'topic' | 'reason'>;
+  batchesAborted: Counter<'group' | 'reason'>;
+  inboxDeleted: Counter<'group'>;
+}
+
+/**
+ * The metrics on `registry`, created on first use: several consumers (groups) may share one
+ * registry, each counting under its own `group` label.
+ */
+export function consumerMetrics(registry: Registry = new Registry()): ConsumerMetrics {
+  const counter = <L extends string>(name: string, help: string, labelNames: L[]): Counter<L> =>
+    (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [registry] });
+  return {
+    registry,
+    recordsApplied: counter('consumer_records_applied_total', 'Records whose handler effects committed with their offset', ['group', 'topic']),
+    recordsSkipped: counter('consumer_records_skipped_total', 'Records skipped: below the stored offset, or already applied (inbox)', ['group', 'reason']),
+    deadLetters: counter('consumer_dead_letters_total', 'Records dead-lettered after failing every attempt', ['group', 'topic']),
+    offsetOutOfRange: counter(
+      'consumer_offset_out_of_range_total',
+      'Stored offsets found to belong to another incarnation of the partition log (topic recreated, log truncated or deleted)',
+      ['group', 'topic', 'reason'],
+    ),
+    batchesAborted: counter('consumer_batches_aborted_total', 'Batch transactions aborted at the database: handler timeout, or partition lost', ['group', 'reason']),
+    inboxDeleted: counter('consumer_inbox_deleted_total', 'Inbox rows deleted by inbox retention', ['group']),
+  };
+}

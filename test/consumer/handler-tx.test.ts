@@ -1,0 +1,101 @@
+import { sql } from 'drizzle-orm';
+import { describe, expect, it } from 'vitest';
+import { HEADER } from '../../src/outbox/event.js';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
+import { useTestServices } from '../helpers/services.js';
+import { waitFor } from '../helpers/wait.js';
+import { createEffectsTable, effectCounts, exactlyOnceReport, testConsumer } from './harness.js';
+
+const relayed = (values: string[]) =>
+  values.map((v, i) => ({ key: v, value: v, headers: { [HEADER.outboxId]: String(i + 1), [HEADER.source]: 'orders-db' } }));
+
+async function deadLetters(pool: import('pg').Pool, schema: string): Promise<{ value: string; error: string; attempts: number }[]> {
+  const { rows } = await pool.query(`select convert_from(value, 'UTF8') as value, error, attempts from "${schema}".dead_letters order by "offset"`);
+  return rows;
+}
+
+describe('consumer: the transaction a handler gets', () => {
+  const { pool, admin, producer, consumers } = useTestServices();
+
+  it("a nested drizzle transaction is a savepoint: a failing record keeps none of its effects and each retry really runs", async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const calls = new Map<string, number>();
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 3,
+      handler: async (record, tx) => {
+        const value = record.value!.toString();
+        calls.set(value, (calls.get(value) ?? 0) + 1);
+        const insert = (db: typeof tx.drizzle, key: string) =>
+          db.execute(sql`insert into ${sql.identifier(schema)}.effects (record_key, topic, partition, "offset") values (${key}, ${record.topic}, ${record.partition}, ${record.offset})`);
+        await tx.drizzle.transaction((inner) => insert(inner, value));
+        // A nested transaction that fails is rolled back to its savepoint; the handler goes on.
+        await tx.drizzle
+          .transaction(async (inner) => {
+            await insert(inner, `${value}-undone`);
+            throw new Error('nested failure');
+          })
+          .catch(() => undefined);
+        if (value === 'bad') throw new Error('the record itself fails');
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    await producer.send(topic, relayed(['a', 'bad', 'c']));
+    await waitFor(async () => (await deadLetters(pool, schema)).length === 1 && (await effectCounts(pool, schema)).has('c'), { timeoutMs: 30_000 });
+    await consumer.stop();
+    expect(exactlyOnceReport(await effectCounts(pool, schema), ['a', 'c'])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    expect((await deadLetters(pool, schema))[0]).toMatchObject({ value: 'bad', attempts: 3 });
+    // Once in the batch, then three attempts alone: none was skipped as already applied.
+    expect(calls.get('bad')).toBe(4);
+    const inbox = await pool.query(`select outbox_id from "${schema}".consumer_inbox order by outbox_id`);
+    expect(inbox.rows.map((r) => r.outbox_id)).toEqual(['1', '3']);
+  });
+
+  it("a handler's COMMIT, ROLLBACK or BEGIN is refused with a typed error and dead-letters the record at once, never committing the batch early", async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const refusals: string[] = [];
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 5,
+      handler: async (record, tx) => {
+        const value = record.value!.toString();
+        await tx.query(`insert into "${schema}".effects (record_key, topic, partition, "offset") values ($1, $2, $3, $4)`, [value, record.topic, record.partition, record.offset]);
+        const attempts: Record<string, () => Promise<unknown>> = {
+          commits: () => tx.query('commit'),
+          'rolls-back': () => tx.client.query('/* undo */ ROLLBACK'),
+          begins: () => tx.drizzle.execute(sql`begin`),
+          'commits-in-a-batch': () => tx.query('select 1; commit'),
+        };
+        const run = attempts[value];
+        if (!run) return;
+        // Even a handler that swallows the refusal does not get its record applied.
+        // (drizzle wraps the error: the refusal is its cause.)
+        await run().catch((err: { code?: string; cause?: { code?: string } }) => refusals.push(err.code ?? err.cause?.code ?? 'none'));
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    const values = ['ok-1', 'commits', 'rolls-back', 'begins', 'commits-in-a-batch', 'ok-2'];
+    const delivered = await producer.send(topic, relayed(values));
+    await waitFor(async () => (await deadLetters(pool, schema)).length === 4 && (await effectCounts(pool, schema)).has('ok-2'), { timeoutMs: 30_000 });
+    await consumer.stop();
+    expect(exactlyOnceReport(await effectCounts(pool, schema), ['ok-1', 'ok-2'])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    const dead = await deadLetters(pool, schema);
+    expect(dead.map((d) => d.value)).toEqual(['commits', 'rolls-back', 'begins', 'commits-in-a-batch']);
+    for (const d of dead) {
+      expect(d.attempts).toBe(1);
+      expect(d.error).toContain('TX_CONTROL_REFUSED');
+    }
+    expect(new Set(refusals)).toEqual(new Set(['TX_CONTROL_REFUSED']));
+    const stored = await pool.query(`select next_offset::int as n from "${schema}".consumer_offsets`);
+    expect(stored.rows[0].n).toBe(delivered.at(-1)!.offset + 1);
+  });
+});
