@@ -31,6 +31,12 @@ export interface ApplyContext {
   pollDeadline: () => number;
   /** Batch transactions in flight, so that a lost assignment can abort them at the database. */
   inFlight: Set<BatchConnection>;
+  /**
+   * Whether the partition's topic still has the id this consumer read it with, asked once
+   * per fetch and awaited before each commit: records of a recreated topic that happen to
+   * lie beyond the stale offset never commit under it.
+   */
+  sameLog: () => Promise<boolean>;
   /** Attempts already charged to records (`topic:partition:offset`) whose retries were interrupted by a poll. */
   attempts: Map<string, number>;
   /** Told when a handler overran its time and its transaction was aborted. */
@@ -54,11 +60,14 @@ export interface Counts {
  *   or another consumer advanced it): nothing was applied; seek to `stored`. `fenced` when
  *   handlers had run and the compare-and-set at commit refused them (a zombie).
  * - `blocked`: `block` policy; records before `offset` are committed, `next` is stored.
+ * - `stale`: the topic was recreated under the consumer: rolled back, nothing applied; the
+ *   stored offset belongs to the old log (see incarnation.ts).
  */
 export type BatchOutcome =
   | ({ kind: 'committed'; next: number } & Counts)
   | ({ kind: 'moved'; stored: number; fenced: boolean } & Counts)
-  | ({ kind: 'blocked'; next: number; offset: number; error: string } & Counts);
+  | ({ kind: 'blocked'; next: number; offset: number; error: string } & Counts)
+  | ({ kind: 'stale' } & Counts);
 
 /** A handler threw (or left the transaction unusable) while applying `records[index]`. */
 class HandlerFailure extends Error {
@@ -252,11 +261,12 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
       if (appliedOffsets.length > 0) {
         await connection.query(settleDeadLettersSql(ctx.q), [ctx.groupId, first.topic, first.partition, appliedOffsets]);
       }
-      advanced = await connection.query(advanceOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, stored, last.offset + 1]);
     } catch (err) {
       if (isInfrastructureError(err)) throw err;
       throw new HandlerFailure(records.length === 1 ? 0 : -1, err);
     }
+    if (!(await ctx.sameLog())) return { kind: 'stale', ...ZERO };
+    advanced = await connection.query(advanceOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, stored, last.offset + 1]);
     if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
     return { kind: 'committed', next: last.offset + 1, ...counts };
   });
@@ -376,6 +386,7 @@ async function deadLetter(ctx: ApplyContext, record: ConsumedRecord, expected: n
   const outcome = await batchTransaction(ctx, async (connection): Promise<BatchOutcome> => {
     const stored = await lockOffset(ctx, connection, record, start);
     if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
+    if (!(await ctx.sameLog())) return { kind: 'stale', ...ZERO };
     await connection.query(insertDeadLetterSql(ctx.q), [
       ctx.groupId,
       record.topic,

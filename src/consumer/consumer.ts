@@ -392,11 +392,16 @@ export class Consumer {
       groups.set(k, list);
     }
     const failures: unknown[] = [];
+    const ids = groups.size === 0 ? undefined : this.topicIdsOf([...new Set([...groups.values()].map((list) => list[0]!.topic))]);
     await forEachLimit([...groups], this.concurrency, async ([k, list]) => {
       const state = this.partitions.get(k)!;
       if (suspects.has(state)) return;
       try {
-        const outcome = await applyRecords(this.applyContext(state), list, state.expected);
+        const outcome = await applyRecords(this.applyContext(state, ids), list, state.expected);
+        if (outcome.kind === 'stale') {
+          suspects.add(state);
+          return;
+        }
         await this.settle(state, outcome);
         // Cut short before the poll deadline: the rest comes after the next poll.
         if (outcome.kind === 'committed') this.pending.push(...list.filter((r) => r.offset >= outcome.next));
@@ -434,7 +439,18 @@ export class Consumer {
     await this.seek(state, position?.offset ?? state.expected ?? 0, 'stored-offset-moved');
   }
 
-  private applyContext(state: PartitionState): ApplyContext {
+  /**
+   * Topic ids of the fetch's topics, asked while its batches run. A failed lookup does not
+   * hold batches up (the periodic check still runs): it answers "unknown".
+   */
+  private topicIdsOf(topics: string[]): Promise<Map<string, string> | undefined> {
+    return this.admin!.topicIds(topics).catch((err: unknown) => {
+      this.logger.debug({ err }, 'topic ids unavailable for this fetch');
+      return undefined;
+    });
+  }
+
+  private applyContext(state: PartitionState, ids?: Promise<Map<string, string> | undefined>): ApplyContext {
     const o = this.options;
     return {
       pool: this.pool!,
@@ -449,6 +465,10 @@ export class Consumer {
       handlerTimeoutMs: o.handlerTimeoutMs,
       lockTimeoutMs: o.lockTimeoutMs,
       topicId: state.topicId,
+      sameLog: async () => {
+        const current = (await ids)?.get(state.topic);
+        return current === undefined || state.topicId === undefined || current === state.topicId;
+      },
       pollDeadline: () => this.pollDeadline(),
       inFlight: this.inFlight,
       attempts: this.attempts,
@@ -490,6 +510,7 @@ export class Consumer {
     if (outcome.skipped > 0) this.counters.recordsSkipped.inc({ group, reason: 'duplicate' }, outcome.skipped);
     if (outcome.deadLettered > 0) this.counters.deadLetters.inc({ group, topic }, outcome.deadLettered);
     if (outcome.applied + outcome.deadLettered + outcome.skipped > 0 || outcome.kind === 'committed') this.detector.progress([key(topic, partition)]);
+    if (outcome.kind === 'stale') return;
     if (outcome.kind === 'moved') {
       if (outcome.fenced) {
         state.logger.warn({ stored: outcome.stored }, 'batch fenced: another consumer advanced the offset; nothing applied');

@@ -1,30 +1,11 @@
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { HEADER } from '../../src/outbox/event.js';
-import { databaseUrl, freshSchema } from '../helpers/db.js';
+import { cli } from '../helpers/cli.js';
+import { freshSchema } from '../helpers/db.js';
 import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
 import { testConsumer } from './harness.js';
 import { useTestServices } from '../helpers/services.js';
-
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const run = promisify(execFile);
-
-/** Runs the CLI as a subprocess; resolves with its exit code and output. */
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-      cwd: root,
-      env: { ...process.env, DATABASE_URL: databaseUrl(), KAFKA_BROKERS: String(kafkaConnection().brokers), LOG_LEVEL: 'silent' },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 describe('consumer: offsets CLI', () => {
   const { pool, admin, producer, consumers } = useTestServices();

@@ -1,0 +1,127 @@
+import { describe, expect, it } from 'vitest';
+import type { KafkaAdmin } from '../../src/kafka/admin.js';
+import { HEADER } from '../../src/outbox/event.js';
+import { cli } from '../helpers/cli.js';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
+import { useTestServices } from '../helpers/services.js';
+import { uniqueName, waitFor } from '../helpers/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
+import type { ConsumerEvents } from '../../src/consumer/index.js';
+
+const relayed = (values: string[], firstId: number) =>
+  values.map((v, i) => ({ key: v, value: v, headers: { [HEADER.outboxId]: String(firstId + i), [HEADER.source]: 'orders-db' } }));
+const range = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+/** Deletes the topic and creates it again under the same name (a new incarnation, a new topic id). */
+async function recreate(admin: KafkaAdmin, topic: string): Promise<void> {
+  const before = (await admin.topicIds([topic])).get(topic);
+  await admin.deleteTopic(topic);
+  await waitFor(
+    async () => {
+      await admin.createTopic({ topic, num_partitions: 1, replication_factor: 1 });
+      const after = (await admin.topicIds([topic])).get(topic);
+      return after !== undefined && after !== before;
+    },
+    { timeoutMs: 30_000, message: `topic ${topic} recreated` },
+  );
+}
+
+describe('consumer: a topic deleted and recreated', () => {
+  const { pool, admin, producer, consumers } = useTestServices();
+
+  it("a recreated topic's records are all applied once, and the inbox still skips what was applied before", { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
+    consumers.push(consumer);
+    const incidents: ConsumerEvents['offsetOutOfRange'][] = [];
+    consumer.on('offsetOutOfRange', (e) => incidents.push(e));
+    await consumer.start();
+    const old = range('old-', 14);
+    await producer.send(topic, relayed(old.slice(0, 7), 1));
+    await producer.send(topic, relayed(old.slice(7), 8));
+    await waitFor(async () => (await effectCounts(pool, schema)).size === old.length, { timeoutMs: 30_000 });
+
+    await recreate(admin, topic);
+    // The new log is shorter than the stored offset (14): two records already applied
+    // (re-published with the same outbox ids) and three new ones.
+    const fresh = range('new-', 3);
+    await producer.send(topic, [...relayed(['old-3', 'old-9'], 4).map((r, i) => ({ ...r, headers: { ...r.headers, [HEADER.outboxId]: String([4, 10][i]) } })), ...relayed(fresh, 15)]);
+    await waitFor(async () => (await effectCounts(pool, schema)).has('new-2'), { timeoutMs: 30_000, message: 'the new log applied' });
+    await consumer.stop();
+
+    expect(exactlyOnceReport(await effectCounts(pool, schema), [...old, ...fresh])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    expect(incidents.length).toBeGreaterThanOrEqual(1);
+    expect(incidents[0]).toMatchObject({ topic, partition: 0, stored: 15, action: 'earliest', logStart: 0 });
+    expect(['topic-recreated', 'beyond-log-end']).toContain(incidents[0]!.reason);
+    const metric = await consumer.metrics.getSingleMetricAsString('consumer_offset_out_of_range_total');
+    expect(metric).toMatch(new RegExp(`topic="${topic}".*} 1`));
+    const stored = await pool.query(`select topic_id from "${schema}".consumer_offsets`);
+    expect(stored.rows[0].topic_id).toBe((await admin.topicIds([topic])).get(topic));
+  });
+
+  it('a recreated topic that already grew past the stored offset is applied from its start, not from the stale offset', { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema), inbox: false });
+    consumers.push(consumer);
+    const incidents: ConsumerEvents['offsetOutOfRange'][] = [];
+    consumer.on('offsetOutOfRange', (e) => incidents.push(e));
+    await consumer.start();
+    const old = range('old-', 5);
+    await producer.send(topic, old.map((v) => ({ key: v, value: v })));
+    await waitFor(async () => (await effectCounts(pool, schema)).size === old.length, { timeoutMs: 30_000 });
+
+    await recreate(admin, topic);
+    // More records than the stored offset: a consumer trusting it would start at 6 and skip 0..5.
+    const fresh = range('new-', 20);
+    await producer.send(topic, fresh.map((v) => ({ key: v, value: v })));
+    await waitFor(async () => (await effectCounts(pool, schema)).has('new-0') && (await effectCounts(pool, schema)).has('new-19'), {
+      timeoutMs: 30_000,
+      message: 'the whole new log applied',
+    });
+    await consumer.stop();
+    const counts = await effectCounts(pool, schema);
+    // Not one record of the new log committed under the stale offset: none is applied twice.
+    expect(exactlyOnceReport(counts, [...old, ...fresh])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    expect(incidents.map((i) => i.reason)).toContain('topic-recreated');
+  });
+
+  it("with onOffsetOutOfRange 'block' the partition waits, visibly, until an operator sets its offset", { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const groupId = uniqueName('g');
+    const first = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema) });
+    consumers.push(first);
+    await first.start();
+    const old = range('old-', 6);
+    await producer.send(topic, relayed(old, 1));
+    await waitFor(async () => (await effectCounts(pool, schema)).size === old.length, { timeoutMs: 30_000 });
+    await first.stop();
+
+    // Recreated while no consumer ran: caught at assignment.
+    await recreate(admin, topic);
+    const fresh = range('new-', 3);
+    await producer.send(topic, relayed(fresh, 7));
+    const cautious = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema), onOffsetOutOfRange: 'block' });
+    consumers.push(cautious);
+    const incidents: ConsumerEvents['offsetOutOfRange'][] = [];
+    cautious.on('offsetOutOfRange', (e) => incidents.push(e));
+    await cautious.start();
+    await waitFor(() => cautious.assignment().some((p) => p.blocked), { timeoutMs: 30_000, message: 'partition blocked' });
+    expect(incidents[0]).toMatchObject({ topic, reason: 'topic-recreated', action: 'block', stored: 6 });
+    expect((await effectCounts(pool, schema)).has('new-0')).toBe(false);
+    const stored = await pool.query(`select next_offset::int as n from "${schema}".consumer_offsets where group_id = $1`, [groupId]);
+    expect(stored.rows[0].n).toBe(6); // untouched until the operator decides
+
+    const set = await cli('offsets', 'set', '--schema', schema, '--group', groupId, '--topic', topic, '--partition', '0', '--offset', '0');
+    expect(set.code).toBe(0);
+    await waitFor(async () => (await effectCounts(pool, schema)).has('new-2'), { timeoutMs: 30_000, message: 'applied after the operator set the offset' });
+    await cautious.stop();
+    expect(exactlyOnceReport(await effectCounts(pool, schema), [...old, ...fresh])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+  });
+});
