@@ -13,30 +13,13 @@ import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from './kafka-client.
 import { resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';
 import { replayDeadLetters, type ReplayFilter, type ReplayResult } from './replay.js';
-import { judgeStoredOffset, readPartitionLogs, type PartitionLog, type StoredPosition } from './incarnation.js';
+import { readPartitionLogs } from './incarnation.js';
 import { consumerMetrics, type ConsumerMetrics } from './metrics.js';
-import { purgeInbox } from './retention.js';
-import { readOffsetSql } from './sql/readOffset.js';
-import { loadOffsetsSql } from './sql/loadOffsets.js';
-import { adoptTopicIdSql, resetOffsetSql } from './sql/resetOffset.js';
+import { key, StoredPositions, type PartitionState } from './positions.js';
+import { runInboxRetention } from './retention.js';
 import type { BatchConnection } from './transaction.js';
 import { sampleLag, StallDetector } from './watchdog.js';
 
-interface PartitionState {
-  topic: string;
-  partition: number;
-  /** Next offset this consumer expects to apply: the stored one as last read or written. `undefined`: none stored yet. */
-  expected: number | undefined;
-  /** A seek that has not succeeded yet; records of the partition are dropped until it does. */
-  seekTo: number | undefined;
-  /** Paused: by the `block` failure policy, or by `onOffsetOutOfRange: 'block'` (then `stale` is the position judged stale). */
-  blocked: { offset: number; error: string; stale?: StoredPosition } | undefined;
-  /** Topic id of the log this consumer reads (as described at assignment). */
-  topicId: string | undefined;
-  logger: Logger;
-}
-
-const key = (topic: string, partition: number): string => `${topic}:${partition}`;
 
 
 /**
@@ -75,6 +58,8 @@ export class Consumer {
   /** The consumer's Prometheus metrics (see docs/consumer.md). */
   readonly metrics: Registry;
   private readonly counters: ConsumerMetrics;
+  /** Stored offsets and their topic incarnations; set up by `start()`. */
+  private positions!: StoredPositions;
 
   constructor(input: ConsumerOptions) {
     this.options = resolveConsumerOptions(input);
@@ -113,11 +98,29 @@ export class Consumer {
       throw new OutboxError('NOT_FOUND', `table ${this.options.schema}.consumer_offsets does not exist: run \`outbox-relay migrate\` first`);
     }
     this.admin = new KafkaAdmin(this.connection);
+    this.positions = new StoredPositions({
+      pool: this.pool,
+      admin: this.admin,
+      q: o.q,
+      groupId: o.groupId,
+      policy: o.onOffsetOutOfRange,
+      counters: this.counters,
+      events: this.events,
+    });
     this.client = await this.createClient();
     this.loopPromise = this.loop();
     this.revocationTimer = setInterval(() => this.watchAssignment(), 200);
     this.revocationTimer.unref();
-    if (o.inboxRetention !== false) this.retentionLoop = this.retainInbox(o.inboxRetention);
+    if (o.inboxRetention !== false) {
+      this.retentionLoop = runInboxRetention(
+        { pool: this.pool, q: o.q, groupId: o.groupId, logger: this.logger, signal: this.abort.signal },
+        o.inboxRetention,
+        (deleted) => {
+          if (deleted > 0) this.counters.inboxDeleted.inc({ group: o.groupId }, deleted);
+          this.events.emit('inboxPurged', { deleted });
+        },
+      );
+    }
     if (this.options.stallTimeoutMs > 0) {
       this.watchdogTimer = setInterval(() => void this.watch(), this.options.watchdogIntervalMs);
       this.watchdogTimer.unref();
@@ -233,14 +236,14 @@ export class Consumer {
    */
   private async assign(client: GroupClient, partitions: TopicPartition[]): Promise<void> {
     const logs = await readPartitionLogs(this.admin!, partitions);
-    let stored = await this.loadOffsets(partitions);
+    let stored = await this.positions.load(partitions);
     const unstored = partitions.filter((p) => !stored.has(key(p.topic, p.partition)));
     if (!this.options.fromBeginning && unstored.length > 0) {
       // "Start at the end" is pinned now, in PostgreSQL: were it left to librdkafka, a
       // rebalance or rebuild before the first commit would start at a later end and skip
       // what arrived in between.
-      await this.pinAtEnd(unstored, logs);
-      stored = await this.loadOffsets(partitions);
+      await this.positions.pinAtEnd(unstored, logs);
+      stored = await this.positions.load(partitions);
     }
     const states = partitions.map((p): PartitionState => {
       const k = key(p.topic, p.partition);
@@ -257,9 +260,9 @@ export class Consumer {
     for (const state of states) {
       const position = stored.get(key(state.topic, state.partition));
       const log = logs.get(key(state.topic, state.partition));
-      if (position && log) await this.checkPosition(state, position, log);
+      if (position && log) await this.positions.check(state, position, log);
     }
-    await this.adoptTopicIds(states.filter((s) => !s.blocked && stored.get(key(s.topic, s.partition))?.topicId === null));
+    await this.positions.adoptTopicIds(states.filter((s) => !s.blocked && stored.get(key(s.topic, s.partition))?.topicId === null));
     client.assign(states.map((s) => ({ topic: s.topic, partition: s.partition, offset: s.expected ?? OFFSET_BEGINNING })));
     // A partition paused by the block policy stays paused in librdkafka across a rebalance;
     // a fresh assignment starts unblocked (unless its stored offset is stale and the policy blocks).
@@ -272,73 +275,6 @@ export class Consumer {
     const listed = states.map((s) => ({ topic: s.topic, partition: s.partition, offset: s.expected ?? null }));
     this.logger.info({ partitions: listed }, 'partitions assigned');
     this.events.emit('assigned', { partitions: listed });
-  }
-
-  /**
-   * A stored position judged against the partition's current log. In range: nothing to do.
-   * Stale (another incarnation): reported (log, event, metric), then either the partition
-   * starts over at the log's start (`earliest`; the stored offset is moved there with a
-   * compare-and-set) or it is blocked (`block`) until an operator sets its offset.
-   * Updates `state.expected` / `state.blocked`; returns true when the position was stale.
-   */
-  private async checkPosition(state: PartitionState, position: StoredPosition, log: PartitionLog): Promise<boolean> {
-    const reason = judgeStoredOffset(position, log);
-    if (reason === undefined) return false;
-    const { topic, partition } = state;
-    const action = this.options.onOffsetOutOfRange;
-    const report = { topic, partition, stored: position.offset, storedTopicId: position.topicId, topicId: log.topicId ?? null, logStart: log.start, logEnd: log.end, reason, action };
-    state.logger.error(report, "stored offset does not belong to the partition's current log; it is not used to skip records");
-    this.counters.offsetOutOfRange.inc({ group: this.options.groupId, topic, reason });
-    this.events.emit('offsetOutOfRange', report);
-    state.topicId = log.topicId;
-    if (action === 'block') {
-      state.expected = position.offset;
-      state.blocked = {
-        offset: position.offset,
-        error: `stored offset ${position.offset} does not belong to the current log of ${topic}[${partition}] (${reason}; log ${log.start}..${log.end}): set it with outbox-relay offsets set/rewind`,
-        stale: position,
-      };
-      return true;
-    }
-    const { rows } = await this.pool!.query<{ next_offset: string }>(resetOffsetSql(this.options.q), [
-      this.options.groupId,
-      topic,
-      partition,
-      position.offset,
-      position.topicId,
-      log.start,
-      log.topicId ?? null,
-    ]);
-    // Changed meanwhile (an operator, another member): whatever is stored now is where to go.
-    state.expected = rows[0] ? Number(rows[0].next_offset) : (await this.loadOffsets([state])).get(key(topic, partition))?.offset;
-    return true;
-  }
-
-  /** Stored offsets without a topic id were just checked against the current log: record its id. */
-  private async adoptTopicIds(states: PartitionState[]): Promise<void> {
-    const known = states.filter((s) => s.topicId !== undefined);
-    if (known.length === 0) return;
-    await this.pool!.query(adoptTopicIdSql(this.options.q), [this.options.groupId, known.map((s) => s.topic), known.map((s) => s.partition), known.map((s) => s.topicId)]);
-  }
-
-  private async pinAtEnd(partitions: TopicPartition[], logs: Map<string, PartitionLog>): Promise<void> {
-    for (const topic of new Set(partitions.map((p) => p.topic))) {
-      const numbers = partitions.filter((p) => p.topic === topic).map((p) => p.partition);
-      const ends = await this.admin!.endOffsets(topic, numbers, { committed: true });
-      for (const partition of numbers) {
-        const topicId = logs.get(key(topic, partition))?.topicId ?? null;
-        await this.pool!.query(readOffsetSql(this.options.q), [this.options.groupId, topic, partition, ends.get(partition) ?? 0, topicId]);
-      }
-    }
-  }
-
-  private async loadOffsets(partitions: { topic: string; partition: number }[]): Promise<Map<string, StoredPosition>> {
-    const { rows } = await this.pool!.query<{ topic: string; partition: number; next_offset: string; topic_id: string | null }>(loadOffsetsSql(this.options.q), [
-      this.options.groupId,
-      partitions.map((p) => p.topic),
-      partitions.map((p) => p.partition),
-    ]);
-    return new Map(rows.map((r) => [key(r.topic, r.partition), { offset: Number(r.next_offset), topicId: r.topic_id }]));
   }
 
   private async loop(): Promise<void> {
@@ -427,10 +363,10 @@ export class Consumer {
   private async verifyPosition(state: PartitionState): Promise<void> {
     this.pending = this.pending.filter((r) => r.topic !== state.topic || r.partition !== state.partition);
     const k = key(state.topic, state.partition);
-    const [logs, stored] = await Promise.all([readPartitionLogs(this.admin!, [state]), this.loadOffsets([state])]);
+    const [logs, stored] = await Promise.all([readPartitionLogs(this.admin!, [state]), this.positions.load([state])]);
     const position = stored.get(k);
     const log = logs.get(k);
-    if (position && log && (await this.checkPosition(state, position, log))) {
+    if (position && log && (await this.positions.check(state, position, log))) {
       if (state.blocked) this.client!.pause([{ topic: state.topic, partition: state.partition }]);
       else await this.seek(state, state.expected ?? log.start, 'offset-out-of-range');
       return;
@@ -568,14 +504,14 @@ export class Consumer {
   private async recheckStale(state: PartitionState): Promise<void> {
     const stale = state.blocked!.stale!;
     const k = key(state.topic, state.partition);
-    const position = (await this.loadOffsets([state])).get(k);
+    const position = (await this.positions.load([state])).get(k);
     if (!position || (position.offset === stale.offset && position.topicId === stale.topicId)) return;
     const log = (await readPartitionLogs(this.admin!, [state])).get(k);
     if (!log) return;
     state.blocked = undefined;
-    if (await this.checkPosition(state, position, log)) return;
+    if (await this.positions.check(state, position, log)) return;
     state.topicId = log.topicId;
-    if (position.topicId === null) await this.adoptTopicIds([state]);
+    if (position.topicId === null) await this.positions.adoptTopicIds([state]);
     state.logger.info({ offset: position.offset }, 'stored offset set on the current log; partition released');
     await this.seek(state, position.offset, 'unblock');
     this.client!.resume([{ topic: state.topic, partition: state.partition }]);
@@ -599,26 +535,10 @@ export class Consumer {
     const recreated = states.filter((s) => s.topicId !== undefined && ids.has(s.topic) && ids.get(s.topic) !== s.topicId);
     for (const state of recreated) await this.verifyPosition(state);
     const rest = states.filter((s) => !recreated.includes(s));
-    const stored = await this.loadOffsets(rest);
+    const stored = await this.positions.load(rest);
     for (const state of rest) {
       const value = stored.get(key(state.topic, state.partition))?.offset;
       if (value !== undefined && value !== state.expected) await this.seek(state, value, 'stored-offset-moved');
-    }
-  }
-
-  /** Inbox retention, every `intervalMs` (see {@link purgeInbox}). */
-  private async retainInbox(retention: { keepMs: number; intervalMs: number; batchSize: number }): Promise<void> {
-    const signal = this.abort.signal;
-    while (!signal.aborted) {
-      await sleep(retention.intervalMs, signal);
-      if (signal.aborted) break;
-      try {
-        const deleted = await purgeInbox(this.pool!, this.options.q, this.options.groupId, retention, signal, this.logger);
-        if (deleted > 0) this.counters.inboxDeleted.inc({ group: this.options.groupId }, deleted);
-        this.events.emit('inboxPurged', { deleted });
-      } catch (err) {
-        this.logger.warn({ err }, 'inbox retention failed; retrying at the next interval');
-      }
     }
   }
 

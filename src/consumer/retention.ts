@@ -27,3 +27,21 @@ export async function purgeInbox(
   if (total > 0) logger.info({ deleted: total, keepMs: options.keepMs }, 'inbox retention removed applied outbox ids');
   return total;
 }
+
+/** Runs {@link purgeInbox} every `intervalMs` until `signal` aborts; `purged` is told each run's count. */
+export async function runInboxRetention(
+  target: { pool: pg.Pool; q: string; groupId: string; logger: Logger; signal: AbortSignal },
+  retention: { keepMs: number; intervalMs: number; batchSize: number },
+  purged: (deleted: number) => void,
+): Promise<void> {
+  const { signal } = target;
+  while (!signal.aborted) {
+    await sleep(retention.intervalMs, signal);
+    if (signal.aborted) break;
+    try {
+      purged(await purgeInbox(target.pool, target.q, target.groupId, retention, signal, target.logger));
+    } catch (err) {
+      target.logger.warn({ err }, 'inbox retention failed; retrying at the next interval');
+    }
+  }
+}

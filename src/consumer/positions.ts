@@ -1,0 +1,114 @@
+import type { TopicPartition } from '@confluentinc/kafka-javascript';
+import type pg from 'pg';
+import type { KafkaAdmin } from '../kafka/admin.js';
+import type { Logger } from '../log.js';
+import type { ConsumerEmitter } from './events.js';
+import { judgeStoredOffset, type PartitionLog, type StoredPosition } from './incarnation.js';
+import type { ConsumerMetrics } from './metrics.js';
+import type { OffsetOutOfRangePolicy } from './options.js';
+import { loadOffsetsSql } from './sql/loadOffsets.js';
+import { readOffsetSql } from './sql/readOffset.js';
+import { adoptTopicIdSql, resetOffsetSql } from './sql/resetOffset.js';
+
+/** What the consumer knows of one partition it owns. */
+export interface PartitionState {
+  topic: string;
+  partition: number;
+  /** Next offset this consumer expects to apply: the stored one as last read or written. `undefined`: none stored yet. */
+  expected: number | undefined;
+  /** A seek that has not succeeded yet; records of the partition are dropped until it does. */
+  seekTo: number | undefined;
+  /** Paused: by the `block` failure policy, or by `onOffsetOutOfRange: 'block'` (then `stale` is the position judged stale). */
+  blocked: { offset: number; error: string; stale?: StoredPosition } | undefined;
+  /** Topic id of the log this consumer reads (as described at assignment). */
+  topicId: string | undefined;
+  logger: Logger;
+}
+
+export const key = (topic: string, partition: number): string => `${topic}:${partition}`;
+
+export interface StoredPositionsDeps {
+  pool: pg.Pool;
+  admin: KafkaAdmin;
+  q: string;
+  groupId: string;
+  policy: OffsetOutOfRangePolicy;
+  counters: ConsumerMetrics;
+  events: ConsumerEmitter;
+}
+
+/**
+ * The group's stored offsets in PostgreSQL and their topic incarnations: read them, pin a
+ * start, and judge a stored position against the partition's current log (see
+ * incarnation.ts), acting on a stale one as `onOffsetOutOfRange` says.
+ */
+export class StoredPositions {
+  constructor(private readonly deps: StoredPositionsDeps) {}
+
+  /**
+   * A stored position judged against the partition's current log. In range: nothing to do.
+   * Stale (another incarnation): reported (log, event, metric), then either the partition
+   * starts over at the log's start (`earliest`; the stored offset is moved there with a
+   * compare-and-set) or it is blocked (`block`) until an operator sets its offset.
+   * Updates `state.expected` / `state.blocked`; returns true when the position was stale.
+   */
+  async check(state: PartitionState, position: StoredPosition, log: PartitionLog): Promise<boolean> {
+    const reason = judgeStoredOffset(position, log);
+    if (reason === undefined) return false;
+    const { topic, partition } = state;
+    const action = this.deps.policy;
+    const report = { topic, partition, stored: position.offset, storedTopicId: position.topicId, topicId: log.topicId ?? null, logStart: log.start, logEnd: log.end, reason, action };
+    state.logger.error(report, "stored offset does not belong to the partition's current log; it is not used to skip records");
+    this.deps.counters.offsetOutOfRange.inc({ group: this.deps.groupId, topic, reason });
+    this.deps.events.emit('offsetOutOfRange', report);
+    state.topicId = log.topicId;
+    if (action === 'block') {
+      state.expected = position.offset;
+      state.blocked = {
+        offset: position.offset,
+        error: `stored offset ${position.offset} does not belong to the current log of ${topic}[${partition}] (${reason}; log ${log.start}..${log.end}): set it with outbox-relay offsets set/rewind`,
+        stale: position,
+      };
+      return true;
+    }
+    const { rows } = await this.deps.pool.query<{ next_offset: string }>(resetOffsetSql(this.deps.q), [
+      this.deps.groupId,
+      topic,
+      partition,
+      position.offset,
+      position.topicId,
+      log.start,
+      log.topicId ?? null,
+    ]);
+    // Changed meanwhile (an operator, another member): whatever is stored now is where to go.
+    state.expected = rows[0] ? Number(rows[0].next_offset) : (await this.load([state])).get(key(topic, partition))?.offset;
+    return true;
+  }
+
+  /** Stored offsets without a topic id were just checked against the current log: record its id. */
+  async adoptTopicIds(states: PartitionState[]): Promise<void> {
+    const known = states.filter((s) => s.topicId !== undefined);
+    if (known.length === 0) return;
+    await this.deps.pool.query(adoptTopicIdSql(this.deps.q), [this.deps.groupId, known.map((s) => s.topic), known.map((s) => s.partition), known.map((s) => s.topicId)]);
+  }
+
+  async pinAtEnd(partitions: TopicPartition[], logs: Map<string, PartitionLog>): Promise<void> {
+    for (const topic of new Set(partitions.map((p) => p.topic))) {
+      const numbers = partitions.filter((p) => p.topic === topic).map((p) => p.partition);
+      const ends = await this.deps.admin.endOffsets(topic, numbers, { committed: true });
+      for (const partition of numbers) {
+        const topicId = logs.get(key(topic, partition))?.topicId ?? null;
+        await this.deps.pool.query(readOffsetSql(this.deps.q), [this.deps.groupId, topic, partition, ends.get(partition) ?? 0, topicId]);
+      }
+    }
+  }
+
+  async load(partitions: { topic: string; partition: number }[]): Promise<Map<string, StoredPosition>> {
+    const { rows } = await this.deps.pool.query<{ topic: string; partition: number; next_offset: string; topic_id: string | null }>(loadOffsetsSql(this.deps.q), [
+      this.deps.groupId,
+      partitions.map((p) => p.topic),
+      partitions.map((p) => p.partition),
+    ]);
+    return new Map(rows.map((r) => [key(r.topic, r.partition), { offset: Number(r.next_offset), topicId: r.topic_id }]));
+  }
+}
