@@ -18,5 +18,11 @@ alter table :schema.consumer_inbox alter column source drop default;
 alter table :schema.consumer_inbox drop constraint consumer_inbox_pkey;
 alter table :schema.consumer_inbox add constraint consumer_inbox_pkey primary key (group_id, source, outbox_id);
 
+-- The topic incarnation a record was applied from. An operator's rewind forgets the inbox
+-- rows at or after the new offset so those records are applied again; rows of an older
+-- incarnation of the topic (same offsets, other records) must survive it, so that events
+-- published again into the new topic are still recognised. NULL: from before this column.
+alter table :schema.consumer_inbox add column topic_id text;
+
 -- Inbox retention deletes a group's oldest rows first, in small batches.
 create index consumer_inbox_applied_at_idx on :schema.consumer_inbox (group_id, applied_at);

@@ -126,7 +126,8 @@ export async function offsetsCommand(argv: string[]): Promise<number> {
       }
       targets = await admin!.offsetsForTime(topic, chosen, timestampMs!);
     }
-    const changed = await applyOffsets(pool, q, group, topic, targets, action === 'rewind');
+    const topicId = (await admin!.topicIds([topic])).get(topic) ?? null;
+    const changed = await applyOffsets(pool, q, group, topic, targets, action === 'rewind', topicId);
     for (const c of changed) {
       console.log(`${topic}[${c.partition}]: ${c.previous ?? '(none)'} -> ${c.next}`);
     }
@@ -163,11 +164,12 @@ async function topicPartitions(admin: KafkaAdmin, topic: string): Promise<number
 /**
  * Writes the new offsets and forgets the inbox entries at or after them, in one
  * transaction. A rewind only moves offsets back (see rewindOffsetsSql) and only the
- * partitions that moved lose inbox entries; `set` writes exactly what it was given.
+ * partitions that moved lose inbox entries; `set` writes exactly what it was given. Both
+ * record the topic's current id with the offsets.
  */
-async function applyOffsets(pool: pg.Pool, q: string, group: string, topic: string, targets: Map<number, number>, rewind: boolean) {
+async function applyOffsets(pool: pg.Pool, q: string, group: string, topic: string, targets: Map<number, number>, rewind: boolean, topicId: string | null) {
   const partitions = [...targets.keys()];
-  const params = [group, partitions.map(() => topic), partitions, partitions.map((p) => targets.get(p)!)];
+  const params = [group, partitions.map(() => topic), partitions, partitions.map((p) => targets.get(p)!), topicId];
   const client = await pool.connect();
   try {
     await client.query('begin');
@@ -177,7 +179,7 @@ async function applyOffsets(pool: pg.Pool, q: string, group: string, topic: stri
     );
     const previous = new Map(before.rows.map((r) => [r.partition, Number(r.next_offset)]));
     const { rows } = await client.query<{ partition: number; next_offset: string }>(rewind ? rewindOffsetsSql(q) : setOffsetsSql(q), params);
-    const moved = [group, rows.map(() => topic), rows.map((r) => r.partition), rows.map((r) => r.next_offset)];
+    const moved = [group, rows.map(() => topic), rows.map((r) => r.partition), rows.map((r) => r.next_offset), topicId];
     await client.query(forgetInboxSql(q), moved);
     await client.query('commit');
     return rows.map((r) => ({ partition: r.partition, next: Number(r.next_offset), previous: previous.get(r.partition) }));

@@ -27,14 +27,16 @@ export interface ApplyContext {
   lockTimeoutMs: number;
   /** Topic id of the partition's log, stored with a new offset row. */
   topicId: string | undefined;
-  /** When this member's poll interval runs out (ms since the epoch): the group then gives its partitions away. */
+  /** When this member must have polled again (ms since the epoch), a margin before the group would give its partitions away. */
   pollDeadline: () => number;
+  /** True once the member lost its assignment: nothing may begin or commit any more. */
+  assignmentLost: () => boolean;
   /** Batch transactions in flight, so that a lost assignment can abort them at the database. */
   inFlight: Set<BatchConnection>;
   /**
    * Whether the partition's topic still has the id this consumer read it with, asked once
-   * per fetch and awaited before each commit: records of a recreated topic that happen to
-   * lie beyond the stale offset never commit under it.
+   * per fetch and awaited before each batch transaction begins: records of a recreated
+   * topic that happen to lie beyond the stale offset are never applied under it.
    */
   sameLog: () => Promise<boolean>;
   /** Attempts already charged to records (`topic:partition:offset`) whose retries were interrupted by a poll. */
@@ -55,7 +57,8 @@ export interface Counts {
 /**
  * What one batch of one partition came to.
  * - `committed`: effects and `next` are stored. `next` may stop short of the batch's end
- *   when the poll deadline came close: the rest is applied after the next poll.
+ *   when the poll deadline came close (the rest is applied after the next poll), or when
+ *   a later part of a split batch failed: `interrupted` is then that part's error.
  * - `moved`: the stored offset is not where this consumer expected it (an operator set it,
  *   or another consumer advanced it): nothing was applied; seek to `stored`. `fenced` when
  *   handlers had run and the compare-and-set at commit refused them (a zombie).
@@ -64,7 +67,7 @@ export interface Counts {
  *   stored offset belongs to the old log (see incarnation.ts).
  */
 export type BatchOutcome =
-  | ({ kind: 'committed'; next: number } & Counts)
+  | ({ kind: 'committed'; next: number; interrupted?: unknown } & Counts)
   | ({ kind: 'moved'; stored: number; fenced: boolean } & Counts)
   | ({ kind: 'blocked'; next: number; offset: number; error: string } & Counts)
   | ({ kind: 'stale' } & Counts);
@@ -166,6 +169,18 @@ async function batchTransaction(ctx: ApplyContext, fn: (connection: BatchConnect
   }
 }
 
+/**
+ * Checks made before a batch transaction begins: the member still owns its assignment, and
+ * the topic still has the id the consumer read it with (asked once per fetch, after the
+ * records were fetched, so a record of a recreated topic lying beyond the stale offset is
+ * never applied under it). Returns the outcome that ends the batch here, if any.
+ */
+async function beforeBegin(ctx: ApplyContext, record: ConsumedRecord): Promise<BatchOutcome | undefined> {
+  if (ctx.assignmentLost()) throw new PartitionRevoked(`assignment lost before the batch at offset ${record.offset} began`);
+  if (!(await ctx.sameLog())) return { kind: 'stale', ...ZERO };
+  return undefined;
+}
+
 /** Locks the offset row (lock order: offset row, then inbox); the lock timeout covers this statement only. */
 async function lockOffset(ctx: ApplyContext, connection: BatchConnection, record: ConsumedRecord, start: number): Promise<number> {
   const args = [ctx.groupId, record.topic, record.partition];
@@ -176,7 +191,9 @@ async function lockOffset(ctx: ApplyContext, connection: BatchConnection, record
     ({ rows } = await connection.query(lockOffsetSql(ctx.q), args));
   }
   await connection.query('set local lock_timeout to default');
-  return Number((rows[0] as { next_offset: string }).next_offset);
+  const row = rows[0] as { next_offset: string; xact_start: string };
+  connection.transactionStart = row.xact_start;
+  return Number(row.next_offset);
 }
 
 /**
@@ -225,6 +242,8 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
   // inside the batch transaction, the uncommitted row would make every other consumer of
   // the partition wait for this batch, even one that took the partition over.
   if (expected === undefined) await ctx.pool.query(readOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, start, ctx.topicId ?? null]);
+  const before = await beforeBegin(ctx, first);
+  if (before) return before;
   const outcome = await batchTransaction(ctx, async (connection): Promise<BatchOutcome> => {
     const stored = await lockOffset(ctx, connection, first, start);
     if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
@@ -242,7 +261,7 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
       const source = ctx.inbox ? record.headers.source : undefined;
       const outboxId = source === undefined ? undefined : record.headers.outboxId;
       if (source !== undefined && outboxId !== undefined) {
-        const claim = await connection.query(claimInboxSql(ctx.q), [ctx.groupId, source, outboxId, record.topic, record.partition, record.offset]);
+        const claim = await connection.query(claimInboxSql(ctx.q), [ctx.groupId, source, outboxId, record.topic, record.partition, record.offset, ctx.topicId ?? null]);
         if (claim.rows.length === 0) {
           counts.skipped++;
           continue;
@@ -265,7 +284,7 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
       if (isInfrastructureError(err)) throw err;
       throw new HandlerFailure(records.length === 1 ? 0 : -1, err);
     }
-    if (!(await ctx.sameLog())) return { kind: 'stale', ...ZERO };
+    if (ctx.assignmentLost()) throw new PartitionRevoked('assignment lost before the batch committed; rolled back');
     advanced = await connection.query(advanceOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, stored, last.offset + 1]);
     if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
     return { kind: 'committed', next: last.offset + 1, ...counts };
@@ -303,8 +322,16 @@ export async function applyRecords(ctx: ApplyContext, records: ConsumedRecord[],
   const parts = [records.slice(0, failedAt), records.slice(failedAt, failedAt + 1), records.slice(failedAt + 1)];
   for (const [i, part] of parts.entries()) {
     if (part.length === 0) continue;
-    const outcome = i === 1 ? await applyOne(ctx, part[0]!, cursor) : await applyRecords(ctx, part, cursor);
+    let outcome: BatchOutcome;
+    try {
+      outcome = i === 1 ? await applyOne(ctx, part[0]!, cursor) : await applyRecords(ctx, part, cursor);
+    } catch (err) {
+      // What the earlier parts committed stands: report it, and the error after it.
+      if (cursor !== expected) return { kind: 'committed', next: cursor!, ...total, interrupted: err };
+      throw err;
+    }
     total = add(total, outcome);
+    if (outcome.kind === 'committed' && outcome.interrupted !== undefined) return { ...outcome, ...total };
     if (outcome.kind !== 'committed') return { ...outcome, ...total };
     cursor = outcome.next;
     // Cut short at the poll deadline: the caller applies the rest after polling.
@@ -317,7 +344,13 @@ async function applyEach(ctx: ApplyContext, records: ConsumedRecord[], expected:
   let total = { ...ZERO };
   let cursor = expected;
   for (const record of records) {
-    const outcome = await applyOne(ctx, record, cursor);
+    let outcome: BatchOutcome;
+    try {
+      outcome = await applyOne(ctx, record, cursor);
+    } catch (err) {
+      if (cursor !== expected) return { kind: 'committed', next: cursor!, ...total, interrupted: err };
+      throw err;
+    }
     total = add(total, outcome);
     if (outcome.kind !== 'committed') return { ...outcome, ...total };
     cursor = outcome.next;
@@ -383,10 +416,12 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
 /** Writes the dead letter and moves the offset past the record, in one transaction. */
 async function deadLetter(ctx: ApplyContext, record: ConsumedRecord, expected: number | undefined, error: string, attempts: number): Promise<BatchOutcome> {
   const start = expected ?? record.offset;
+  const before = await beforeBegin(ctx, record);
+  if (before) return before;
   const outcome = await batchTransaction(ctx, async (connection): Promise<BatchOutcome> => {
     const stored = await lockOffset(ctx, connection, record, start);
     if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
-    if (!(await ctx.sameLog())) return { kind: 'stale', ...ZERO };
+    if (ctx.assignmentLost()) throw new PartitionRevoked('assignment lost before the dead letter committed; rolled back');
     await connection.query(insertDeadLetterSql(ctx.q), [
       ctx.groupId,
       record.topic,

@@ -10,7 +10,7 @@ import { createLogger, type Logger } from '../log.js';
 import { applyRecords, PartitionRevoked, PollDeadline, type ApplyContext, type BatchOutcome } from './apply.js';
 import { ConsumerEmitter, type ConsumerEventName, type ConsumerEvents } from './events.js';
 import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from './kafka-client.js';
-import { resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
+import { pollMarginMs, resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';
 import { replayDeadLetters, type ReplayFilter, type ReplayResult } from './replay.js';
 import { readPartitionLogs } from './incarnation.js';
@@ -21,6 +21,9 @@ import type { BatchConnection } from './transaction.js';
 import { sampleLag, StallDetector } from './watchdog.js';
 
 
+
+/** SQLSTATE lock_not_available: a lock wait ran past `lockTimeoutMs`. */
+const LOCK_NOT_AVAILABLE = '55P03';
 
 /**
  * A Kafka consumer group member whose handler's effects and offsets commit together in
@@ -55,6 +58,7 @@ export class Consumer {
   private revocationTimer: NodeJS.Timeout | undefined;
   private retentionLoop: Promise<void> | undefined;
   private concurrency = 1;
+  private rotation = 0;
   /** The consumer's Prometheus metrics (see docs/consumer.md). */
   readonly metrics: Registry;
   private readonly counters: ConsumerMetrics;
@@ -166,7 +170,15 @@ export class Consumer {
   replayDeadLetters(filter: ReplayFilter = {}): Promise<ReplayResult[]> {
     if (!this.pool) throw new OutboxError('STOPPED', 'start the consumer before replaying dead letters');
     return replayDeadLetters(
-      { pool: this.pool, groupId: this.options.groupId, handler: this.options.handler, schema: this.options.schema, inbox: this.options.inbox, logger: this.logger },
+      {
+        pool: this.pool,
+        groupId: this.options.groupId,
+        handler: this.options.handler,
+        schema: this.options.schema,
+        inbox: this.options.inbox,
+        handlerTimeoutMs: this.options.handlerTimeoutMs,
+        logger: this.logger,
+      },
       filter,
     );
   }
@@ -235,16 +247,17 @@ export class Consumer {
    * {@link judgeStoredOffset}), and assigns with them: nothing is fetched from anywhere else.
    */
   private async assign(client: GroupClient, partitions: TopicPartition[]): Promise<void> {
-    const logs = await readPartitionLogs(this.admin!, partitions);
     let stored = await this.positions.load(partitions);
     const unstored = partitions.filter((p) => !stored.has(key(p.topic, p.partition)));
     if (!this.options.fromBeginning && unstored.length > 0) {
       // "Start at the end" is pinned now, in PostgreSQL: were it left to librdkafka, a
       // rebalance or rebuild before the first commit would start at a later end and skip
       // what arrived in between.
-      await this.positions.pinAtEnd(unstored, logs);
+      await this.positions.pinAtEnd(unstored);
       stored = await this.positions.load(partitions);
     }
+    // Read after the offsets: a log's end read before them could lie behind them.
+    const logs = await readPartitionLogs(this.admin!, partitions);
     const states = partitions.map((p): PartitionState => {
       const k = key(p.topic, p.partition);
       return {
@@ -288,6 +301,12 @@ export class Consumer {
         // (max.poll.interval.ms) and serves rebalances. Left-overs come first, in order.
         const fetched = await this.client!.consume(this.options.batchSize, this.pending.length > 0 ? 0 : undefined);
         this.lastPollAt = Date.now();
+        if (this.rebalances.length > 0) {
+          // This poll delivered a rebalance: what it fetched, and what was left over, belongs
+          // to the old assignment. The new one starts from the stored offsets.
+          await this.serveRebalances();
+          continue;
+        }
         const records = [...this.pending.splice(0), ...fetched.map(toConsumedRecord)];
         // Stopping: what was just fetched is left, unapplied, to the next owner.
         if (this.closing) break;
@@ -329,26 +348,38 @@ export class Consumer {
     }
     const failures: unknown[] = [];
     const ids = groups.size === 0 ? undefined : this.topicIdsOf([...new Set([...groups.values()].map((list) => list[0]!.topic))]);
-    await forEachLimit([...groups], this.concurrency, async ([k, list]) => {
+    // Rotated each fetch, so that above the cap the same partitions do not always go first.
+    const ordered = [...groups];
+    const first = ordered.length === 0 ? 0 : this.rotation++ % ordered.length;
+    await forEachLimit([...ordered.slice(first), ...ordered.slice(0, first)], this.concurrency, async ([k, list]) => {
       const state = this.partitions.get(k)!;
       if (suspects.has(state)) return;
-      try {
-        const outcome = await applyRecords(this.applyContext(state, ids), list, state.expected);
-        if (outcome.kind === 'stale') {
-          suspects.add(state);
-          return;
-        }
-        await this.settle(state, outcome);
-        // Cut short before the poll deadline: the rest comes after the next poll.
-        if (outcome.kind === 'committed') this.pending.push(...list.filter((r) => r.offset >= outcome.next));
-      } catch (err) {
-        if (!this.closing) this.pending.push(...list);
+      const failed = (err: unknown): void => {
         if (err instanceof PollDeadline) return;
         if (err instanceof PartitionRevoked) {
           this.counters.batchesAborted.inc({ group: this.options.groupId, reason: 'revoked' });
           state.logger.warn({ err }, 'batch aborted: the partition was lost while it ran; nothing of it committed');
           this.events.emit('aborted', { topic: state.topic, partition: state.partition, reason: 'revoked' });
+        } else if ((err as { code?: unknown } | null)?.code === LOCK_NOT_AVAILABLE) {
+          // The former owner's batch still holds the offset row: try again after the next
+          // poll, without backing off (the lock wait itself paces the retries).
+          state.logger.info('offset row still locked by a former owner; retrying');
         } else failures.push(err);
+      };
+      try {
+        const outcome = await applyRecords(this.applyContext(state, ids), list, state.expected);
+        await this.settle(state, outcome);
+        if (outcome.kind === 'stale') {
+          suspects.add(state);
+          return;
+        }
+        if (outcome.kind !== 'committed') return;
+        // Cut short (poll deadline, or a later part failed): the rest comes after the next poll.
+        if (!this.closing) this.pending.push(...list.filter((r) => r.offset >= outcome.next));
+        if (outcome.interrupted !== undefined) failed(outcome.interrupted);
+      } catch (err) {
+        if (!this.closing) this.pending.push(...list);
+        failed(err);
       }
     });
     for (const state of suspects) await this.verifyPosition(state);
@@ -361,9 +392,20 @@ export class Consumer {
    * where PostgreSQL says: re-reading is always safe, skipping never is.
    */
   private async verifyPosition(state: PartitionState): Promise<void> {
+    try {
+      await this.judgePosition(state);
+    } catch (err) {
+      // The records that raised the doubt were dropped: fetch from the stored offset again.
+      if (state.expected !== undefined) state.seekTo = state.expected;
+      throw err;
+    }
+  }
+
+  private async judgePosition(state: PartitionState): Promise<void> {
     this.pending = this.pending.filter((r) => r.topic !== state.topic || r.partition !== state.partition);
     const k = key(state.topic, state.partition);
-    const [logs, stored] = await Promise.all([readPartitionLogs(this.admin!, [state]), this.positions.load([state])]);
+    const stored = await this.positions.load([state]);
+    const logs = await readPartitionLogs(this.admin!, [state]);
     const position = stored.get(k);
     const log = logs.get(k);
     if (position && log && (await this.positions.check(state, position, log))) {
@@ -380,7 +422,8 @@ export class Consumer {
    * hold batches up (the periodic check still runs): it answers "unknown".
    */
   private topicIdsOf(topics: string[]): Promise<Map<string, string> | undefined> {
-    return this.admin!.topicIds(topics).catch((err: unknown) => {
+    // Short: batches wait for the answer before they commit.
+    return this.admin!.topicIds(topics, 2_000).catch((err: unknown) => {
       this.logger.debug({ err }, 'topic ids unavailable for this fetch');
       return undefined;
     });
@@ -406,6 +449,7 @@ export class Consumer {
         return current === undefined || state.topicId === undefined || current === state.topicId;
       },
       pollDeadline: () => this.pollDeadline(),
+      assignmentLost: () => this.assignmentLost(),
       inFlight: this.inFlight,
       attempts: this.attempts,
       onHandlerTimeout: (record) => {
@@ -424,20 +468,25 @@ export class Consumer {
    */
   private pollDeadline(): number {
     const interval = this.options.maxPollIntervalMs;
-    return this.lastPollAt + interval - Math.min(5_000, Math.ceil(interval / 10));
+    return this.lastPollAt + interval - pollMarginMs(interval);
   }
 
   /**
    * Every 200 ms while batches run: a member that lost its assignment (session timed out,
-   * poll interval exceeded) aborts its open batch transactions at the database at once, so
-   * it commits nothing after the new owner took over and holds no lock the new owner needs.
+   * poll interval exceeded: librdkafka has left the group) aborts its open batch
+   * transactions at the database at once, so it commits nothing after the new owner took
+   * over and holds no lock the new owner needs.
    */
   private watchAssignment(): void {
-    if (this.inFlight.size === 0 || !this.client) return;
-    const lost = this.client.assignmentLost() || Date.now() > this.pollDeadline();
-    if (!lost) return;
+    if (this.inFlight.size === 0 || !this.assignmentLost()) return;
     for (const connection of this.inFlight) void connection.abort('revoked');
   }
+
+  /** librdkafka reports the assignment lost, or the poll interval ran out: the group has moved on. */
+  private assignmentLost(): boolean {
+    return (this.client?.assignmentLost() ?? false) || Date.now() > this.lastPollAt + this.options.maxPollIntervalMs;
+  }
+
 
   private async settle(state: PartitionState, outcome: BatchOutcome): Promise<void> {
     const { topic, partition } = state;
@@ -467,6 +516,8 @@ export class Consumer {
 
   /** Moves the fetch position to `offset`; until that succeeds, records of the partition are dropped. */
   private async seek(state: PartitionState, offset: number, reason: ConsumerEvents['seek']['reason']): Promise<void> {
+    // Attempts carried over belong to the records at the old position (a new log may hold others at those offsets).
+    for (const id of this.attempts.keys()) if (id.startsWith(`${state.topic}:${state.partition}:`)) this.attempts.delete(id);
     state.expected = offset;
     state.seekTo = offset;
     this.pending = this.pending.filter((r) => r.topic !== state.topic || r.partition !== state.partition);
@@ -536,6 +587,8 @@ export class Consumer {
     for (const state of recreated) await this.verifyPosition(state);
     const rest = states.filter((s) => !recreated.includes(s));
     const stored = await this.positions.load(rest);
+    // Offsets written without a topic id (by hand, say) are positions in the log being read.
+    await this.positions.adoptTopicIds(rest.filter((s) => stored.get(key(s.topic, s.partition))?.topicId === null));
     for (const state of rest) {
       const value = stored.get(key(state.topic, state.partition))?.offset;
       if (value !== undefined && value !== state.expected) await this.seek(state, value, 'stored-offset-moved');

@@ -58,8 +58,9 @@ export interface ConsumerOptions {
   /** What to do with a record that failed every attempt. Default `dead-letter`. */
   failurePolicy?: FailurePolicy;
   /**
-   * Skip records whose `outbox-id` header this group has already applied (a re-published
-   * outbox row). Records without the header are never skipped by this. Default `true`.
+   * Skip records whose `outbox-source` + `outbox-id` headers this group has already applied
+   * (an outbox row published again). Records without both headers are never skipped by
+   * this (their offsets alone de-duplicate them). Default `true`.
    */
   inbox?: boolean;
   /**
@@ -67,7 +68,9 @@ export interface ConsumerOptions {
    * database (the backend is terminated), the record counts as failed (retried, then the
    * failure policy), and nothing the handler does later can commit. The same limit is set
    * in PostgreSQL (statement and idle-in-transaction timeouts of the batch), so even a
-   * consumer frozen mid-batch holds its locks no longer. Must be below `maxPollIntervalMs`.
+   * consumer frozen mid-batch holds its locks no longer. A handler is started only when its
+   * whole time fits before the poll deadline, so it must be below `maxPollIntervalMs` less
+   * a tenth of it (at most 5 s) less 1 s.
    * Default 30,000 ms.
    */
   handlerTimeoutMs?: number;
@@ -205,6 +208,14 @@ const MANAGED_PROPERTIES = [
   'group.protocol',
 ];
 
+/**
+ * How long before max.poll.interval.ms runs out this member stops starting handlers and
+ * must have polled: a tenth of the interval, at most 5 s.
+ */
+export function pollMarginMs(maxPollIntervalMs: number): number {
+  return Math.min(5_000, Math.ceil(maxPollIntervalMs / 10));
+}
+
 function positiveInt(name: string, value: number, min = 1): number {
   if (!Number.isInteger(value) || value < min) throw new OptionsError(`${name} must be an integer >= ${min}, got ${value}`);
   return value;
@@ -237,10 +248,12 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
   const retryMaxDelayMs = positiveInt('retryMaxDelayMs', input.retryMaxDelayMs ?? CONSUMER_DEFAULTS.retryMaxDelayMs, 0);
   if (retryMaxDelayMs < retryMinDelayMs) throw new OptionsError('retryMaxDelayMs must be >= retryMinDelayMs');
   const handlerTimeoutMs = positiveInt('handlerTimeoutMs', input.handlerTimeoutMs ?? CONSUMER_DEFAULTS.handlerTimeoutMs, 100);
-  if (handlerTimeoutMs >= maxPollIntervalMs) {
+  const handlerLimit = maxPollIntervalMs - pollMarginMs(maxPollIntervalMs) - 1_000;
+  if (handlerTimeoutMs > handlerLimit) {
     throw new OptionsError(
-      `handlerTimeoutMs (${handlerTimeoutMs}) must be below maxPollIntervalMs (${maxPollIntervalMs}): a handler allowed to run longer ` +
-        'gets the member removed from the group while it runs. Lower handlerTimeoutMs or raise maxPollIntervalMs.',
+      `handlerTimeoutMs (${handlerTimeoutMs}) must be below maxPollIntervalMs (${maxPollIntervalMs}) with room to spare (at most ${handlerLimit}): ` +
+        'a handler is started only when its whole time fits before the poll deadline, so that the group never removes the member while it runs. ' +
+        'Lower handlerTimeoutMs or raise maxPollIntervalMs.',
     );
   }
   const onOffsetOutOfRange = input.onOffsetOutOfRange ?? CONSUMER_DEFAULTS.onOffsetOutOfRange;

@@ -52,12 +52,25 @@ export class StoredPositions {
    * compare-and-set) or it is blocked (`block`) until an operator sets its offset.
    * Updates `state.expected` / `state.blocked`; returns true when the position was stale.
    */
-  async check(state: PartitionState, position: StoredPosition, log: PartitionLog): Promise<boolean> {
-    const reason = judgeStoredOffset(position, log);
-    if (reason === undefined) return false;
+  async check(state: PartitionState, position: StoredPosition, current: PartitionLog): Promise<boolean> {
     const { topic, partition } = state;
+    let log = current;
+    // A stored offset without a topic id (an older row, or one set without brokers) is a
+    // position in the log this consumer has been reading: judge it as belonging to that one.
+    const judged = { offset: position.offset, topicId: position.topicId ?? state.topicId ?? null };
+    let reason = judgeStoredOffset(judged, log);
+    if (reason === 'beyond-log-end') {
+      // Records may have been committed since the log's end was read: read it again first.
+      const end = (await this.deps.admin.endOffsets(topic, [partition])).get(partition) ?? log.end;
+      log = { ...log, end: Math.max(end, log.end) };
+      reason = judgeStoredOffset(judged, log);
+    }
+    if (reason === undefined) {
+      state.topicId = log.topicId ?? state.topicId;
+      return false;
+    }
     const action = this.deps.policy;
-    const report = { topic, partition, stored: position.offset, storedTopicId: position.topicId, topicId: log.topicId ?? null, logStart: log.start, logEnd: log.end, reason, action };
+    const report = { topic, partition, stored: position.offset, storedTopicId: judged.topicId, topicId: log.topicId ?? null, logStart: log.start, logEnd: log.end, reason, action };
     state.logger.error(report, "stored offset does not belong to the partition's current log; it is not used to skip records");
     this.deps.counters.offsetOutOfRange.inc({ group: this.deps.groupId, topic, reason });
     this.deps.events.emit('offsetOutOfRange', report);
@@ -92,12 +105,14 @@ export class StoredPositions {
     await this.deps.pool.query(adoptTopicIdSql(this.deps.q), [this.deps.groupId, known.map((s) => s.topic), known.map((s) => s.partition), known.map((s) => s.topicId)]);
   }
 
-  async pinAtEnd(partitions: TopicPartition[], logs: Map<string, PartitionLog>): Promise<void> {
-    for (const topic of new Set(partitions.map((p) => p.topic))) {
+  async pinAtEnd(partitions: TopicPartition[]): Promise<void> {
+    const topics = [...new Set(partitions.map((p) => p.topic))];
+    const ids = await this.deps.admin.topicIds(topics);
+    for (const topic of topics) {
       const numbers = partitions.filter((p) => p.topic === topic).map((p) => p.partition);
       const ends = await this.deps.admin.endOffsets(topic, numbers, { committed: true });
       for (const partition of numbers) {
-        const topicId = logs.get(key(topic, partition))?.topicId ?? null;
+        const topicId = ids.get(topic) ?? null;
         await this.deps.pool.query(readOffsetSql(this.deps.q), [this.deps.groupId, topic, partition, ends.get(partition) ?? 0, topicId]);
       }
     }

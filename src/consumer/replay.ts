@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import type { RecordHandler } from './options.js';
 import { decodeHeaders, type ConsumedRecord } from './record.js';
 import { claimInboxSql } from './sql/claimInbox.js';
-import { lockDeadLetterSql, markReplayedSql, pendingDeadLetterIdsSql, recordReplayFailureSql } from './sql/deadLetters.js';
+import { lockDeadLetterSql, markReplayedSql, pendingDeadLetterIdsSql, pendingDeadLetterSql, recordReplayFailureSql } from './sql/deadLetters.js';
 import { inTransaction, raceHandler } from './transaction.js';
 import { CONSUMER_DEFAULTS } from './options.js';
 
@@ -44,6 +44,9 @@ interface DeadLetterRow {
   headers: Record<string, string>;
 }
 
+/** The dead letter was settled or is being replayed elsewhere: rolled back, nothing to record. */
+class Retracted extends Error {}
+
 /**
  * Runs one dead letter through the handler in a transaction of its own, and marks it
  * replayed in that same transaction. On failure the transaction is rolled back and the
@@ -57,7 +60,7 @@ export async function replayDeadLetter(target: ReplayTarget, id: number | string
     return await inTransaction(
       target.pool,
       async (connection): Promise<ReplayResult> => {
-        const { rows } = await connection.query(lockDeadLetterSql(q), [key, target.groupId]);
+        const { rows } = await connection.query(pendingDeadLetterSql(q), [key, target.groupId]);
         const row = rows[0] as DeadLetterRow | undefined;
         if (!row) return { id: key, status: 'missing' };
         const record: ConsumedRecord = {
@@ -73,9 +76,11 @@ export async function replayDeadLetter(target: ReplayTarget, id: number | string
         const outboxId = source === undefined ? undefined : record.headers.outboxId;
         let status: 'replayed' | 'duplicate' = 'replayed';
         if (source !== undefined && outboxId !== undefined) {
-          const claim = await connection.query(claimInboxSql(q), [target.groupId, source, outboxId, record.topic, record.partition, record.offset]);
+          const claim = await connection.query(claimInboxSql(q), [target.groupId, source, outboxId, record.topic, record.partition, record.offset, null]);
           if (claim.rows.length === 0) status = 'duplicate';
         }
+        const locked = await connection.query(lockDeadLetterSql(q), [key]);
+        if (locked.rows.length === 0) throw new Retracted();
         if (status === 'replayed') {
           const run = await raceHandler(connection, () => target.handler(record, connection.tx), timeoutMs);
           if (run.kind === 'expired') {
@@ -94,6 +99,7 @@ export async function replayDeadLetter(target: ReplayTarget, id: number | string
       { begin: `begin; set local statement_timeout = ${Math.trunc(timeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeoutMs)}` },
     );
   } catch (err) {
+    if (err instanceof Retracted) return { id: key, status: 'missing' };
     const error = describeError(err);
     await target.pool.query(recordReplayFailureSql(q), [key, error]);
     target.logger?.warn({ groupId: target.groupId, deadLetterId: key, err }, 'dead letter replay failed');

@@ -25,7 +25,7 @@ export interface HandlerTx extends Queryable {
 /** Why a batch's transaction was aborted at the database while a handler ran. */
 export type AbortReason = 'handler-timeout' | 'revoked';
 
-type QueryArgs = [textOrConfig: string | { text: string }, values?: unknown];
+type QueryArgs = [textOrConfig: string | { text: string }, values?: unknown, callback?: unknown];
 
 /**
  * The connection of one batch transaction, guarded. It watches the server's transaction
@@ -38,6 +38,8 @@ export class BatchConnection {
   private closed = false;
   /** The refused statement, when a handler tried to end the consumer's transaction. */
   misuse: OutboxError | undefined;
+  /** The transaction's start as the server reports it (`now()`), once known: aborts target exactly it. */
+  transactionStart: string | undefined;
   /** Set once the transaction was aborted from outside. */
   aborted: AbortReason | undefined;
   private readonly abortController = new AbortController();
@@ -73,7 +75,22 @@ export class BatchConnection {
   }
 
   /** Runs a statement of the consumer's own or of the handler, through the guard. */
-  query(...[textOrConfig, values]: QueryArgs): Promise<pg.QueryResult> {
+  query(...[textOrConfig, values, callback]: QueryArgs): Promise<pg.QueryResult> {
+    if (typeof values === 'function' || typeof callback === 'function') {
+      // pg's callback style: query(text, cb) or query(text, values, cb).
+      const cb = (typeof values === 'function' ? values : callback) as (err: Error | null, result?: pg.QueryResult) => void;
+      // The error goes to the callback only, as with pg itself (no unhandled rejection).
+      return this.query(textOrConfig, typeof values === 'function' ? undefined : values).then(
+        (result) => {
+          cb(null, result);
+          return result;
+        },
+        (err: Error) => {
+          cb(err);
+          return undefined as never;
+        },
+      );
+    }
     if (this.closed) {
       return Promise.reject(new OutboxError('TX_CLOSED', 'the batch transaction has ended; a handler must not use its tx after returning'));
     }
@@ -101,8 +118,16 @@ export class BatchConnection {
     this.abortController.abort();
     const pid = (this.client as unknown as { processID?: number }).processID;
     if (typeof pid === 'number') {
+      // Only this transaction: a terminate that waited for a pool connection must not hit a
+      // later transaction of the backend, or another backend that got the pid.
       await Promise.race([
-        this.pool.query('select pg_terminate_backend($1::int)', [pid]).catch(() => undefined),
+        this.pool
+          .query(
+            `select pg_terminate_backend(pid) from pg_stat_activity
+              where pid = $1::int and ($2::timestamptz is null or xact_start = $2::timestamptz)`,
+            [pid, this.transactionStart ?? null],
+          )
+          .catch(() => undefined),
         new Promise((resolve) => setTimeout(resolve, 5_000).unref()),
       ]);
     }
@@ -171,7 +196,8 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
     try {
       await client.query(options.begin ?? 'begin');
     } catch (err) {
-      if (isConnectionError(err)) broken = err as Error;
+      // Half-begun (a SET failed after BEGIN): never hand such a client back to the pool.
+      broken = err as Error;
       throw err;
     }
     connection = new BatchConnection(client, pool);

@@ -36,6 +36,11 @@ function refusedCommand(words: string[]): string | undefined {
   return undefined;
 }
 
+/** `$` right after an identifier character continues the identifier (`a$b`), as do non-ASCII letters. */
+const IDENTIFIER_END = /[A-Za-z0-9_$\u0080-\uffff]$/;
+/** `e'…'` is an escape string only when the `e` is not the end of a longer identifier. */
+const IDENTIFIER_BEFORE_E = /[A-Za-z0-9_$\u0080-\uffff][eE]$/;
+
 /** The statements of `text` with literals, quoted identifiers and comments blanked out. */
 function statements(text: string): string[] {
   const out: string[] = [];
@@ -57,13 +62,13 @@ function statements(text: string): string[] {
       i = skipBlockComment(text, i);
       current += ' ';
     } else if (c === "'") {
-      const escapes = /[eE]$/.test(current) && !/[A-Za-z0-9_$][eE]$/.test(current);
+      const escapes = /[eE]$/.test(current) && !IDENTIFIER_BEFORE_E.test(current);
       i = skipQuoted(text, i, "'", escapes);
       current += ' ';
     } else if (c === '"') {
       i = skipQuoted(text, i, '"', false);
       current += ' x ';
-    } else if (c === '$' && !/[A-Za-z0-9_]$/.test(current)) {
+    } else if (c === '$' && !IDENTIFIER_END.test(current)) {
       const tag = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(text.slice(i));
       if (tag) {
         const end = text.indexOf(tag[0], i + tag[0].length);

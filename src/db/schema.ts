@@ -85,6 +85,8 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
       partition: integer('partition').notNull(),
       offset: bigint('offset', { mode: 'bigint' }).notNull(),
       appliedAt: timestamp('applied_at', { withTimezone: true }).notNull().defaultNow(),
+      /** Topic id of the log the record was applied from; `null` for rows from before topic ids. */
+      topicId: text('topic_id'),
     },
     (t) => [primaryKey({ columns: [t.groupId, t.source, t.outboxId] })],
   );

@@ -106,7 +106,9 @@ describe('consumer: a topic deleted and recreated', () => {
     // Recreated while no consumer ran: caught at assignment.
     await recreate(admin, topic);
     const fresh = range('new-', 3);
-    await producer.send(topic, relayed(fresh, 7));
+    // The new log also holds an event applied from the old one (published again): the
+    // operator's `offsets set` must not make the consumer forget it was applied.
+    await producer.send(topic, [...relayed(['old-1'], 2), ...relayed(fresh, 7)]);
     const cautious = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema), onOffsetOutOfRange: 'block' });
     consumers.push(cautious);
     const incidents: ConsumerEvents['offsetOutOfRange'][] = [];
@@ -114,6 +116,7 @@ describe('consumer: a topic deleted and recreated', () => {
     await cautious.start();
     await waitFor(() => cautious.assignment().some((p) => p.blocked), { timeoutMs: 30_000, message: 'partition blocked' });
     expect(incidents[0]).toMatchObject({ topic, reason: 'topic-recreated', action: 'block', stored: 6 });
+    expect(cautious.assignment()).toEqual([{ topic, partition: 0, nextOffset: 6, blocked: true }]);
     expect((await effectCounts(pool, schema)).has('new-0')).toBe(false);
     const stored = await pool.query(`select next_offset::int as n from "${schema}".consumer_offsets where group_id = $1`, [groupId]);
     expect(stored.rows[0].n).toBe(6); // untouched until the operator decides
@@ -123,5 +126,61 @@ describe('consumer: a topic deleted and recreated', () => {
     await waitFor(async () => (await effectCounts(pool, schema)).has('new-2'), { timeoutMs: 30_000, message: 'applied after the operator set the offset' });
     await cautious.stop();
     expect(exactlyOnceReport(await effectCounts(pool, schema), [...old, ...fresh])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+  });
+});
+
+describe('consumer: a recreated topic behind an offset without topic id', () => {
+  const { pool, admin, producer, consumers } = useTestServices();
+
+  it('an offset written by hand without topic id still never hides a recreated topic', { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema), inbox: false });
+    consumers.push(consumer);
+    await consumer.start();
+    const old = range('old-', 5);
+    await producer.send(topic, old.map((v) => ({ key: v, value: v })));
+    await waitFor(async () => (await effectCounts(pool, schema)).size === old.length, { timeoutMs: 30_000 });
+    // Someone repairs the row by hand and leaves the topic id out.
+    await pool.query(`update "${schema}".consumer_offsets set topic_id = null`);
+    await waitFor(async () => (await pool.query(`select topic_id from "${schema}".consumer_offsets`)).rows[0].topic_id !== null, {
+      timeoutMs: 10_000,
+      message: 'the running consumer records the id again',
+    });
+    await recreate(admin, topic);
+    const fresh = range('new-', 12);
+    await producer.send(topic, fresh.map((v) => ({ key: v, value: v })));
+    await waitFor(async () => (await effectCounts(pool, schema)).has('new-0') && (await effectCounts(pool, schema)).has('new-11'), {
+      timeoutMs: 30_000,
+      message: 'the whole new log applied',
+    });
+    await consumer.stop();
+    expect(exactlyOnceReport(await effectCounts(pool, schema), [...old, ...fresh])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+  });
+
+  it('a new group starting at the end of a busy topic is not mistaken for a stale offset', { timeout: 60_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    await producer.send(topic, range('history-', 5).map((v) => ({ key: v, value: v })));
+    let sending = true;
+    const background = (async () => {
+      for (let i = 0; sending; i++) await producer.send(topic, [{ key: `live-${i}`, value: `live-${i}` }]);
+    })();
+    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema), fromBeginning: false });
+    consumers.push(consumer);
+    const incidents: unknown[] = [];
+    consumer.on('offsetOutOfRange', (e) => incidents.push(e));
+    try {
+      await consumer.start();
+      await waitFor(async () => (await effectCounts(pool, schema)).size >= 5, { timeoutMs: 30_000, message: 'live records applied' });
+    } finally {
+      sending = false;
+      await background;
+    }
+    await consumer.stop();
+    expect(incidents).toEqual([]);
+    expect([...(await effectCounts(pool, schema)).keys()].filter((k) => k.startsWith('history-'))).toEqual([]);
   });
 });

@@ -18,6 +18,9 @@ describe('transaction control in handler SQL', () => {
     ['insert into t values (1);\n-- done\nCOMMIT', 'commit'],
     ['/* a /* nested */ comment */ begin', 'begin'],
     ["select 'x'';'; end", 'end'],
+    // `$` and non-ASCII letters continue an identifier: `a$$b$` is one, not a dollar quote.
+    ['select 1 as a$$b$; commit; select 2 as c$$b$', 'commit'],
+    ['select 1 as é$b$; commit; select 2 as x$b$', 'commit'],
   ])('%j is refused as %s', (sql, refused) => {
     expect(transactionControlStatement(sql)).toBe(refused);
   });

@@ -12,15 +12,24 @@ select id from ${q}.dead_letters
  limit $4::int`;
 }
 
-/**
- * One pending dead letter, locked for its replay transaction. `skip locked`: a dead letter
- * another replayer is working on is left to it rather than replayed twice.
- */
-export function lockDeadLetterSql(q: string): string {
+/** One pending dead letter of a group, read (not locked) to learn its record before claiming its inbox entry. */
+export function pendingDeadLetterSql(q: string): string {
   return `
 select id, topic, partition, "offset", key, value, headers, attempts
   from ${q}.dead_letters
- where id = $1::bigint and group_id = $2::text and replayed_at is null
+ where id = $1::bigint and group_id = $2::text and replayed_at is null`;
+}
+
+/**
+ * Locks a pending dead letter for its replay transaction, after its inbox entry was claimed:
+ * inbox first, dead letter second is also the consumer's order (a batch settles dead letters
+ * after its claims), so a replay and a batch applying the same record cannot deadlock.
+ * `skip locked`: a dead letter another replayer (or a batch) holds is left to it.
+ */
+export function lockDeadLetterSql(q: string): string {
+  return `
+select id from ${q}.dead_letters
+ where id = $1::bigint and replayed_at is null
  for update skip locked`;
 }
 
