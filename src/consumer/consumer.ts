@@ -15,7 +15,7 @@ import { toConsumedRecord, type ConsumedRecord } from './record.js';
 import { replayDeadLetters, type ReplayFilter, type ReplayResult } from './replay.js';
 import { readPartitionLogs } from './incarnation.js';
 import { consumerMetrics, type ConsumerMetrics } from './metrics.js';
-import { key, StoredPositions, type PartitionState } from './positions.js';
+import { key, StoredPositions, type PartitionControl, type PartitionState } from './positions.js';
 import { runInboxRetention } from './retention.js';
 import type { BatchConnection } from './transaction.js';
 import { sampleLag, StallDetector } from './watchdog.js';
@@ -387,37 +387,6 @@ export class Consumer {
   }
 
   /**
-   * Records below the expected offset arrived although no seek asked for them. Stale
-   * position: handled by {@link checkPosition}. Otherwise the fetch position is put back
-   * where PostgreSQL says: re-reading is always safe, skipping never is.
-   */
-  private async verifyPosition(state: PartitionState): Promise<void> {
-    try {
-      await this.judgePosition(state);
-    } catch (err) {
-      // The records that raised the doubt were dropped: fetch from the stored offset again.
-      if (state.expected !== undefined) state.seekTo = state.expected;
-      throw err;
-    }
-  }
-
-  private async judgePosition(state: PartitionState): Promise<void> {
-    this.pending = this.pending.filter((r) => r.topic !== state.topic || r.partition !== state.partition);
-    const k = key(state.topic, state.partition);
-    const stored = await this.positions.load([state]);
-    const logs = await readPartitionLogs(this.admin!, [state]);
-    const position = stored.get(k);
-    const log = logs.get(k);
-    if (position && log && (await this.positions.check(state, position, log))) {
-      if (state.blocked) this.client!.pause([{ topic: state.topic, partition: state.partition }]);
-      else await this.seek(state, state.expected ?? log.start, 'offset-out-of-range');
-      return;
-    }
-    state.logger.warn({ expected: state.expected }, 'records below the stored offset arrived without a seek; fetch position reset to the stored offset');
-    await this.seek(state, position?.offset ?? state.expected ?? 0, 'stored-offset-moved');
-  }
-
-  /**
    * Topic ids of the fetch's topics, asked while its batches run. A failed lookup does not
    * hold batches up (the periodic check still runs): it answers "unknown".
    */
@@ -539,7 +508,7 @@ export class Consumer {
       const state = this.partitions.get(k);
       if (!state?.blocked) continue;
       if (state.blocked.stale) {
-        await this.recheckStale(state);
+        await this.positions.release(state, this.control);
         continue;
       }
       state.blocked = undefined;
@@ -548,52 +517,24 @@ export class Consumer {
     }
   }
 
-  /**
-   * A partition blocked on a stale offset is released once its stored position is valid on
-   * the current log again (an operator ran `offsets set` / `rewind`).
-   */
-  private async recheckStale(state: PartitionState): Promise<void> {
-    const stale = state.blocked!.stale!;
-    const k = key(state.topic, state.partition);
-    const position = (await this.positions.load([state])).get(k);
-    if (!position || (position.offset === stale.offset && position.topicId === stale.topicId)) return;
-    const log = (await readPartitionLogs(this.admin!, [state])).get(k);
-    if (!log) return;
-    state.blocked = undefined;
-    if (await this.positions.check(state, position, log)) return;
-    state.topicId = log.topicId;
-    if (position.topicId === null) await this.positions.adoptTopicIds([state]);
-    state.logger.info({ offset: position.offset }, 'stored offset set on the current log; partition released');
-    await this.seek(state, position.offset, 'unblock');
-    this.client!.resume([{ topic: state.topic, partition: state.partition }]);
+  /** Records below the expected offset arrived although no seek asked for them: see {@link StoredPositions.verify}. */
+  private verifyPosition(state: PartitionState): Promise<void> {
+    this.pending = this.pending.filter((r) => r.topic !== state.topic || r.partition !== state.partition);
+    return this.positions.verify(state, this.control);
   }
 
-  /**
-   * Idle partitions see no batch transaction, so an offset set by an operator would go
-   * unnoticed until new records arrive; this periodic read catches it. Batches re-check the
-   * stored offset anyway: this only shortens the time to pick a change up. The same tick
-   * compares topic ids: a topic recreated under the consumer's feet, which librdkafka reads
-   * on from the old position, is caught here. Partitions blocked on a stale offset are
-   * released once an operator has set it.
-   */
+  /** Operator changes to stored offsets, recreated topics, released blocks: see {@link StoredPositions.sweep}. */
   private async checkStoredOffsets(): Promise<void> {
     this.lastOffsetCheck = Date.now();
-    const all = [...this.partitions.values()];
-    for (const state of all.filter((s) => s.blocked?.stale)) await this.recheckStale(state);
-    const states = all.filter((s) => !s.blocked && s.seekTo === undefined);
-    if (states.length === 0) return;
-    const ids = await this.admin!.topicIds([...new Set(states.map((s) => s.topic))]);
-    const recreated = states.filter((s) => s.topicId !== undefined && ids.has(s.topic) && ids.get(s.topic) !== s.topicId);
-    for (const state of recreated) await this.verifyPosition(state);
-    const rest = states.filter((s) => !recreated.includes(s));
-    const stored = await this.positions.load(rest);
-    // Offsets written without a topic id (by hand, say) are positions in the log being read.
-    await this.positions.adoptTopicIds(rest.filter((s) => stored.get(key(s.topic, s.partition))?.topicId === null));
-    for (const state of rest) {
-      const value = stored.get(key(state.topic, state.partition))?.offset;
-      if (value !== undefined && value !== state.expected) await this.seek(state, value, 'stored-offset-moved');
-    }
+    await this.positions.sweep([...this.partitions.values()], this.control);
   }
+
+  /** What {@link StoredPositions} may do to a partition's fetch. */
+  private readonly control: PartitionControl = {
+    seek: (state, offset, reason) => this.seek(state, offset, reason),
+    pause: (state) => this.client!.pause([{ topic: state.topic, partition: state.partition }]),
+    resume: (state) => this.client!.resume([{ topic: state.topic, partition: state.partition }]),
+  };
 
   /** Watchdog tick: compares positions with the partitions' last stable offsets. */
   private async watch(): Promise<void> {

@@ -2,8 +2,8 @@ import type { TopicPartition } from '@confluentinc/kafka-javascript';
 import type pg from 'pg';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import type { Logger } from '../log.js';
-import type { ConsumerEmitter } from './events.js';
-import { judgeStoredOffset, type PartitionLog, type StoredPosition } from './incarnation.js';
+import type { ConsumerEmitter, ConsumerEvents } from './events.js';
+import { judgeStoredOffset, readPartitionLogs, type PartitionLog, type StoredPosition } from './incarnation.js';
 import type { ConsumerMetrics } from './metrics.js';
 import type { OffsetOutOfRangePolicy } from './options.js';
 import { loadOffsetsSql } from './sql/loadOffsets.js';
@@ -26,6 +26,13 @@ export interface PartitionState {
 }
 
 export const key = (topic: string, partition: number): string => `${topic}:${partition}`;
+
+/** What {@link StoredPositions} may do to a partition's fetch (the consumer's client and records). */
+export interface PartitionControl {
+  seek(state: PartitionState, offset: number, reason: ConsumerEvents['seek']['reason']): Promise<void>;
+  pause(state: PartitionState): void;
+  resume(state: PartitionState): void;
+}
 
 export interface StoredPositionsDeps {
   pool: pg.Pool;
@@ -125,5 +132,81 @@ export class StoredPositions {
       partitions.map((p) => p.partition),
     ]);
     return new Map(rows.map((r) => [key(r.topic, r.partition), { offset: Number(r.next_offset), topicId: r.topic_id }]));
+  }
+
+  /**
+   * Records below the expected offset arrived although no seek asked for them. Stale
+   * position: handled by {@link check}. Otherwise the fetch position is put back
+   * where PostgreSQL says: re-reading is always safe, skipping never is.
+   */
+  async verify(state: PartitionState, control: PartitionControl): Promise<void> {
+    try {
+      await this.judge(state, control);
+    } catch (err) {
+      // The records that raised the doubt were dropped: fetch from the stored offset again.
+      if (state.expected !== undefined) state.seekTo = state.expected;
+      throw err;
+    }
+  }
+
+  private async judge(state: PartitionState, control: PartitionControl): Promise<void> {
+    const k = key(state.topic, state.partition);
+    const stored = await this.load([state]);
+    const logs = await readPartitionLogs(this.deps.admin, [state]);
+    const position = stored.get(k);
+    const log = logs.get(k);
+    if (position && log && (await this.check(state, position, log))) {
+      if (state.blocked) control.pause(state);
+      else await control.seek(state, state.expected ?? log.start, 'offset-out-of-range');
+      return;
+    }
+    state.logger.warn({ expected: state.expected }, 'records below the stored offset arrived without a seek; fetch position reset to the stored offset');
+    await control.seek(state, position?.offset ?? state.expected ?? 0, 'stored-offset-moved');
+  }
+
+  /**
+   * A partition blocked on a stale offset is released once its stored position is valid on
+   * the current log again (an operator ran `offsets set` / `rewind`).
+   */
+  async release(state: PartitionState, control: PartitionControl): Promise<void> {
+    const stale = state.blocked!.stale!;
+    const k = key(state.topic, state.partition);
+    const position = (await this.load([state])).get(k);
+    if (!position || (position.offset === stale.offset && position.topicId === stale.topicId)) return;
+    const log = (await readPartitionLogs(this.deps.admin, [state])).get(k);
+    if (!log) return;
+    state.blocked = undefined;
+    if (await this.check(state, position, log)) return;
+    state.topicId = log.topicId;
+    if (position.topicId === null) await this.adoptTopicIds([state]);
+    state.logger.info({ offset: position.offset }, 'stored offset set on the current log; partition released');
+    await control.seek(state, position.offset, 'unblock');
+    control.resume(state);
+  }
+
+  /**
+   * Every `offsetCheckIntervalMs`. Idle partitions see no batch transaction, so an offset
+   * set by an operator would go unnoticed until new records arrive; this periodic read
+   * catches it. Batches re-check the stored offset anyway: this only shortens the time to
+   * pick a change up. The same tick
+   * compares topic ids: a topic recreated under the consumer's feet, which librdkafka reads
+   * on from the old position, is caught here. Partitions blocked on a stale offset are
+   * released once an operator has set it.
+   */
+  async sweep(all: PartitionState[], control: PartitionControl): Promise<void> {
+    for (const state of all.filter((s) => s.blocked?.stale)) await this.release(state, control);
+    const states = all.filter((s) => !s.blocked && s.seekTo === undefined);
+    if (states.length === 0) return;
+    const ids = await this.deps.admin.topicIds([...new Set(states.map((s) => s.topic))]);
+    const recreated = states.filter((s) => s.topicId !== undefined && ids.has(s.topic) && ids.get(s.topic) !== s.topicId);
+    for (const state of recreated) await this.verify(state, control);
+    const rest = states.filter((s) => !recreated.includes(s));
+    const stored = await this.load(rest);
+    // Offsets written without a topic id (by hand, say) are positions in the log being read.
+    await this.adoptTopicIds(rest.filter((s) => stored.get(key(s.topic, s.partition))?.topicId === null));
+    for (const state of rest) {
+      const value = stored.get(key(state.topic, state.partition))?.offset;
+      if (value !== undefined && value !== state.expected) await control.seek(state, value, 'stored-offset-moved');
+    }
   }
 }
