@@ -11,7 +11,7 @@ import { loadOffsetsSql } from './sql/loadOffsets.js';
 import { lockOffsetSql } from './sql/lockOffset.js';
 import { readOffsetSql } from './sql/readOffset.js';
 import { settleDeadLettersSql } from './sql/settleDeadLetters.js';
-import { inTransaction, raceHandler, type BatchConnection } from './transaction.js';
+import { inTransaction, raceHandler, TRANSACTION_START, type BatchConnection } from './transaction.js';
 
 export interface ApplyContext {
   pool: pg.Pool;
@@ -99,8 +99,8 @@ export class PartitionRevoked extends OutboxError {
  * charged; attempts made so far are remembered.
  */
 export class PollDeadline extends Error {
-  constructor() {
-    super('poll deadline too close to start a handler; continuing after the next poll');
+  constructor(message = 'poll deadline too close to start a handler; continuing after the next poll') {
+    super(message);
   }
 }
 
@@ -141,7 +141,7 @@ function beginSql(ctx: ApplyContext): string {
   // A second more than the in-process limit, so that a live consumer's own timer decides
   // (and charges the record) before the server does.
   const h = Math.trunc(ctx.handlerTimeoutMs) + 1_000;
-  return `begin; set local statement_timeout = ${h}; set local idle_in_transaction_session_timeout = ${h}; set local lock_timeout = ${Math.trunc(ctx.lockTimeoutMs)}`;
+  return `begin; set local statement_timeout = ${h}; set local idle_in_transaction_session_timeout = ${h}; set local lock_timeout = ${Math.trunc(ctx.lockTimeoutMs)}; ${TRANSACTION_START}`;
 }
 
 /**
@@ -176,7 +176,8 @@ async function batchTransaction(ctx: ApplyContext, fn: (connection: BatchConnect
  * never applied under it). Returns the outcome that ends the batch here, if any.
  */
 async function beforeBegin(ctx: ApplyContext, record: ConsumedRecord): Promise<BatchOutcome | undefined> {
-  if (ctx.assignmentLost()) throw new PartitionRevoked(`assignment lost before the batch at offset ${record.offset} began`);
+  // Nothing began: not an aborted batch, just no batch until the rebalance is served.
+  if (ctx.assignmentLost()) throw new PollDeadline(`assignment lost; the batch at offset ${record.offset} waits for the rebalance`);
   if (!(await ctx.sameLog())) return { kind: 'stale', ...ZERO };
   return undefined;
 }
@@ -191,9 +192,7 @@ async function lockOffset(ctx: ApplyContext, connection: BatchConnection, record
     ({ rows } = await connection.query(lockOffsetSql(ctx.q), args));
   }
   await connection.query('set local lock_timeout to default');
-  const row = rows[0] as { next_offset: string; xact_start: string };
-  connection.transactionStart = row.xact_start;
-  return Number(row.next_offset);
+  return Number((rows[0] as { next_offset: string }).next_offset);
 }
 
 /**
@@ -241,9 +240,9 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
   // The very first batch of a partition creates its offset row in a statement of its own:
   // inside the batch transaction, the uncommitted row would make every other consumer of
   // the partition wait for this batch, even one that took the partition over.
-  if (expected === undefined) await ctx.pool.query(readOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, start, ctx.topicId ?? null]);
   const before = await beforeBegin(ctx, first);
   if (before) return before;
+  if (expected === undefined) await ctx.pool.query(readOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, start, ctx.topicId ?? null]);
   const outcome = await batchTransaction(ctx, async (connection): Promise<BatchOutcome> => {
     const stored = await lockOffset(ctx, connection, first, start);
     if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
@@ -278,7 +277,7 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
       // instead of failing the commit, again and again, as if the database were down.
       await connection.query('set constraints all immediate');
       if (appliedOffsets.length > 0) {
-        await connection.query(settleDeadLettersSql(ctx.q), [ctx.groupId, first.topic, first.partition, appliedOffsets]);
+        await connection.query(settleDeadLettersSql(ctx.q), [ctx.groupId, first.topic, first.partition, appliedOffsets, ctx.topicId ?? null]);
       }
     } catch (err) {
       if (isInfrastructureError(err)) throw err;
@@ -394,23 +393,35 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
         maxTimeout: ctx.retryMaxDelayMs,
         factor: 2,
         signal: ctx.signal,
-        onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+        onFailedAttempt: ({ error, attemptNumber, retriesLeft, retriesConsumed }) => {
           lastError = error;
           ctx.logger.warn({ offset: record.offset, attempt: attemptNumber, retriesLeft, err: error }, 'handler failed');
+          // The backoff and the next attempt must fit before the poll deadline; if they do
+          // not, poll first and go on from here (the attempts made so far still count).
+          const delay = Math.min(ctx.retryMaxDelayMs, ctx.retryMinDelayMs * 2 ** retriesConsumed);
+          if (retriesLeft > 0 && Date.now() + delay + ctx.handlerTimeoutMs > ctx.pollDeadline()) {
+            ctx.attempts.set(id, attempts);
+            throw new PollDeadline();
+          }
         },
       },
     );
   } catch (err) {
+    if (err instanceof PollDeadline) throw err;
     if (!handlerFailed || ctx.signal.aborted || lastError === undefined) throw err;
     lastError = err;
   }
-  ctx.attempts.delete(id);
   const error = describeError(lastError);
   if (ctx.failurePolicy === 'block') {
+    ctx.attempts.delete(id);
     ctx.logger.error({ offset: record.offset, attempts, error }, 'handler failed on every attempt; partition blocked');
     return { kind: 'blocked', next: expected ?? record.offset, offset: record.offset, error, ...ZERO };
   }
-  return deadLetter(ctx, record, expected, error, attempts);
+  // Should the dead letter not commit now (a poll first, the assignment lost), the attempts stay spent.
+  ctx.attempts.set(id, attempts);
+  const outcome = await deadLetter(ctx, record, expected, error, attempts);
+  ctx.attempts.delete(id);
+  return outcome;
 }
 
 /** Writes the dead letter and moves the offset past the record, in one transaction. */
@@ -432,6 +443,7 @@ async function deadLetter(ctx: ApplyContext, record: ConsumedRecord, expected: n
       JSON.stringify(record.headers.raw),
       error,
       attempts,
+      ctx.topicId ?? null,
     ]);
     const advanced = await connection.query(advanceOffsetSql(ctx.q), [ctx.groupId, record.topic, record.partition, stored, record.offset + 1]);
     if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };

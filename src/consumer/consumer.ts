@@ -299,7 +299,10 @@ export class Consumer {
         await this.serveSeeksAndUnblocks();
         // Always poll, even with records left over: the poll keeps this member in the group
         // (max.poll.interval.ms) and serves rebalances. Left-overs come first, in order.
-        const fetched = await this.client!.consume(this.options.batchSize, this.pending.length > 0 ? 0 : undefined);
+        // Records are waiting: do not wait for more. Unless the assignment is lost: then wait
+        // for the rebalance to arrive instead of spinning.
+        const waiting = this.pending.length > 0 && !this.assignmentLost();
+        const fetched = await this.client!.consume(this.options.batchSize, waiting ? 0 : undefined);
         this.lastPollAt = Date.now();
         if (this.rebalances.length > 0) {
           // This poll delivered a rebalance: what it fetched, and what was left over, belongs
@@ -363,7 +366,7 @@ export class Consumer {
         } else if ((err as { code?: unknown } | null)?.code === LOCK_NOT_AVAILABLE) {
           // The former owner's batch still holds the offset row: try again after the next
           // poll, without backing off (the lock wait itself paces the retries).
-          state.logger.info('offset row still locked by a former owner; retrying');
+          state.logger.debug('offset row still locked by a former owner; retrying');
         } else failures.push(err);
       };
       try {

@@ -17,6 +17,8 @@ export interface PartitionLog {
 export interface StoredPosition {
   offset: number;
   topicId: string | null;
+  /** When the row last changed (compared, never interpreted). */
+  updatedAt?: string;
 }
 
 /**

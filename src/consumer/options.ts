@@ -69,14 +69,15 @@ export interface ConsumerOptions {
    * failure policy), and nothing the handler does later can commit. The same limit is set
    * in PostgreSQL (statement and idle-in-transaction timeouts of the batch), so even a
    * consumer frozen mid-batch holds its locks no longer. A handler is started only when its
-   * whole time fits before the poll deadline, so it must be below `maxPollIntervalMs` less
-   * a tenth of it (at most 5 s) less 1 s.
+   * whole time fits before the poll deadline, so it must be at most `maxPollIntervalMs`
+   * less a tenth of it (at most 5 s), less `lockTimeoutMs`, less 3 s.
    * Default 30,000 ms.
    */
   handlerTimeoutMs?: number;
   /**
    * Longest a batch waits for its partition's offset row lock (held by a batch of a former
-   * owner that has not been aborted yet); past it the batch is retried. Default 5,000 ms.
+   * owner that has not been aborted yet); past it the batch is retried. At least 100.
+   * Default 5,000 ms.
    */
   lockTimeoutMs?: number;
   /**
@@ -248,7 +249,10 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
   const retryMaxDelayMs = positiveInt('retryMaxDelayMs', input.retryMaxDelayMs ?? CONSUMER_DEFAULTS.retryMaxDelayMs, 0);
   if (retryMaxDelayMs < retryMinDelayMs) throw new OptionsError('retryMaxDelayMs must be >= retryMinDelayMs');
   const handlerTimeoutMs = positiveInt('handlerTimeoutMs', input.handlerTimeoutMs ?? CONSUMER_DEFAULTS.handlerTimeoutMs, 100);
-  const handlerLimit = maxPollIntervalMs - pollMarginMs(maxPollIntervalMs) - 1_000;
+  const lockTimeoutMs = positiveInt('lockTimeoutMs', input.lockTimeoutMs ?? CONSUMER_DEFAULTS.lockTimeoutMs, 100);
+  // Before its first handler a batch may wait for the topic-id lookup (2 s at most) and the
+  // offset row lock: the handler's whole time must still fit before the poll deadline.
+  const handlerLimit = maxPollIntervalMs - pollMarginMs(maxPollIntervalMs) - lockTimeoutMs - 3_000;
   if (handlerTimeoutMs > handlerLimit) {
     throw new OptionsError(
       `handlerTimeoutMs (${handlerTimeoutMs}) must be below maxPollIntervalMs (${maxPollIntervalMs}) with room to spare (at most ${handlerLimit}): ` +
@@ -287,7 +291,7 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
     inbox: input.inbox ?? CONSUMER_DEFAULTS.inbox,
     fromBeginning: input.fromBeginning ?? CONSUMER_DEFAULTS.fromBeginning,
     handlerTimeoutMs,
-    lockTimeoutMs: positiveInt('lockTimeoutMs', input.lockTimeoutMs ?? CONSUMER_DEFAULTS.lockTimeoutMs, 10),
+    lockTimeoutMs,
     partitionConcurrency: input.partitionConcurrency === undefined ? undefined : positiveInt('partitionConcurrency', input.partitionConcurrency),
     poolSize: positiveInt('poolSize', input.poolSize ?? CONSUMER_DEFAULTS.poolSize, 2),
     onOffsetOutOfRange,

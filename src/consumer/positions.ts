@@ -77,7 +77,7 @@ export class StoredPositions {
       return false;
     }
     const action = this.deps.policy;
-    const report = { topic, partition, stored: position.offset, storedTopicId: judged.topicId, topicId: log.topicId ?? null, logStart: log.start, logEnd: log.end, reason, action };
+    const report = { topic, partition, stored: position.offset, storedTopicId: position.topicId, topicId: log.topicId ?? null, logStart: log.start, logEnd: log.end, reason, action };
     state.logger.error(report, "stored offset does not belong to the partition's current log; it is not used to skip records");
     this.deps.counters.offsetOutOfRange.inc({ group: this.deps.groupId, topic, reason });
     this.deps.events.emit('offsetOutOfRange', report);
@@ -126,12 +126,12 @@ export class StoredPositions {
   }
 
   async load(partitions: { topic: string; partition: number }[]): Promise<Map<string, StoredPosition>> {
-    const { rows } = await this.deps.pool.query<{ topic: string; partition: number; next_offset: string; topic_id: string | null }>(loadOffsetsSql(this.deps.q), [
+    const { rows } = await this.deps.pool.query<{ topic: string; partition: number; next_offset: string; topic_id: string | null; updated_at: string }>(loadOffsetsSql(this.deps.q), [
       this.deps.groupId,
       partitions.map((p) => p.topic),
       partitions.map((p) => p.partition),
     ]);
-    return new Map(rows.map((r) => [key(r.topic, r.partition), { offset: Number(r.next_offset), topicId: r.topic_id }]));
+    return new Map(rows.map((r) => [key(r.topic, r.partition), { offset: Number(r.next_offset), topicId: r.topic_id, updatedAt: r.updated_at }]));
   }
 
   /**
@@ -172,7 +172,8 @@ export class StoredPositions {
     const stale = state.blocked!.stale!;
     const k = key(state.topic, state.partition);
     const position = (await this.load([state])).get(k);
-    if (!position || (position.offset === stale.offset && position.topicId === stale.topicId)) return;
+    // Untouched since it was judged stale: still waiting for the operator.
+    if (!position || (position.offset === stale.offset && position.topicId === stale.topicId && position.updatedAt === stale.updatedAt)) return;
     const log = (await readPartitionLogs(this.deps.admin, [state])).get(k);
     if (!log) return;
     state.blocked = undefined;

@@ -42,6 +42,7 @@ interface DeadLetterRow {
   key: Buffer | null;
   value: Buffer | null;
   headers: Record<string, string>;
+  topic_id: string | null;
 }
 
 /** The dead letter was settled or is being replayed elsewhere: rolled back, nothing to record. */
@@ -76,7 +77,7 @@ export async function replayDeadLetter(target: ReplayTarget, id: number | string
         const outboxId = source === undefined ? undefined : record.headers.outboxId;
         let status: 'replayed' | 'duplicate' = 'replayed';
         if (source !== undefined && outboxId !== undefined) {
-          const claim = await connection.query(claimInboxSql(q), [target.groupId, source, outboxId, record.topic, record.partition, record.offset, null]);
+          const claim = await connection.query(claimInboxSql(q), [target.groupId, source, outboxId, record.topic, record.partition, record.offset, row.topic_id]);
           if (claim.rows.length === 0) status = 'duplicate';
         }
         const locked = await connection.query(lockDeadLetterSql(q), [key]);

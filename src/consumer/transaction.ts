@@ -22,6 +22,13 @@ export interface HandlerTx extends Queryable {
   readonly drizzle: HandlerDrizzle;
 }
 
+/**
+ * Appended to a transaction's opening statements: the transaction's start as
+ * pg_stat_activity shows it (`xact_start`), in UTC text that no session's DateStyle or
+ * TimeZone can change, so that an abort targets exactly this transaction.
+ */
+export const TRANSACTION_START = `select to_char(now() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') as xact_start`;
+
 /** Why a batch's transaction was aborted at the database while a handler ran. */
 export type AbortReason = 'handler-timeout' | 'revoked';
 
@@ -47,7 +54,9 @@ export class BatchConnection {
   readonly signal: AbortSignal = this.abortController.signal;
   readonly tx: HandlerTx;
   private readonly connection: EventEmitter | undefined;
+  private readonly strings: { standard: boolean };
   private readonly onError = (): void => undefined;
+
   private readonly onReady = (message: { status?: string }) => {
     if (typeof message.status === 'string') this.status = message.status;
   };
@@ -58,6 +67,7 @@ export class BatchConnection {
   ) {
     this.connection = (client as unknown as { connection?: EventEmitter }).connection;
     this.connection?.on('readyForQuery', this.onReady);
+    this.strings = stringSettings(client, this.connection);
     // The server may end the session on its own (idle-in-transaction timeout, terminate):
     // a checked-out pg client with no listener would throw that error out of the process.
     client.on('error', this.onError);
@@ -80,13 +90,14 @@ export class BatchConnection {
       // pg's callback style: query(text, cb) or query(text, values, cb).
       const cb = (typeof values === 'function' ? values : callback) as (err: Error | null, result?: pg.QueryResult) => void;
       // The error goes to the callback only, as with pg itself (no unhandled rejection).
+      // Called outside the promise chain, as pg does: a throwing callback is not swallowed.
       return this.query(textOrConfig, typeof values === 'function' ? undefined : values).then(
         (result) => {
-          cb(null, result);
+          process.nextTick(cb, null, result);
           return result;
         },
         (err: Error) => {
-          cb(err);
+          process.nextTick(cb, err);
           return undefined as never;
         },
       );
@@ -95,7 +106,7 @@ export class BatchConnection {
       return Promise.reject(new OutboxError('TX_CLOSED', 'the batch transaction has ended; a handler must not use its tx after returning'));
     }
     const text = typeof textOrConfig === 'string' ? textOrConfig : textOrConfig?.text;
-    const refused = typeof text === 'string' ? transactionControlStatement(text) : undefined;
+    const refused = typeof text === 'string' ? transactionControlStatement(text, { backslashEscapes: !this.strings.standard }) : undefined;
     if (refused !== undefined) {
       this.misuse ??= new OutboxError(
         'TX_CONTROL_REFUSED',
@@ -124,7 +135,7 @@ export class BatchConnection {
         this.pool
           .query(
             `select pg_terminate_backend(pid) from pg_stat_activity
-              where pid = $1::int and ($2::timestamptz is null or xact_start = $2::timestamptz)`,
+              where pid = $1::int and ($2::text is null or xact_start = $2::timestamp at time zone 'UTC')`,
             [pid, this.transactionStart ?? null],
           )
           .catch(() => undefined),
@@ -176,6 +187,27 @@ export class BatchConnection {
   }
 }
 
+const settings = new WeakMap<object, { standard: boolean }>();
+
+/**
+ * standard_conforming_strings of a connection, followed for its whole life (a handler's
+ * session-level SET outlives its batch): when off, `\` escapes in '…' strings, and the
+ * transaction-control guard must split statements as the server does. One listener per
+ * connection, attached on first use.
+ */
+function stringSettings(client: object, connection: EventEmitter | undefined): { standard: boolean } {
+  let state = settings.get(client);
+  if (!state) {
+    const created = { standard: true };
+    connection?.on('parameterStatus', (message: { parameterName?: string; parameterValue?: string }) => {
+      if (message.parameterName === 'standard_conforming_strings') created.standard = message.parameterValue !== 'off';
+    });
+    settings.set(client, created);
+    state = created;
+  }
+  return state;
+}
+
 export interface TransactionOptions<T> {
   /** Statement(s) that open the transaction (e.g. BEGIN plus SET LOCAL timeouts). Default `begin`. */
   begin?: string;
@@ -193,14 +225,17 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
   let broken: Error | undefined;
   let connection: BatchConnection | undefined;
   try {
+    let begun: unknown;
     try {
-      await client.query(options.begin ?? 'begin');
+      begun = await client.query(options.begin ?? 'begin');
     } catch (err) {
       // Half-begun (a SET failed after BEGIN): never hand such a client back to the pool.
       broken = err as Error;
       throw err;
     }
     connection = new BatchConnection(client, pool);
+    const results = (Array.isArray(begun) ? begun : [begun]) as { rows?: { xact_start?: string }[] }[];
+    connection.transactionStart = results.at(-1)?.rows?.[0]?.xact_start;
     let result: T;
     try {
       result = await fn(connection);

@@ -5,14 +5,15 @@
  * run outside any transaction. Savepoints (SAVEPOINT, RELEASE, ROLLBACK TO) are the
  * handler's to use.
  *
- * The text is scanned the way PostgreSQL's lexer splits it: string constants ('…', E'…'),
+ * The text is scanned the way PostgreSQL's lexer splits it: string constants ('…', E'…',
+ * and '…' with backslash escapes when standard_conforming_strings is off),
  * dollar-quoted bodies ($tag$…$tag$), quoted identifiers and comments (nested block
  * comments included) are skipped, statements are split at `;`, and the first words of each
  * statement are compared. A function or DO block that COMMITs inside the transaction is
  * refused by PostgreSQL itself ("invalid transaction termination").
  */
-export function transactionControlStatement(text: string): string | undefined {
-  for (const statement of statements(text)) {
+export function transactionControlStatement(text: string, options: { backslashEscapes?: boolean } = {}): string | undefined {
+  for (const statement of statements(text, options.backslashEscapes ?? false)) {
     const words = statement.trim().toLowerCase().split(/\s+/, 4);
     const refused = refusedCommand(words);
     if (refused !== undefined) return refused;
@@ -38,11 +39,13 @@ function refusedCommand(words: string[]): string | undefined {
 
 /** `$` right after an identifier character continues the identifier (`a$b`), as do non-ASCII letters. */
 const IDENTIFIER_END = /[A-Za-z0-9_$\u0080-\uffff]$/;
+/** `$tag$` opening a dollar-quoted string; tags may hold non-ASCII letters, as identifiers do. */
+const DOLLAR_TAG = /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/;
 /** `e'…'` is an escape string only when the `e` is not the end of a longer identifier. */
 const IDENTIFIER_BEFORE_E = /[A-Za-z0-9_$\u0080-\uffff][eE]$/;
 
 /** The statements of `text` with literals, quoted identifiers and comments blanked out. */
-function statements(text: string): string[] {
+function statements(text: string, backslashEscapes: boolean): string[] {
   const out: string[] = [];
   let current = '';
   let i = 0;
@@ -62,14 +65,14 @@ function statements(text: string): string[] {
       i = skipBlockComment(text, i);
       current += ' ';
     } else if (c === "'") {
-      const escapes = /[eE]$/.test(current) && !IDENTIFIER_BEFORE_E.test(current);
+      const escapes = backslashEscapes || (/[eE]$/.test(current) && !IDENTIFIER_BEFORE_E.test(current));
       i = skipQuoted(text, i, "'", escapes);
       current += ' ';
     } else if (c === '"') {
       i = skipQuoted(text, i, '"', false);
       current += ' x ';
     } else if (c === '$' && !IDENTIFIER_END.test(current)) {
-      const tag = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(text.slice(i));
+      const tag = DOLLAR_TAG.exec(text.slice(i));
       if (tag) {
         const end = text.indexOf(tag[0], i + tag[0].length);
         i = end < 0 ? n : end + tag[0].length;

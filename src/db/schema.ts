@@ -70,8 +70,9 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
       attempts: integer('attempts').notNull(),
       failedAt: timestamp('failed_at', { withTimezone: true }).notNull().defaultNow(),
       replayedAt: timestamp('replayed_at', { withTimezone: true }),
+      /** Topic id of the log the record came from (unique per group, position and incarnation; see migration 0004). */
+      topicId: text('topic_id'),
     },
-    (t) => [unique('dead_letters_record_unique').on(t.groupId, t.topic, t.partition, t.offset)],
   );
 
   const consumerInbox = schema.table(

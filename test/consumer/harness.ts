@@ -9,7 +9,7 @@ import { uniqueName } from '../helpers/wait.js';
 export const FAST_GROUP = {
   sessionTimeoutMs: 6_000,
   heartbeatIntervalMs: 1_000,
-  maxPollIntervalMs: 7_000,
+  maxPollIntervalMs: 12_000,
   handlerTimeoutMs: 5_000,
   lockTimeoutMs: 2_000,
   pollTimeoutMs: 200,

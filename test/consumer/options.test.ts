@@ -13,7 +13,8 @@ describe('consumer options', () => {
 
   it.each([
     [{ handlerTimeoutMs: 300_000 }, /handlerTimeoutMs .* must be below maxPollIntervalMs/],
-    [{ handlerTimeoutMs: 294_001 }, /at most 294000/],
+    [{ handlerTimeoutMs: 287_001 }, /at most 287000/],
+    [{ lockTimeoutMs: 50 }, /lockTimeoutMs must be an integer >= 100/],
     [{ maxPollIntervalMs: 20_000, sessionTimeoutMs: 10_000 }, /handlerTimeoutMs \(30000\) must be below maxPollIntervalMs \(20000\)/],
     [{ onOffsetOutOfRange: 'latest' as never }, /onOffsetOutOfRange must be 'earliest' or 'block'/],
     [{ partitionConcurrency: 0 }, /partitionConcurrency must be an integer >= 1/],

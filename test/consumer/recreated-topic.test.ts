@@ -184,3 +184,37 @@ describe('consumer: a recreated topic behind an offset without topic id', () => 
     expect([...(await effectCounts(pool, schema)).keys()].filter((k) => k.startsWith('history-'))).toEqual([]);
   });
 });
+
+describe('consumer: dead letters across topic incarnations', () => {
+  const { pool, admin, producer, consumers } = useTestServices();
+
+  it("a recreated topic's failing record gets a dead letter of its own and leaves the old log's one pending", { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const apply = effectHandler(schema);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 1,
+      handler: async (record, tx) => {
+        if (record.value!.toString().startsWith('bad')) throw new Error('bad record');
+        await apply(record, tx);
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    await producer.send(topic, [{ key: 'a', value: 'bad-old' }, { key: 'b', value: 'ok-old' }]);
+    await waitFor(async () => (await effectCounts(pool, schema)).has('ok-old'), { timeoutMs: 30_000 });
+    await recreate(admin, topic);
+    // Same offsets in the new log: 0 fails again, 1 is applied.
+    await producer.send(topic, [{ key: 'a', value: 'bad-new' }, { key: 'b', value: 'ok-new' }]);
+    await waitFor(async () => (await effectCounts(pool, schema)).has('ok-new'), { timeoutMs: 30_000 });
+    await consumer.stop();
+    const { rows } = await pool.query(`select convert_from(value, 'UTF8') as value, "offset"::int as "offset", replayed_at from "${schema}".dead_letters order by id`);
+    expect(rows.map((r) => [r.value, r.offset, r.replayed_at])).toEqual([
+      ['bad-old', 0, null],
+      ['bad-new', 0, null],
+    ]);
+  });
+});

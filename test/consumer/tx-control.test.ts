@@ -21,6 +21,8 @@ describe('transaction control in handler SQL', () => {
     // `$` and non-ASCII letters continue an identifier: `a$$b$` is one, not a dollar quote.
     ['select 1 as a$$b$; commit; select 2 as c$$b$', 'commit'],
     ['select 1 as é$b$; commit; select 2 as x$b$', 'commit'],
+    // Dollar-quote tags may hold non-ASCII letters.
+    ["select $é$ ' $é$; commit; select 'a'", 'commit'],
   ])('%j is refused as %s', (sql, refused) => {
     expect(transactionControlStatement(sql)).toBe(refused);
   });
@@ -45,5 +47,12 @@ describe('transaction control in handler SQL', () => {
     'select * from ending',
   ])('%j is allowed', (sql) => {
     expect(transactionControlStatement(sql)).toBeUndefined();
+  });
+});
+
+describe('transaction control with standard_conforming_strings off', () => {
+  it("a backslash escapes a quote in '…' then, so a COMMIT after it is seen", () => {
+    const sql = "select 'x\\' $$ '; commit; select $$ $$";
+    expect(transactionControlStatement(sql, { backslashEscapes: true })).toBe('commit');
   });
 });

@@ -15,7 +15,7 @@ select id from ${q}.dead_letters
 /** One pending dead letter of a group, read (not locked) to learn its record before claiming its inbox entry. */
 export function pendingDeadLetterSql(q: string): string {
   return `
-select id, topic, partition, "offset", key, value, headers, attempts
+select id, topic, partition, "offset", key, value, headers, attempts, topic_id
   from ${q}.dead_letters
  where id = $1::bigint and group_id = $2::text and replayed_at is null`;
 }

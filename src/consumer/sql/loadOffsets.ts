@@ -6,7 +6,7 @@
  */
 export function loadOffsetsSql(q: string): string {
   return `
-select o.topic, o.partition, o.next_offset, o.topic_id
+select o.topic, o.partition, o.next_offset, o.topic_id, o.updated_at::text as updated_at
   from ${q}.consumer_offsets o
   join unnest($2::text[], $3::int[]) as p(topic, partition)
     on p.topic = o.topic and p.partition = o.partition

@@ -5,13 +5,11 @@
  * holds the offset row, never an inbox row the new owner would queue behind unseen. The
  * wait is bounded by the `lock_timeout` set for this statement alone, and the holder's
  * transaction by the handler timeout (aborted at the database), so a new owner always gets
- * through. No row: an operator deleted it; the caller recreates it. `xact_start` (the
- * transaction's start, as pg_stat_activity shows it) lets an abort of this transaction
- * never hit another one on the same backend, or a backend that reused the pid.
+ * through. No row: an operator deleted it; the caller recreates it.
  */
 export function lockOffsetSql(q: string): string {
   return `
-select next_offset, topic_id, now()::text as xact_start from ${q}.consumer_offsets
+select next_offset, topic_id from ${q}.consumer_offsets
  where group_id = $1::text and topic = $2::text and partition = $3::int
    for update`;
 }
