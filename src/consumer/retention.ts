@@ -1,11 +1,12 @@
 import type pg from 'pg';
 import type { Logger } from '../log.js';
 import { sleep } from '../async.js';
+import { deleteInBatches } from '../db/batched-delete.js';
 import { purgeInboxSql } from './sql/purgeInbox.js';
 
 /**
  * Inbox retention: deletes a group's inbox rows older than `keepMs`, a bounded batch at a
- * time with a pause between batches, never one whose record could still be redelivered (see
+ * time (see {@link deleteInBatches}), never one whose record could still be redelivered (see
  * {@link purgeInboxSql}). Returns the rows deleted.
  */
 export async function purgeInbox(
@@ -16,14 +17,7 @@ export async function purgeInbox(
   signal: AbortSignal,
   logger: Logger,
 ): Promise<number> {
-  const sql = purgeInboxSql(q);
-  let total = 0;
-  while (!signal.aborted) {
-    const { rowCount } = await pool.query(sql, [groupId, options.keepMs, options.batchSize]);
-    total += rowCount ?? 0;
-    if ((rowCount ?? 0) < options.batchSize) break;
-    await sleep(20, signal);
-  }
+  const total = await deleteInBatches(pool, purgeInboxSql(q), [groupId, options.keepMs, options.batchSize], options.batchSize, signal);
   if (total > 0) logger.info({ deleted: total, keepMs: options.keepMs }, 'inbox retention removed applied outbox ids');
   return total;
 }

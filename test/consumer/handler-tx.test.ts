@@ -1,14 +1,11 @@
 import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
-import { HEADER } from '../../src/outbox/event.js';
 import { freshSchema } from '../helpers/db.js';
 import { freshTopic } from '../helpers/kafka.js';
 import { useTestServices } from '../helpers/services.js';
 import { waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, exactlyOnceReport, testConsumer } from './harness.js';
+import { createEffectsTable, effectCounts, exactlyOnceReport, testConsumer, relayed } from './harness.js';
 
-const relayed = (values: string[]) =>
-  values.map((v, i) => ({ key: v, value: v, headers: { [HEADER.outboxId]: String(i + 1), [HEADER.source]: 'orders-db' } }));
 
 async function deadLetters(pool: import('pg').Pool, schema: string): Promise<{ value: string; error: string; attempts: number }[]> {
   const { rows } = await pool.query(`select convert_from(value, 'UTF8') as value, error, attempts from "${schema}".dead_letters order by "offset"`);

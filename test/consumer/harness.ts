@@ -3,20 +3,12 @@ import { createConsumer, type Consumer, type ConsumerOptions, type RecordHandler
 import { createLogger } from '../../src/log.js';
 import { databaseUrl } from '../helpers/db.js';
 import { kafkaConnection } from '../helpers/kafka.js';
+import type { TestRecord } from '../helpers/produce.js';
 import { uniqueName } from '../helpers/wait.js';
+import { HEADER } from '../../src/outbox/event.js';
 
-/** Group-membership timings short enough for tests (the broker's minimum session is 6 s). */
-export const FAST_GROUP = {
-  sessionTimeoutMs: 6_000,
-  heartbeatIntervalMs: 1_000,
-  maxPollIntervalMs: 12_000,
-  handlerTimeoutMs: 5_000,
-  lockTimeoutMs: 2_000,
-  pollTimeoutMs: 200,
-  offsetCheckIntervalMs: 500,
-  retryMinDelayMs: 10,
-  retryMaxDelayMs: 50,
-} satisfies Partial<ConsumerOptions>;
+export { FAST_GROUP } from '../fixtures/timings.js';
+import { FAST_GROUP } from '../fixtures/timings.js';
 
 export const testLogger = createLogger({ level: process.env.LOG_LEVEL ?? 'silent' });
 
@@ -65,6 +57,11 @@ export async function effectCounts(pool: pg.Pool, schema: string): Promise<Map<s
 export async function effectTotal(pool: pg.Pool, schema: string): Promise<number> {
   const { rows } = await pool.query<{ n: string }>(`select count(*) as n from "${schema}".effects`);
   return Number(rows[0]!.n);
+}
+
+/** Records as the relay publishes them (outbox id from `firstId`, one source), so the inbox is in play; value = key = the given string. */
+export function relayed(values: string[], firstId = 1): TestRecord[] {
+  return values.map((v, i) => ({ key: v, value: v, headers: { [HEADER.outboxId]: String(firstId + i), [HEADER.source]: 'orders-db' } }));
 }
 
 /** Asserts-friendly summary: keys applied more than once, keys never applied. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { HEADER } from '../../src/outbox/event.js';
 import { cli } from '../helpers/cli.js';
 import { freshSchema } from '../helpers/db.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
+import { freshTopic } from '../helpers/kafka.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
 import { testConsumer } from './harness.js';
 import { useTestServices } from '../helpers/services.js';

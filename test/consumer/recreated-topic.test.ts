@@ -6,11 +6,9 @@ import { freshSchema } from '../helpers/db.js';
 import { freshTopic } from '../helpers/kafka.js';
 import { useTestServices } from '../helpers/services.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer, relayed } from './harness.js';
 import type { ConsumerEvents } from '../../src/consumer/index.js';
 
-const relayed = (values: string[], firstId: number) =>
-  values.map((v, i) => ({ key: v, value: v, headers: { [HEADER.outboxId]: String(firstId + i), [HEADER.source]: 'orders-db' } }));
 const range = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
 /** Deletes the topic and creates it again under the same name (a new incarnation, a new topic id). */

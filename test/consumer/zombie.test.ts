@@ -1,15 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { HEADER } from '../../src/outbox/event.js';
 import { databaseUrl, freshSchema } from '../helpers/db.js';
 import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
 import { FixtureProcess } from '../helpers/process.js';
 import { useTestServices } from '../helpers/services.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer, relayed } from './harness.js';
 
-/** Records as the relay publishes them: with outbox id and source, so the inbox is in play. */
-const relayed = (values: string[], first = 1) =>
-  values.map((v, i) => ({ key: v, value: v, headers: { [HEADER.outboxId]: String(first + i), [HEADER.source]: 'orders-db' } }));
 
 describe('consumer: stuck handlers and zombies', () => {
   const { pool, admin, producer, consumers } = useTestServices();
