@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { OwnBroker } from '../helpers/broker.js';
 import { databaseUrl, freshSchema } from '../helpers/db.js';
 import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
+import { TestProducer } from '../helpers/produce.js';
 import { FixtureProcess } from '../helpers/process.js';
 import { useTestServices } from '../helpers/services.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
@@ -101,6 +104,68 @@ describe('consumer: stuck handlers and zombies', () => {
       await owner.stop();
     } finally {
       await zombie.kill();
+    }
+  });
+
+  it('a member that loses its group session while a handler runs aborts the batch at the database at once, and commits nothing of it', { timeout: 120_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const broker = new OwnBroker(19492, 19493);
+    await broker.start();
+    const own = kafkaConnection(broker.brokers);
+    const ownAdmin = new KafkaAdmin(own);
+    const ownProducer = await TestProducer.connect(own);
+    const topic = await freshTopic(ownAdmin, 1);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let holding = false;
+    const late: { code?: string }[] = [];
+    const apply = effectHandler(schema);
+    const consumer = testConsumer({
+      schema,
+      brokers: broker.brokers,
+      topics: [topic],
+      // The session (6 s) runs out long before the handler's own limit (12 s).
+      maxPollIntervalMs: 30_000,
+      handlerTimeoutMs: 12_000,
+      handler: async (record, tx) => {
+        await apply(record, tx);
+        if (record.value?.toString() !== 'r2' || holding) return;
+        holding = true;
+        await gate;
+        await apply(record, tx).catch((err: { code?: string }) => late.push(err));
+      },
+    });
+    try {
+      consumers.push(consumer);
+      const aborted: string[] = [];
+      consumer.on('aborted', (e) => aborted.push(e.reason));
+      await consumer.start();
+      const values = ['r0', 'r1', 'r2', 'r3'];
+      await ownProducer.send(topic, relayed(values));
+      await waitFor(() => holding, { timeoutMs: 30_000, message: 'handler holding r2' });
+      // The coordinator stops answering: librdkafka declares the assignment lost after the session timeout.
+      broker.pause();
+      try {
+        await waitFor(() => aborted.includes('revoked'), { timeoutMs: 20_000, message: 'batch aborted as revoked' });
+        // Nothing of the batch (r0, r1 and r2 shared its transaction) committed.
+        expect((await effectCounts(pool, schema)).size).toBe(0);
+      } finally {
+        broker.resume();
+      }
+      release();
+      await waitFor(() => late.length === 1, { timeoutMs: 10_000, message: 'the late write was refused' });
+      expect(late[0]!.code).toBe('TX_CLOSED');
+      // Back in the group, the member applies everything, once.
+      await waitFor(async () => (await effectCounts(pool, schema)).size === values.length, { timeoutMs: 60_000, message: 'all applied after the session came back' });
+      await consumer.stop();
+      expect(exactlyOnceReport(await effectCounts(pool, schema), values)).toEqual({ duplicates: [], missing: [], unexpected: [] });
+      expect(aborted).not.toContain('handler-timeout');
+    } finally {
+      await consumer.stop();
+      await ownProducer.close();
+      ownAdmin.close();
+      await broker.stop();
     }
   });
 });

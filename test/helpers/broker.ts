@@ -31,11 +31,24 @@ export class OwnBroker {
 
   /** Kills the broker process outright (no controlled shutdown) and waits until it is gone. */
   async kill(): Promise<void> {
-    process.kill(Number(readFileSync(join(this.dir, 'broker.pid'), 'utf8')), 'SIGKILL');
+    process.kill(this.pid(), 'SIGKILL');
     await waitFor(async () => (await run('bash', [script, 'status', this.dir]).then(() => false, () => true)), {
       timeoutMs: 30_000,
       message: 'broker process gone',
     });
+  }
+
+  /** Freezes the broker process (SIGSTOP): connections stay open and nothing answers, as in a network partition. */
+  pause(): void {
+    process.kill(this.pid(), 'SIGSTOP');
+  }
+
+  resume(): void {
+    process.kill(this.pid(), 'SIGCONT');
+  }
+
+  private pid(): number {
+    return Number(readFileSync(join(this.dir, 'broker.pid'), 'utf8'));
   }
 
   async stop(): Promise<void> {
