@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import { RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
 import { readGroupSql, registerGroupSql } from './sql/leases.js';
+import { unsentTopicsSql } from './sql/unsentTopics.js';
 import { readSourceSql } from './sql/source.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { purgeSentRows } from './retention.js';
@@ -199,9 +200,7 @@ export class Relay {
   }
 
   private async checkTargetTopics(pool: pg.Pool, cache: TopicCache): Promise<TopicReport> {
-    const { rows } = await pool.query<{ topic: string }>(
-      `select distinct topic from ${this.options.sqlSchema}.messages where state <> 'sent' limit 1000`,
-    );
+    const { rows } = await pool.query<{ topic: string }>(unsentTopicsSql(this.options.sqlSchema));
     const report = await checkTopics(cache, rows.map((r) => r.topic), this.log);
     if (this.options.strict && (report.missing.length > 0 || report.unsafe.length > 0)) {
       const problems = [...report.missing.map((t) => `${t}: missing`), ...report.unsafe.map((u) => `${u.topic}: ${u.problem}`)];

@@ -4,6 +4,8 @@ import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { outboxTables } from '../../src/db/schema.js';
+import { MAX_SCHEMA_LENGTH } from '../../src/db/identifiers.js';
+import { enqueue } from '../../src/outbox/enqueue.js';
 import { testPool } from '../helpers/db.js';
 import { uniqueName } from '../helpers/wait.js';
 
@@ -68,5 +70,23 @@ describe('migrate', () => {
     await migrate({ db: pool, schema });
     await pool.query(`insert into "${schema}".migrations (id, name) values (9999, '9999_future')`);
     await expect(migrate({ db: pool, schema })).rejects.toMatchObject({ code: 'MIGRATION_FAILED' });
+  });
+
+  it('a schema name too long for its NOTIFY channel is refused at migrate; the longest allowed one takes inserts', async () => {
+    const tooLong = `t_${'x'.repeat(MAX_SCHEMA_LENGTH - 1)}`;
+    await expect(migrate({ db: pool, schema: tooLong })).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('NOTIFY channel') });
+    const longest = `t_${'y'.repeat(MAX_SCHEMA_LENGTH - 2)}`;
+    expect(longest).toHaveLength(MAX_SCHEMA_LENGTH);
+    await migrate({ db: pool, schema: longest });
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      // The insert trigger notifies `<schema>.messages`: it must not fail for being too long.
+      await enqueue(client, { topic: 'orders', key: 'k', payload: 'p' }, { schema: longest });
+      await client.query('commit');
+    } finally {
+      client.release();
+    }
+    expect((await pool.query(`select count(*)::int as n from "${longest}".messages`)).rows[0].n).toBe(1);
   });
 });
