@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import type { TopicPartition } from '@confluentinc/kafka-javascript';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
@@ -154,6 +155,15 @@ export class Consumer {
     this.admin?.close();
     if (!this.options.pool) await this.pool?.end();
     this.logger.info('consumer stopped');
+  }
+
+  /** What printing a consumer shows: its group, partitions and redacted options, never its pool or clients. */
+  toJSON(): Record<string, unknown> {
+    return { groupId: this.options.groupId, topics: this.options.topics, assignment: this.assignment(), options: this.options };
+  }
+
+  [inspect.custom](): Record<string, unknown> {
+    return { ...this.toJSON(), options: (this.options as unknown as { toJSON(): unknown }).toJSON() };
   }
 
   /** Partitions this member owns now. */

@@ -3,7 +3,7 @@ import type { Registry } from 'prom-client';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { OptionsError } from '../errors.js';
 import type { KafkaProperties } from '../kafka/config.js';
-import type { Logger } from '../log.js';
+import { printableOptions, type Logger } from '../log.js';
 import type { ConsumedRecord } from './record.js';
 import type { HandlerTx } from './transaction.js';
 
@@ -274,7 +274,7 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
           batchSize: positiveInt('inboxRetention.batchSize', input.inboxRetention?.batchSize ?? retention.batchSize),
         };
   if (input.pool !== undefined && input.poolSize !== undefined) throw new OptionsError('poolSize applies to the pool the consumer creates; size your own pool yourself');
-  return {
+  return printableOptions({
     databaseUrl: input.databaseUrl,
     pool: input.pool,
     brokers: input.brokers,
@@ -308,5 +308,5 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
     watchdogIntervalMs: positiveInt('watchdogIntervalMs', input.watchdogIntervalMs ?? CONSUMER_DEFAULTS.watchdogIntervalMs),
     stallTimeoutMs: positiveInt('stallTimeoutMs', input.stallTimeoutMs ?? CONSUMER_DEFAULTS.stallTimeoutMs, 0),
     commitToKafka: input.commitToKafka ?? CONSUMER_DEFAULTS.commitToKafka,
-  };
+  });
 }

@@ -4,7 +4,7 @@ import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { OptionsError } from '../errors.js';
 import { checkProducerOverrides, PRODUCER_PRESETS, type KafkaConnection, type ProducerPreset } from '../kafka/config.js';
 import { validateTopic } from '../outbox/validate.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, printableOptions, type Logger } from '../log.js';
 
 export interface RelayOptions {
   /** PostgreSQL connection string. Either this or `pool`. */
@@ -133,7 +133,7 @@ export function resolveRelayOptions(input: RelayOptions): ResolvedRelayOptions {
           intervalMs: positiveInt('retention.intervalMs', input.retention?.intervalMs, DEFAULTS.retention.intervalMs),
           batchSize: positiveInt('retention.batchSize', input.retention?.batchSize, DEFAULTS.retention.batchSize, 100_000),
         };
-  return {
+  return printableOptions({
     databaseUrl: input.databaseUrl,
     pool: input.pool,
     connection: { brokers: input.brokers, clientId: input.kafka?.clientId ?? `outbox-relay-${group}`, properties: input.kafka?.properties },
@@ -157,5 +157,5 @@ export function resolveRelayOptions(input: RelayOptions): ResolvedRelayOptions {
     retention,
     relayId: input.relayId ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
     logger: input.logger ?? createLogger(),
-  };
+  });
 }

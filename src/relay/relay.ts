@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import type pg from 'pg';
 import { loadMigrations } from '../db/migrate.js';
 import { createPool } from '../db/pool.js';
@@ -279,6 +280,15 @@ export class Relay {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
+  }
+
+  /** What printing a relay shows: its identity and redacted options, never its pool or clients. */
+  toJSON(): Record<string, unknown> {
+    return { group: this.options.group, relayId: this.options.relayId, shards: this.shards, options: this.options };
+  }
+
+  [inspect.custom](): Record<string, unknown> {
+    return { ...this.toJSON(), options: (this.options as unknown as { toJSON(): unknown }).toJSON() };
   }
 }
 
