@@ -5,6 +5,7 @@ import { createPool } from '../db/pool.js';
 import { OptionsError, OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import { isKafkaError, KAFKA_CODES } from '../kafka/errors.js';
+import { TransactionalProducer } from '../kafka/producer.js';
 import type { Logger } from '../log.js';
 import { RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
@@ -75,6 +76,7 @@ export class Relay {
     const source = await this.readSource(this.pool);
     this.admin = new KafkaAdmin(o.connection);
     const checkpointPartitions = await this.ensureCheckpointTopic(this.admin);
+    await this.probeTransactions();
     const topics = new TopicCache(this.admin);
     this.topicReport = await this.checkTargetTopics(this.pool, topics);
 
@@ -197,6 +199,40 @@ export class Relay {
         throw new OutboxError('KAFKA_ERROR', `checkpoint topic ${o.checkpointTopic} is not usable: ${description?.error?.message ?? 'missing'}`);
       }
       await sleep(100, this.controller.signal);
+    }
+  }
+
+  /**
+   * Some producer settings are refused by the brokers only when a transactional producer
+   * initialises: a `transactionTimeoutMs` above their `transaction.max.timeout.ms`, a
+   * transactional id the principal may not use. Every shard would then fail forever after a
+   * "successful" start, so one producer under the group's probe id is initialised first.
+   */
+  private async probeTransactions(): Promise<void> {
+    const o = this.options;
+    const producer = new TransactionalProducer({
+      connection: o.connection,
+      transactionalId: `${o.group}-probe`,
+      preset: o.preset,
+      transactionTimeoutMs: o.transactionTimeoutMs,
+    });
+    try {
+      await producer.connect(o.transactionOperationTimeoutMs);
+      await producer.init(o.transactionOperationTimeoutMs);
+    } catch (err) {
+      const code = (err as { cause?: { code?: unknown } }).cause?.code;
+      if (code === KAFKA_CODES.ERRORS.ERR_INVALID_TRANSACTION_TIMEOUT) {
+        throw new OptionsError(
+          `transactionTimeoutMs (${o.transactionTimeoutMs}) is above the brokers' transaction.max.timeout.ms: lower it ` +
+            '(the brokers default to 900000), or raise transaction.max.timeout.ms on the brokers',
+        );
+      }
+      if (code === KAFKA_CODES.ERRORS.ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED || code === KAFKA_CODES.ERRORS.ERR_CLUSTER_AUTHORIZATION_FAILED) {
+        throw new OutboxError('KAFKA_ERROR', `the Kafka principal may not use transactional ids ${o.group}-*: grant it WRITE and DESCRIBE on them`, { cause: err });
+      }
+      throw err;
+    } finally {
+      await producer.disconnect().catch(() => undefined);
     }
   }
 

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { createRelay } from '../../src/relay/relay.js';
 import { unsentTopicsSql } from '../../src/relay/sql/unsentTopics.js';
 import { freshSchema } from '../helpers/db.js';
+import { testRelayOptions } from '../helpers/relay.js';
 import { useTestServices } from '../helpers/services.js';
 
 describe('relay start-up', () => {
@@ -20,5 +22,17 @@ describe('relay start-up', () => {
     const plan = JSON.stringify((await pool.query(`explain (format json) ${unsentTopicsSql(schema)}`)).rows[0]['QUERY PLAN']);
     expect(plan).toContain('messages_publishable_idx');
     expect(plan).not.toContain('"Seq Scan"');
+  });
+});
+
+describe('relay start-up against what the brokers refuse', () => {
+  const { pool } = useTestServices();
+
+  it('a transaction timeout above the brokers\' limit fails start() with an actionable error instead of failing every shard forever', async () => {
+    const schema = await freshSchema(pool);
+    const relay = createRelay(testRelayOptions(schema, { transactionTimeoutMs: 1_000_000 }));
+    await expect(relay.start()).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('transaction.max.timeout.ms') });
+    expect(relay.shards).toEqual([]);
+    await relay.stop();
   });
 });
