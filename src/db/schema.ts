@@ -38,6 +38,8 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
     sentAt: timestamp('sent_at', { withTimezone: true }),
     kafkaPartition: integer('kafka_partition'),
     kafkaOffset: bigint('kafka_offset', { mode: 'bigint' }),
+    // Held back behind an earlier failed or dead row of its key (migrations/0006_held_rows.sql).
+    held: boolean('held').notNull().default(false),
   });
 
   // Consumer side (migrations/0003_consumer.sql).

@@ -1,30 +1,102 @@
 /**
- * The next rows of one shard, in id order, that may be published now.
+ * The next rows of one shard, in id order, that may be published now, and no more bytes
+ * of them than one transaction carries.
  *
- * - Only pending or failed rows whose attempt is due (the partial index on publishable ids
- *   keeps the scan short however many sent or dead rows are retained).
+ * - Publishable: pending rows, and failed rows whose retry is due. A pending row is due
+ *   whatever its `next_attempt_at` says (an operator who sets a dead row back to pending
+ *   means "publish it now"); only a failed row waits for its backoff.
  * - Shard of a row: a stable hash of its key modulo the shard count, so a key always has
  *   one owner; rows without a key spread by id.
- * - Per-key order: a row is held back while an EARLIER row of its key is failed (waiting
- *   for, or due for, its retry) or dead. A due failed row is itself in the result; the
- *   rows after it wait for the next batch, so a retry can never be overtaken.
- * No row locks are taken: a shard has one lease holder, and Kafka's transactional fencing
- * stops a former holder that has not noticed yet.
+ * - Per-key order: a row is blocked while an EARLIER row of its key is failed, dead or
+ *   held. Every earlier pending row of the key is either blocked too or comes first in
+ *   this very scan (same key, same shard, id order), so a row is never published before
+ *   an earlier unsent row of its key, whatever state an operator put that row in. A due
+ *   failed row is itself in the result; the rows after it are blocked until it is sent.
+ * - Blocked rows met by the scan are marked `held` in the same statement, which takes
+ *   them out of the index the scan walks: however long the backlog behind a blocked key,
+ *   each of its rows is read once, not by every claim (releaseHeldSql lets them go).
+ *   `$4` bounds the rows of this shard one claim looks at, held ones included.
+ * - Size: the payloads of rows beyond the byte budget `$5` are never read. The estimate
+ *   (lengths from the row, relay headers at their largest) is an upper bound of the
+ *   record's size, so the relay's exact cut keeps what was read. The first row is
+ *   always returned, so one too large for any transaction is seen (and marked dead).
+ * No row locks are taken for publishing: a shard has one lease holder, and Kafka's
+ * transactional fencing stops a former holder that has not noticed yet.
+ *
+ * Returns one row with `held` and null columns when nothing may be published.
  */
 export function claimBatchSql(schema: string): string {
   return `
-select m.id, m.topic, m.key, m.payload, m.headers, m.event_type, m.aggregate_type, m.aggregate_id,
-       m.schema_version, m.traceparent, m.created_at, m.attempts
-  from ${schema}.messages m
- where m.state in ('pending', 'failed')
-   and m.next_attempt_at <= now()
-   and (case when m.key is null then m.id % $1::int
-             else (hashtext(m.key) & 2147483647) % $1::int end) = $2::int
-   and (m.key is null or not exists (
-         select 1 from ${schema}.messages e
-          where e.key = m.key and e.id < m.id and e.state in ('failed', 'dead')))
- order by m.id
- limit $3::int`;
+with scan as materialized (
+  select m.id,
+         coalesce(octet_length(m.payload), 0) + coalesce(octet_length(m.key), 0) + octet_length(m.headers::text)
+           + coalesce(octet_length(m.event_type), 0) + coalesce(octet_length(m.aggregate_type), 0)
+           + coalesce(octet_length(m.aggregate_id), 0) + coalesce(octet_length(m.traceparent), 0) + 400 as bytes,
+         m.key is not null and (
+           exists (select 1 from ${schema}.messages e
+                    where e.key = m.key and e.id < m.id and e.state in ('failed', 'dead'))
+           or exists (select 1 from ${schema}.messages e
+                       where e.key = m.key and e.id < m.id and e.held)) as blocked
+    from ${schema}.messages m
+   where m.state in ('pending', 'failed')
+     and not m.held
+     and (m.state = 'pending' or m.next_attempt_at <= now())
+     and (case when m.key is null then m.id % $1::int
+               else (hashtext(m.key) & 2147483647) % $1::int end) = $2::int
+   order by m.id
+   limit $4::int
+), held as (
+  update ${schema}.messages m
+     set held = true
+    from scan s
+   where s.blocked and m.id = s.id and m.state in ('pending', 'failed')
+  returning m.id
+), picked as (
+  select s.id, row_number() over w as n, sum(s.bytes) over w as running
+    from scan s
+   where not s.blocked
+  window w as (order by s.id)
+)
+select (select count(*)::int from held) as held,
+       m.id, m.topic, m.key, m.payload, m.headers, m.event_type, m.aggregate_type, m.aggregate_id,
+       m.schema_version, m.traceparent, m.created_at, m.attempts, m.state
+  from (select 1) one
+  left join (picked p join ${schema}.messages m on m.id = p.id)
+    on p.n <= $3::int and (p.n = 1 or p.running <= $5::bigint)
+ order by m.id`;
+}
+
+/**
+ * Lets held rows go once nothing earlier of their key blocks them: for each key with held
+ * rows (a skip scan over the small index of held rows, so the cost follows the number of
+ * held keys, not held rows), the rows before the key's first failed or dead row. Run by
+ * every relay now and then, and after a batch that sent a row that had failed before.
+ */
+export function releaseHeldSql(schema: string): string {
+  return `
+with recursive keys as (
+  (select m.key from ${schema}.messages m where m.held order by m.key limit 1)
+  union all
+  select (select m.key from ${schema}.messages m where m.held and m.key > keys.key order by m.key limit 1)
+    from keys
+   where keys.key is not null
+), barrier as (
+  select k.key,
+         (select min(e.id) from ${schema}.messages e where e.key = k.key and e.state in ('failed', 'dead')) as first_blocker
+    from keys k
+   where k.key is not null
+), released as (
+  update ${schema}.messages m
+     set held = false
+    from barrier b
+   where m.held and m.key = b.key and (b.first_blocker is null or m.id < b.first_blocker)
+  returning m.id
+), keyless as (
+  -- Only by hand: a row without a key has no order to keep.
+  update ${schema}.messages m set held = false where m.held and m.key is null
+  returning m.id
+)
+select (select count(*)::int from released) + (select count(*)::int from keyless) as released`;
 }
 
 export interface ClaimedRow {
@@ -40,4 +112,5 @@ export interface ClaimedRow {
   traceparent: string | null;
   created_at: Date;
   attempts: number;
+  state: 'pending' | 'failed';
 }

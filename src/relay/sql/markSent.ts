@@ -1,8 +1,9 @@
 /**
  * Marks the rows a committed Kafka transaction carried as sent, and advances the shard's
  * checkpoint cursor, in one statement (so one transaction). Rows already sent are left
- * alone, which makes replaying a checkpoint harmless. `greatest` keeps the cursor from
- * moving backwards if a slow former owner marks late.
+ * alone, which makes replaying a checkpoint harmless. Within one incarnation of the
+ * checkpoint topic (`$8`, its topic id) `greatest` keeps the cursor from moving backwards
+ * if a slow former owner marks late; an offset of another incarnation replaces it.
  */
 export function markSentSql(schema: string): string {
   return `
@@ -10,14 +11,16 @@ with sent as (
   select * from unnest($1::bigint[], $2::int[], $3::bigint[]) as s(id, kafka_partition, kafka_offset)
 ), updated as (
   update ${schema}.messages m
-     set state = 'sent', sent_at = now(), attempts = m.attempts + 1, last_error = null,
+     set state = 'sent', sent_at = now(), attempts = m.attempts + 1, last_error = null, held = false,
          kafka_partition = s.kafka_partition, kafka_offset = s.kafka_offset
     from sent s
    where m.id = s.id and m.state <> 'sent'
   returning m.id
 )
 update ${schema}.relay_shards
-   set checkpoint_offset = greatest(checkpoint_offset, $6::bigint),
+   set checkpoint_offset = case when checkpoint_topic_id is not distinct from $8::text
+                                then greatest(checkpoint_offset, $6::bigint) else $6::bigint end,
+       checkpoint_topic_id = $8::text,
        checkpoint_partition = $7::int,
        updated_at = now()
  where relay_group = $4::text and shard = $5::int
