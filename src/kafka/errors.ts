@@ -69,6 +69,12 @@ export function classifyKafkaError(err: unknown): KafkaFailureKind {
   return 'transient';
 }
 
+/** The broker or producer refused a record (or the batch holding it) for its size. */
+export function isRecordTooLarge(err: unknown): boolean {
+  if (err instanceof OutboxError && err.cause !== undefined) return isRecordTooLarge(err.cause);
+  return isKafkaError(err) && [E.ERR_MSG_SIZE_TOO_LARGE, E.ERR_RECORD_LIST_TOO_LARGE, E.ERR_INVALID_MSG_SIZE].includes(err.code);
+}
+
 export function isFencedError(err: unknown): boolean {
   if (err instanceof OutboxError && err.cause !== undefined) return isFencedError(err.cause);
   return isKafkaError(err) && [E.ERR__FENCED, E.ERR_PRODUCER_FENCED, E.ERR_INVALID_PRODUCER_EPOCH].includes(err.code);

@@ -48,3 +48,51 @@ export const HEADER = {
 
 /** The names of {@link HEADER}, lower case; compare with a name's `toLowerCase()`. */
 export const RESERVED_HEADERS: ReadonlySet<string> = new Set(Object.values(HEADER));
+
+/** What the relay turns into a record's headers: its own ones, then the row's. */
+export interface HeaderFields {
+  id: string;
+  source: string;
+  createdAt: string;
+  eventType: string | null;
+  aggregateType: string | null;
+  aggregateId: string | null;
+  schemaVersion: number | null;
+  traceparent: string | null;
+  headers: Record<string, string>;
+}
+
+/**
+ * A record's headers in the order the relay writes them: {@link HEADER}s first, then the
+ * row's own. A row header with a reserved name (any letter case) is left out and reported
+ * in `dropped`, so the relay's values are the only ones of those names on the record.
+ */
+export function recordHeaders(fields: HeaderFields): { headers: Array<[string, string]>; dropped: string[] } {
+  const headers: Array<[string, string]> = [
+    [HEADER.outboxId, fields.id],
+    [HEADER.source, fields.source],
+    [HEADER.createdAt, fields.createdAt],
+  ];
+  if (fields.eventType !== null) headers.push([HEADER.eventType, fields.eventType]);
+  if (fields.aggregateType !== null) headers.push([HEADER.aggregateType, fields.aggregateType]);
+  if (fields.aggregateId !== null) headers.push([HEADER.aggregateId, fields.aggregateId]);
+  if (fields.schemaVersion !== null) headers.push([HEADER.schemaVersion, String(fields.schemaVersion)]);
+  if (fields.traceparent !== null) headers.push([HEADER.traceparent, fields.traceparent]);
+  const dropped: string[] = [];
+  for (const [name, value] of Object.entries(fields.headers)) {
+    if (RESERVED_HEADERS.has(name.toLowerCase())) dropped.push(name);
+    else headers.push([name, String(value)]);
+  }
+  return { headers, dropped };
+}
+
+/**
+ * The relay's header values at their largest, for sizing a record before its row exists:
+ * the largest bigint id, the longest source id `outbox_source` allows (200 characters;
+ * the default, a UUID, has 36) and a timestamp.
+ */
+export const LARGEST_RELAY_FIELDS = {
+  id: '9223372036854775807',
+  source: 'x'.repeat(200),
+  createdAt: '2000-01-01T00:00:00.000Z',
+} as const;

@@ -1,18 +1,13 @@
 import { ValidationError } from '../errors.js';
-import { RESERVED_HEADERS, type OutboxEvent } from './event.js';
+import { DEFAULT_MAX_RECORD_BYTES, recordBytes, tooLargeMessage } from '../kafka/record-size.js';
+import { LARGEST_RELAY_FIELDS, recordHeaders, RESERVED_HEADERS, type OutboxEvent } from './event.js';
 
-/** Kafka's own default limit (`message.max.bytes`) less room for record overhead. */
-export const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000;
+/** The relay's default limit: the producer's default `message.max.bytes`. */
+export const DEFAULT_MAX_MESSAGE_BYTES = DEFAULT_MAX_RECORD_BYTES;
 
 const TOPIC_RE = /^[A-Za-z0-9._-]{1,249}$/;
 const TRACEPARENT_RE = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
 const MAX_META_LENGTH = 1024;
-/**
- * The relay's `outbox-source` header. The source id is not known here, so this counts the
- * longest one the outbox_source CHECK allows (200 characters; the default is a 36-character
- * UUID).
- */
-const SOURCE_HEADER_BYTES = 16 + 200;
 
 /** An event after validation, in the shape of the `messages` columns. */
 export interface EncodedEvent {
@@ -108,14 +103,21 @@ function validateTraceparent(value: unknown, index: number | undefined): string 
   return value as string;
 }
 
-/** Bytes a record will take on the wire, short of Kafka's per-record framing. */
+/**
+ * The size the relay will compute for this event's record (the one size rule,
+ * {@link recordBytes}), with the relay's own header values at their largest.
+ */
 export function encodedSize(event: EncodedEvent): number {
-  let size = (event.key === null ? 0 : Buffer.byteLength(event.key)) + (event.payload?.length ?? 0);
-  for (const [name, value] of Object.entries(event.headers)) size += Buffer.byteLength(name) + Buffer.byteLength(value);
-  for (const value of [event.eventType, event.aggregateType, event.aggregateId, event.traceparent]) {
-    if (value !== null) size += 16 + Buffer.byteLength(value);
-  }
-  return size + 64 + SOURCE_HEADER_BYTES; // 64: outbox-id, created-at, schema-version headers
+  const { headers } = recordHeaders({
+    ...LARGEST_RELAY_FIELDS,
+    eventType: event.eventType,
+    aggregateType: event.aggregateType,
+    aggregateId: event.aggregateId,
+    schemaVersion: event.schemaVersion,
+    traceparent: event.traceparent,
+    headers: event.headers,
+  });
+  return recordBytes(event.key, event.payload, headers);
 }
 
 /**
@@ -154,7 +156,7 @@ export function validateEvent(event: unknown, options: { maxMessageBytes: number
   if (size > options.maxMessageBytes) {
     throw new ValidationError(
       'payload',
-      `record would be ${size} bytes, over the limit of ${options.maxMessageBytes} (option maxMessageBytes); store large bodies elsewhere and send a reference`,
+      `${tooLargeMessage(size, options.maxMessageBytes)} (enqueue option maxMessageBytes, which must equal the relay's limit)`,
       index,
     );
   }

@@ -1,6 +1,6 @@
-import type { MessageHeader } from '@confluentinc/kafka-javascript';
 import type { Logger } from '../log.js';
-import { HEADER, RESERVED_HEADERS } from '../outbox/event.js';
+import { recordHeaders } from '../outbox/event.js';
+import { recordBytes } from '../kafka/record-size.js';
 import type { ProduceRecord } from '../kafka/producer.js';
 import type { ClaimedRow } from './sql/claimBatch.js';
 
@@ -15,30 +15,22 @@ import type { ClaimedRow } from './sql/claimBatch.js';
  * names (never the values) are logged once per row.
  */
 export function toRecord(row: ClaimedRow, source: string, log: Logger): ProduceRecord {
-  const headers: MessageHeader[] = [
-    { [HEADER.outboxId]: String(row.id) },
-    { [HEADER.source]: source },
-    { [HEADER.createdAt]: row.created_at.toISOString() },
-  ];
-  if (row.event_type !== null) headers.push({ [HEADER.eventType]: row.event_type });
-  if (row.aggregate_type !== null) headers.push({ [HEADER.aggregateType]: row.aggregate_type });
-  if (row.aggregate_id !== null) headers.push({ [HEADER.aggregateId]: row.aggregate_id });
-  if (row.schema_version !== null) headers.push({ [HEADER.schemaVersion]: String(row.schema_version) });
-  if (row.traceparent !== null) headers.push({ [HEADER.traceparent]: row.traceparent });
-  const dropped: string[] = [];
-  for (const [name, value] of Object.entries(row.headers ?? {})) {
-    if (RESERVED_HEADERS.has(name.toLowerCase())) dropped.push(name);
-    else headers.push({ [name]: String(value) });
-  }
+  const { headers, dropped } = recordHeaders({
+    id: String(row.id),
+    source,
+    createdAt: row.created_at.toISOString(),
+    eventType: row.event_type,
+    aggregateType: row.aggregate_type,
+    aggregateId: row.aggregate_id,
+    schemaVersion: row.schema_version,
+    traceparent: row.traceparent,
+    headers: row.headers ?? {},
+  });
   if (dropped.length > 0) log.warn({ id: row.id, headers: dropped }, 'row headers with names the relay sets were dropped');
-  return { topic: row.topic, key: row.key, value: row.payload, headers };
+  return { topic: row.topic, key: row.key, value: row.payload, headers: headers.map(([name, value]) => ({ [name]: value })) };
 }
 
-/** Approximate bytes of a record, for the size pre-check (every header counts, `outbox-source` too). */
+/** The record's size under the one size rule (see recordBytes). */
 export function recordSize(record: ProduceRecord): number {
-  let size = (record.key === null ? 0 : Buffer.byteLength(record.key)) + (record.value?.length ?? 0) + 70;
-  for (const header of record.headers) {
-    for (const [name, value] of Object.entries(header)) size += Buffer.byteLength(name) + (typeof value === 'string' ? Buffer.byteLength(value) : value.length) + 2;
-  }
-  return size;
+  return recordBytes(record.key, record.value, record.headers.flatMap((h) => Object.entries(h) as Array<[string, string | Buffer]>));
 }

@@ -147,7 +147,7 @@ describe('enqueue', () => {
       enqueue(client, { topic: 't', payload: 'x'.repeat(600) }, { schema, maxMessageBytes: 500 }).catch((e: unknown) => e),
     );
     expect(error).toMatchObject({ code: 'INVALID_EVENT', field: 'payload' });
-    expect((error as Error).message).toMatch(/over the limit of 500/);
+    expect((error as Error).message).toMatch(/exceeds the limit of 500 bytes/);
   });
 
   it('plain SQL can insert with every other column defaulted; CHECK constraints refuse illegal topics', async () => {

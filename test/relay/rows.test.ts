@@ -1,9 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
+import { createLogger } from '../../src/log.js';
+import { encodedSize, validateEvent } from '../../src/outbox/validate.js';
+import { recordSize, toRecord } from '../../src/relay/records.js';
 import { freshSchema, inTransaction } from '../helpers/db.js';
 import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, startRelay, waitAllSent } from '../helpers/relay.js';
+import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
+import { createRelay } from '../../src/relay/relay.js';
 import { waitFor } from '../helpers/wait.js';
 import { useTestServices } from '../helpers/services.js';
 
@@ -61,7 +65,7 @@ describe('relay and the rows it is given', () => {
     }
   });
 
-  it('an oversized payload and an unknown topic end dead with a readable error; other keys flow; later rows of those keys wait', async () => {
+  it('a payload larger than any record ends dead at once and an unknown topic dead after its retries with a readable error; other keys flow; later rows of those keys wait', async () => {
     const schema = await freshSchema(pool);
     const topic = await freshTopic(admin, 3);
     const relay = await startRelay(schema, { maxAttempts: 3, rowBackoff: { minMs: 100, maxMs: 200 } });
@@ -87,8 +91,9 @@ describe('relay and the rows it is given', () => {
       await waitFor(async () => (await pool.query(`select count(*)::int as n from ${schema}.messages where state = 'sent'`)).rows[0].n === 50);
       const { rows } = await pool.query(`select id::text, state, attempts, last_error from ${schema}.messages order by id`);
       const byId = new Map(rows.map((r) => [r.id, r]));
-      expect(byId.get(big)).toMatchObject({ state: 'dead', attempts: 3 });
-      expect(byId.get(big).last_error).toMatch(/exceeds the producer limit/);
+      // Too large for any record: dead at once, no retries.
+      expect(byId.get(big)).toMatchObject({ state: 'dead', attempts: 1 });
+      expect(byId.get(big).last_error).toMatch(/exceeds the limit of 1000000 bytes \(producer message.max.bytes\)/);
       expect(byId.get(lost)).toMatchObject({ state: 'dead', attempts: 3 });
       expect(byId.get(lost).last_error).toMatch(/unknown topic no-such-topic-anywhere/);
       // Later rows of the same keys are held back behind the dead rows.
@@ -102,32 +107,108 @@ describe('relay and the rows it is given', () => {
     }
   });
 
-  it('a record the broker refuses (topic max.message.bytes) is isolated; the rest of its batch is published', async () => {
+  it('a record the broker refuses (topic max.message.bytes) is tried alone and ends dead; the rest of its shard flows in full batches', async () => {
     const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1, { 'max.message.bytes': '2000' });
-    const good = await inTransaction(pool, (client) =>
+    // Larger than the producer's batches, smaller than the record below.
+    const topic = await freshTopic(admin, 1, { 'max.message.bytes': '200000' });
+    const small = (n: number, from: number) => Array.from({ length: n }, (_, i) => ({ topic, key: `k${(from + i) % 10}`, payload: `small ${from + i}` }));
+    const ids = await inTransaction(pool, (client) =>
       enqueue(
         client,
         [
-          { topic, key: 'x', payload: 'small 1' },
+          ...small(150, 0),
           // Random bytes: compression cannot bring them under the topic's limit.
-          { topic, key: 'y', payload: randomBytes(10_000) },
-          { topic, key: 'z', payload: 'small 2' },
+          { topic, key: 'y', payload: randomBytes(300_000) },
+          ...small(150, 150),
           { topic, key: 'y', payload: 'waits behind the refused one' },
         ],
         { schema },
       ),
     );
-    const relay = await startRelay(schema, { maxAttempts: 2, rowBackoff: { minMs: 100, maxMs: 200 } });
+    const bad = ids[150]!;
+    const after = ids[301]!;
+    const good = ids.filter((id) => id !== bad && id !== after);
+    const relay = createRelay(testRelayOptions(schema, { shards: 1, maxAttempts: 5, rowBackoff: { minMs: 100, maxMs: 200 } }));
+    const batches: number[] = [];
+    relay.events.on('batch', ({ rows }) => batches.push(rows));
+    await relay.start();
     try {
-      await waitFor(async () => (await pool.query(`select count(*)::int as n from ${schema}.messages where state = 'dead'`)).rows[0].n === 1, {
+      await waitFor(async () => (await pool.query(`select count(*)::int as n from ${schema}.messages where state = 'sent'`)).rows[0].n === 300, {
         timeoutMs: 30_000,
       });
-      const { rows } = await pool.query(`select id::text, state, last_error from ${schema}.messages order by id`);
-      expect(rows.map((r) => r.state)).toEqual(['sent', 'dead', 'sent', 'pending']);
-      expect(rows[1].last_error).toMatch(/too large|MSG_SIZE|size/i);
+      const { rows } = await pool.query(`select id::text, state, attempts, last_error from ${schema}.messages order by id`);
+      const byId = new Map(rows.map((r) => [r.id as string, r]));
+      // Refused alone as too large: no topic setting lets it through, so no retries.
+      expect(byId.get(bad)).toMatchObject({ state: 'dead', attempts: 1 });
+      expect(byId.get(bad).last_error).toMatch(/too large|MSG_SIZE|size/i);
+      expect(byId.get(after)).toMatchObject({ state: 'pending', attempts: 0, last_error: null });
+      // Only the refused row was ever marked: the others went once, in full batches.
+      expect(good.every((id) => byId.get(id).state === 'sent' && byId.get(id).attempts === 1 && byId.get(id).last_error === null)).toBe(true);
+      expect(batches.reduce((a, b) => a + b, 0)).toBe(300);
+      expect(batches.length).toBeLessThanOrEqual(4);
+      const read = await readTopic(connection, topic, 1, { expected: 300 });
+      expectExactlyOnce(read, good);
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it('the largest record enqueue accepts is published, and one byte more is refused by enqueue and dead at once in the relay, under one configured limit', async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 1);
+    const limit = 200_000;
+    const relay = await startRelay(schema, { kafka: { properties: { 'message.max.bytes': limit } } });
+    try {
+      const event = (bytes: number) => ({ topic, key: 'sized', payload: randomBytes(bytes), eventType: 'Sized', headers: { tenant: 'acme' } });
+      // The largest payload enqueue accepts under the limit, found by bisection.
+      let lo = 0;
+      let hi = limit;
+      while (lo < hi) {
+        const mid = Math.ceil((lo + hi) / 2);
+        if (encodedSize(validateEvent(event(mid), { maxMessageBytes: 10 * limit })) <= limit) lo = mid;
+        else hi = mid - 1;
+      }
+      const [fits] = await inTransaction(pool, (client) => enqueue(client, event(lo), { schema, maxMessageBytes: limit }));
+      const refused = await inTransaction(pool, (client) => enqueue(client, event(lo + 1), { schema, maxMessageBytes: limit }).catch((e: unknown) => e));
+      expect(refused).toMatchObject({ code: 'INVALID_EVENT', field: 'payload' });
+      // Written past enqueue, the same record is counted by the relay by the same rule, with
+      // the real source id and row id in place of the longest ones enqueue must assume.
+      const { rows: src } = await pool.query(`select source_id from ${schema}.outbox_source`);
+      const relayCount = (id: number, bytes: number) =>
+        recordSize(
+          toRecord(
+            { id: String(id), topic, key: 'sized', payload: Buffer.alloc(bytes), headers: { tenant: 'acme' }, event_type: 'Sized', aggregate_type: null,
+              aggregate_id: null, schema_version: null, traceparent: null, created_at: new Date(), attempts: 0, state: 'pending' },
+            src[0].source_id as string,
+            createLogger({ level: 'silent' }),
+          ),
+        );
+      const largestFor = (id: number) => {
+        let bytes = lo;
+        while (relayCount(id, bytes + 1) <= limit) bytes += 1;
+        return bytes;
+      };
+      const insert = async (bytes: number) =>
+        (
+          await pool.query(
+            `insert into ${schema}.messages (topic, key, payload, event_type, headers) values ($1, 'sized', $2, 'Sized', '{"tenant":"acme"}') returning id::text`,
+            [topic, randomBytes(bytes)],
+          )
+        ).rows[0].id as string;
+      expect(largestFor(Number(fits))).toBeGreaterThanOrEqual(lo);
+      const atLimit = await insert(largestFor(Number(fits) + 1));
+      const over = await insert(largestFor(Number(fits) + 2) + 1);
+      expect(Number(over)).toBe(Number(fits) + 2);
+      await waitFor(async () => (await pool.query(`select state from ${schema}.messages where id = $1`, [over])).rows[0].state === 'dead');
+      await waitFor(async () => (await pool.query(`select state from ${schema}.messages where id = $1`, [atLimit])).rows[0].state === 'sent');
+      const { rows: states } = await pool.query(`select id::text, state, attempts, last_error from ${schema}.messages order by id`);
+      expect(states.map((r) => r.state)).toEqual(['sent', 'sent', 'dead']);
+      expect(states[0].id).toBe(fits);
+      expect(states[2]).toMatchObject({ id: over, attempts: 1 });
+      expect(states[2].last_error).toMatch(`record of ${limit + 1} bytes`);
+      expect(states[2].last_error).toMatch(`exceeds the limit of ${limit} bytes`);
       const read = await readTopic(connection, topic, 1, { expected: 2 });
-      expectExactlyOnce(read, [good[0]!, good[2]!]);
+      expectExactlyOnce(read, [fits!, atLimit]);
     } finally {
       await relay.stop();
     }
