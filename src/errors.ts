@@ -15,6 +15,8 @@ export type OutboxErrorCode =
   | 'TOPIC_UNSAFE'
   | 'FENCED'
   | 'SHARD_LOST'
+  /** Another relay group serves this outbox (or took it over): see the message for how to take over. */
+  | 'GROUP_CONFLICT'
   | 'HANDLER_FAILED'
   | 'HANDLER_TIMEOUT'
   | 'TX_CONTROL_REFUSED'

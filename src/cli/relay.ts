@@ -15,6 +15,9 @@ current transaction, releases shards) within --shutdown-timeout-ms; a second one
   --schema NAME             outbox schema (env OUTBOX_SCHEMA, default outbox)
   --group NAME              relay group; relays of a group share shards (env OUTBOX_RELAY_GROUP, default outbox-relay)
   --shards N                shards, one transactional id each (env OUTBOX_RELAY_SHARDS, default 4)
+  --take-over-from GROUP    serve the outbox as --group, taking it over from GROUP (a new layout):
+                            GROUP's relays step down, are fenced and reconciled, then this group serves
+  --max-batch-bytes N       bytes of records per Kafka transaction (default 16777216)
   --batch-size N            rows per Kafka transaction (default 500)
   --preset NAME             reliable | throughput | low-latency (default reliable)
   --poll-interval-ms N      safety-net poll (default 1000)
@@ -29,6 +32,8 @@ export async function relayCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     group: { type: 'string' },
     shards: { type: 'string' },
+    'take-over-from': { type: 'string' },
+    'max-batch-bytes': { type: 'string' },
     'batch-size': { type: 'string' },
     preset: { type: 'string' },
     'poll-interval-ms': { type: 'string' },
@@ -57,7 +62,9 @@ export async function relayCommand(argv: string[]): Promise<number> {
     schema,
     group: str('group') ?? process.env.OUTBOX_RELAY_GROUP,
     shards: integerFlag('shards', str('shards') ?? process.env.OUTBOX_RELAY_SHARDS, { min: 1 }),
+    takeOverFrom: str('take-over-from'),
     batchSize: integerFlag('batch-size', str('batch-size'), { min: 1 }),
+    maxBatchBytes: integerFlag('max-batch-bytes', str('max-batch-bytes'), { min: 1 }),
     preset: str('preset') as ProducerPreset | undefined,
     pollIntervalMs: integerFlag('poll-interval-ms', str('poll-interval-ms'), { min: 1 }),
     leaseMs: integerFlag('lease-ms', str('lease-ms'), { min: 1000 }),
@@ -85,6 +92,11 @@ export async function relayCommand(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // Another group took the outbox over: this relay has stopped and left; nothing to do here.
+    relay.events.on('retired', ({ successor }) => {
+      logger.warn({ successor }, 'relay group taken over: exiting');
+      resolve(0);
+    });
   });
 
   try {

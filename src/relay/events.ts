@@ -8,6 +8,10 @@ export interface RelayEventMap {
   reconciled: { shard: number; checkpoints: number; marked: number };
   shardAcquired: { shard: number; token: string };
   shardReleased: { shard: number; reason: 'rebalance' | 'lost' | 'stop' };
+  /** The group was taken over by `successor`: this relay has stopped and left. */
+  retired: { successor: string | null };
+  /** This relay's group took over the outbox from `from` (fenced, reconciled). */
+  tookOver: { from: string; reconciled: number };
   error: { shard?: number; error: unknown };
 }
 

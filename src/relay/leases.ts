@@ -16,6 +16,9 @@ export interface LeaseChanges {
   lost: number[];
   /** Shards to hand back to rebalance; release them with {@link ShardLeases.release} once stopped. */
   surplus: number[];
+  /** False once the group no longer serves the outbox (another group takes over): leave. */
+  serving: boolean;
+  successor: string | null;
 }
 
 /**
@@ -58,8 +61,14 @@ export class ShardLeases {
 
   async tick(): Promise<LeaseChanges> {
     const { group, relayId, leaseMs, shards } = this.options;
-    const { rows: beat } = await this.pool.query<{ live: number }>(this.sql.heartbeat, [group, relayId, leaseMs]);
+    const { rows: beat } = await this.pool.query<{ live: number; serving: boolean; successor: string | null }>(this.sql.heartbeat, [
+      group,
+      relayId,
+      leaseMs,
+    ]);
     const live = Math.max(1, beat[0]?.live ?? 1);
+    const serving = beat[0]?.serving ?? false;
+    const successor = beat[0]?.successor ?? null;
     await this.pool.query(this.sql.prune, [group, leaseMs * 10]);
 
     const mine = [...this.held.entries()];
@@ -75,7 +84,7 @@ export class ShardLeases {
     for (const shard of lost) this.held.delete(shard);
 
     const target = Math.ceil(shards / live);
-    const changes: LeaseChanges = { acquired: [], lost, surplus: [] };
+    const changes: LeaseChanges = { acquired: [], lost, surplus: [], serving, successor };
     const working = this.shards.length;
     if (working > target) {
       changes.surplus = this.shards.slice(target);

@@ -9,8 +9,11 @@ import { TransactionalProducer } from '../kafka/producer.js';
 import type { Logger } from '../log.js';
 import { RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
-import { readGroupSql, registerGroupSql } from './sql/leases.js';
+import { activeGroupSql, readGroupSql, registerGroupSql } from './sql/leases.js';
+import { activateIfNoneSql } from './sql/take-over.js';
+import { takeOverGroup } from './take-over.js';
 import { unsentTopicsSql } from './sql/unsentTopics.js';
+import { releaseHeldSql } from './sql/claimBatch.js';
 import { readSourceSql } from './sql/source.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { purgeSentRows } from './retention.js';
@@ -36,6 +39,9 @@ export class Relay {
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private loops: Promise<void>[] = [];
+  private releasing: Promise<void> | undefined;
+  /** The group that took over from this relay's group, once this relay has stepped down. */
+  retiredBy: string | null | undefined;
   /** What the start-up check found. */
   topicReport: TopicReport | undefined;
 
@@ -72,11 +78,15 @@ export class Relay {
         options: '-c jit=off -c statement_timeout=30000 -c lock_timeout=10000',
       });
     await this.checkSchema(this.pool);
-    const instanceId = await this.registerGroup(this.pool);
+    const { instanceId, takeOverFrom } = await this.registerGroup(this.pool);
     const source = await this.readSource(this.pool);
     this.admin = new KafkaAdmin(o.connection);
     const checkpointPartitions = await this.ensureCheckpointTopic(this.admin);
     await this.probeTransactions();
+    if (takeOverFrom !== undefined) {
+      const reconciled = await takeOverGroup({ pool: this.pool, admin: this.admin, options: o, log: this.log, signal: this.controller.signal }, takeOverFrom);
+      if (reconciled !== undefined) this.events.emit('tookOver', { from: takeOverFrom, reconciled });
+    }
     const topics = new TopicCache(this.admin);
     this.topicReport = await this.checkTargetTopics(this.pool, topics);
 
@@ -94,6 +104,7 @@ export class Relay {
       instanceId,
       source,
       events: this.events,
+      releaseHeld: () => this.releaseHeld(),
       onLeaseLost: (shard, token) => {
         if (this.workers.get(shard)?.token === token) this.workers.delete(shard);
         this.leases?.forget(shard, token);
@@ -101,6 +112,7 @@ export class Relay {
     };
     await this.leaseTick();
     this.loops.push(this.every(Math.max(250, Math.floor(o.leaseMs / 3)), () => this.leaseTick(), 'lease tick failed'));
+    this.loops.push(this.every(o.pollIntervalMs, () => this.releaseHeld(), 'releasing held rows failed'));
     if (o.retention !== false) {
       const retention = o.retention;
       this.loops.push(
@@ -127,23 +139,69 @@ export class Relay {
     }
   }
 
-  /** The group's shard count is fixed at its first start; returns the group's instance id. */
-  private async registerGroup(pool: pg.Pool): Promise<string> {
+  /**
+   * Registers the group (its shard count is fixed at its first start) and checks that it
+   * may serve the outbox: it is the active group, or it is to take over from the active one
+   * (`takeOverFrom`). Returns the group's instance id and the group to take over from.
+   */
+  private async registerGroup(pool: pg.Pool): Promise<{ instanceId: string; takeOverFrom: string | undefined }> {
     const o = this.options;
-    await pool.query(registerGroupSql(o.sqlSchema), [o.group, o.shards, o.checkpointTopic]);
-    const { rows } = await pool.query<{ shards: number; instance_id: string; checkpoint_topic: string }>(readGroupSql(o.sqlSchema), [o.group]);
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await pool.query(registerGroupSql(o.sqlSchema), [o.group, o.shards, o.checkpointTopic]);
+        break;
+      } catch (err) {
+        // Another group became active between our check and insert: register inactive.
+        if ((err as { code?: string }).code !== '23505' || attempt >= 3) throw err;
+      }
+    }
+    const { rows } = await pool.query<{
+      shards: number;
+      instance_id: string;
+      checkpoint_topic: string;
+      active: boolean;
+      successor: string | null;
+      retired_at: Date | null;
+    }>(readGroupSql(o.sqlSchema), [o.group]);
     const group = rows[0];
     if (!group) throw new OutboxError('UNKNOWN', `relay group ${o.group} could not be registered`);
     if (group.shards !== o.shards) {
       throw new OptionsError(
         `relay group ${o.group} has ${group.shards} shards; this relay was given ${o.shards}. Keys would change shards while ` +
-          `batches are in flight. Use shards=${group.shards}, or another group name for a new layout.`,
+          `batches are in flight. Use shards=${group.shards}; for a new layout, start a new group that takes over from this one ` +
+          `(outbox-relay relay --group NEW --shards ${o.shards} --take-over-from ${o.group}).`,
       );
     }
     if (group.checkpoint_topic !== o.checkpointTopic) {
       throw new OptionsError(`relay group ${o.group} keeps its checkpoints in ${group.checkpoint_topic}, not ${o.checkpointTopic}`);
     }
-    return group.instance_id;
+    const instanceId = group.instance_id;
+    if (group.active && group.successor !== null) {
+      throw new OutboxError(
+        'GROUP_CONFLICT',
+        `relay group ${o.group} is being taken over by ${group.successor}: start relays of ${group.successor} ` +
+          `(with --take-over-from ${o.group}) to finish the take-over`,
+      );
+    }
+    if (group.active) return { instanceId, takeOverFrom: undefined };
+    if ((await pool.query(activateIfNoneSql(o.sqlSchema), [o.group])).rowCount === 1) return { instanceId, takeOverFrom: undefined };
+    const { rows: active } = await pool.query<{ relay_group: string }>(activeGroupSql(o.sqlSchema));
+    const serving = active[0]?.relay_group;
+    if (group.retired_at !== null) {
+      throw new OutboxError(
+        'GROUP_CONFLICT',
+        `relay group ${o.group} was taken over on ${group.retired_at.toISOString()}; outbox ${o.schema} is served by relay group ` +
+          `${serving ?? '(none)'}: start relays of that group`,
+      );
+    }
+    if (serving !== undefined && o.takeOverFrom === serving) return { instanceId, takeOverFrom: serving };
+    throw new OutboxError(
+      'GROUP_CONFLICT',
+      `outbox ${o.schema} is served by relay group ${serving ?? '(none)'}; two groups would publish every row twice. ` +
+        `To move it to relay group ${o.group} (a new layout), start ${o.group}'s relays with --take-over-from ${serving} ` +
+        `(option takeOverFrom): they stop ${serving}'s relays, fence and reconcile them, then serve the outbox. ` +
+        `Otherwise start relays of group ${serving}.`,
+    );
   }
 
   /** This outbox's source id; read once, it is the same for every record of this relay. */
@@ -246,9 +304,37 @@ export class Relay {
     return report;
   }
 
+  /**
+   * Lets held rows go whose keys nothing blocks any more (a retry sent, a dead row repaired
+   * or removed by an operator), and wakes the shards if any were. One run at a time.
+   */
+  private releaseHeld(): Promise<void> {
+    this.releasing ??= (async () => {
+      try {
+        const { rows } = await this.pool!.query<{ released: number }>(releaseHeldSql(this.options.sqlSchema));
+        const released = rows[0]?.released ?? 0;
+        if (released > 0) {
+          this.log.info({ released }, 'held rows released: nothing earlier of their keys blocks them any more');
+          this.wakeup?.wakeAll();
+        }
+      } finally {
+        this.releasing = undefined;
+      }
+    })();
+    return this.releasing;
+  }
+
   private async leaseTick(): Promise<void> {
     if (this.controller.signal.aborted || !this.leases || !this.context) return;
     const changes = await this.leases.tick();
+    if (!changes.serving) {
+      // Another group takes over (or took over) this outbox: stop publishing and leave, so
+      // that it sees no live relay of this group and can fence and reconcile.
+      this.log.warn({ successor: changes.successor }, 'relay group no longer serves this outbox: another group takes over; stopping');
+      this.retiredBy = changes.successor;
+      void this.stop().then(() => this.events.emit('retired', { successor: changes.successor }));
+      return;
+    }
     for (const shard of changes.lost) {
       const worker = this.workers.get(shard);
       this.workers.delete(shard);

@@ -1,24 +1,27 @@
 import type pg from 'pg';
 import { describeError, OutboxError } from '../errors.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
-import { classifyKafkaError } from '../kafka/errors.js';
+import { classifyKafkaError, isRecordTooLarge } from '../kafka/errors.js';
+import { tooLargeMessage } from '../kafka/record-size.js';
 import { TransactionalProducer, type Delivered } from '../kafka/producer.js';
 import type { Logger } from '../log.js';
 import { BatchLifecycle } from './batch-state.js';
-import { checkpointKey, encodeCheckpoint, readCheckpoints } from './checkpoint.js';
+import { checkpointKey, encodeCheckpoint } from './checkpoint.js';
+import { foreignCheckpointError, markCheckpointSent, reconcileShard } from './reconcile.js';
 import type { RelayEventSink } from './events.js';
 import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
 import { recordSize, toRecord } from './records.js';
 import { claimBatchSql, type ClaimedRow } from './sql/claimBatch.js';
-import { checkpointCursorSql, holdsLeaseSql } from './sql/leases.js';
+import { holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
-import { markSentSql } from './sql/markSent.js';
 import type { TopicCache } from './topics.js';
 import { sleep, type Wakeup } from './wakeup.js';
 
-/** librdkafka's default message.max.bytes; larger records are refused before producing. */
-const MAX_RECORD_BYTES = 1_000_000;
+/** Rows of its shard one claim looks at, at most, held ones included (see claimBatchSql). */
+const MAX_LOOKAHEAD = 20_000;
+/** How long a producer dropped after a refused record may take to flush: nothing of it is wanted. */
+const DISCARD_TIMEOUT_MS = 200;
 
 export interface ShardContext {
   options: ResolvedRelayOptions;
@@ -32,6 +35,8 @@ export interface ShardContext {
   /** This outbox's source id (`outbox_source.source_id`), sent as header `outbox-source`. */
   source: string;
   events: RelayEventSink;
+  /** Lets held rows whose keys are no longer blocked go (see releaseHeldSql); one run at a time per relay. */
+  releaseHeld: () => Promise<void>;
   /** Called when a worker finds its lease gone, so the relay stops counting the shard as held. */
   onLeaseLost: (shard: number, token: string) => void;
 }
@@ -41,7 +46,7 @@ interface Item {
   record: ReturnType<typeof toRecord>;
 }
 
-type TransactOutcome = { kind: 'committed' } | { kind: 'row-errors'; errors: Map<number, unknown> };
+type TransactOutcome = { kind: 'committed' } | { kind: 'stopped' } | { kind: 'row-errors'; errors: Map<number, unknown> };
 
 /**
  * Owns one shard while this relay holds its lease. The order of a take-over is the
@@ -65,6 +70,8 @@ export class ShardWorker {
   private producer: TransactionalProducer | undefined;
   private loop: Promise<void> | undefined;
   private batchSeq = 0;
+  /** The checkpoint topic's id when this shard last reconciled: the incarnation its cursor is in. */
+  private checkpointTopicId: string | null = null;
 
   constructor(
     private readonly ctx: ShardContext,
@@ -97,9 +104,10 @@ export class ShardWorker {
       try {
         if (!this.producer) await this.takeOver();
         if (!this.producer) break;
-        const rows = await this.claim();
+        const { rows, held } = await this.claim();
         if (rows.length === 0) {
-          await this.ctx.wakeup.wait(options.pollIntervalMs, this.signal);
+          // Rows just held behind a blocked key: look further at once.
+          if (held === 0) await this.ctx.wakeup.wait(options.pollIntervalMs, this.signal);
           continue;
         }
         await this.publish(rows);
@@ -147,50 +155,51 @@ export class ShardWorker {
     this.log.info('shard producer ready');
   }
 
-  /** Marks sent the rows of every checkpoint committed after the one last applied. */
+  /** Marks sent the rows of every checkpoint committed after the one last applied (see reconcileShard). */
   private async reconcile(): Promise<void> {
     const { options, pool, admin } = this.ctx;
-    const { rows } = await pool.query<{ offset: string }>(checkpointCursorSql(options.sqlSchema), [options.group, this.shard]);
-    const cursor = Number(rows[0]?.offset ?? -1);
-    const ends = await admin.endOffsets(options.checkpointTopic, [this.checkpointPartition]);
-    const end = ends.get(this.checkpointPartition) ?? 0;
-    // A cursor past the end means the checkpoint topic was recreated: read all of it.
-    const from = cursor + 1 > end ? 0 : cursor + 1;
-    const found = await readCheckpoints(
-      options.connection,
-      options.checkpointTopic,
-      this.checkpointPartition,
-      this.checkpointKey,
-      from,
-      end,
-      options.transactionOperationTimeoutMs,
-    );
-    let marked = 0;
-    for (const { offset, checkpoint } of found) {
-      if (checkpoint.instance !== this.ctx.instanceId) {
-        // Same group name, another database: its ids are not ours. Marking them would lose rows.
-        this.log.error(
-          { offset, foreignInstance: checkpoint.instance, instance: this.ctx.instanceId },
-          'checkpoint topic holds checkpoints of another outbox database using this relay group name; give each database its own group',
-        );
-        this.ctx.events.emit('error', { shard: this.shard, error: new OutboxError('INVALID_OPTIONS', 'relay group name shared by two databases') });
-        continue;
-      }
-      marked += await this.markSent(checkpoint.ids, checkpoint.partitions, checkpoint.offsets, offset);
-    }
-    if (marked > 0) this.log.warn({ marked, checkpoints: found.length }, 'reconciled rows a previous owner committed to Kafka but did not mark');
-    this.ctx.events.emit('reconciled', { shard: this.shard, checkpoints: found.length, marked });
+    const result = await reconcileShard({
+      pool,
+      admin,
+      connection: options.connection,
+      sqlSchema: options.sqlSchema,
+      group: options.group,
+      shard: this.shard,
+      checkpointTopic: options.checkpointTopic,
+      partition: this.checkpointPartition,
+      instanceId: this.ctx.instanceId,
+      timeoutMs: options.transactionOperationTimeoutMs,
+      log: this.log,
+    });
+    this.checkpointTopicId = result.topicId;
+    if (result.foreign > 0) this.ctx.events.emit('error', { shard: this.shard, error: foreignCheckpointError() });
+    this.ctx.events.emit('reconciled', { shard: this.shard, checkpoints: result.checkpoints, marked: result.marked });
   }
 
-  private async claim(): Promise<ClaimedRow[]> {
+  private async claim(): Promise<{ rows: ClaimedRow[]; held: number }> {
     const { options, pool } = this.ctx;
-    const { rows } = await pool.query<ClaimedRow>(claimBatchSql(options.sqlSchema), [options.shards, this.shard, options.batchSize]);
-    return rows.map((r) => ({ ...r, id: String(r.id) }));
+    const { rows } = await pool.query<ClaimedRow & { held: number }>(claimBatchSql(options.sqlSchema), [
+      options.shards,
+      this.shard,
+      options.batchSize,
+      Math.min(MAX_LOOKAHEAD, options.batchSize * 4),
+      options.maxBatchBytes,
+    ]);
+    const held = rows[0]?.held ?? 0;
+    if (held > 0) this.log.debug({ held }, 'rows held back behind blocked keys');
+    return { rows: rows.filter((r) => r.id !== null).map(({ held: _, ...r }) => ({ ...r, id: String(r.id) })), held };
   }
 
+  /**
+   * Publishes claimed rows. A due retry (a row that failed before) goes alone in a
+   * transaction of its own, so a row the broker refuses again never takes a whole batch
+   * down with it; the others go together, cut before `maxBatchBytes`.
+   */
   private async publish(rows: ClaimedRow[]): Promise<void> {
     const topics = await this.ctx.topics.lookup(rows.map((r) => r.topic));
+    const limit = this.ctx.options.maxRecordBytes;
     const blockedKeys = new Set<string>();
+    const retries: Item[] = [];
     const items: Item[] = [];
     let bytes = 0;
     for (const row of rows) {
@@ -200,60 +209,93 @@ export class ShardWorker {
       const size = recordSize(record);
       // One transaction carries at most maxBatchBytes; the rest (a prefix cut, so per-key
       // order holds) goes in the next batch.
-      if (items.length > 0 && bytes + size > this.ctx.options.maxBatchBytes) break;
-      const problem = !topic?.exists
-        ? `unknown topic ${row.topic}: ${topic?.error ?? 'not found in broker metadata'}`
-        : size > MAX_RECORD_BYTES
-          ? `record of ${size} bytes exceeds the producer limit of ${MAX_RECORD_BYTES} bytes (message.max.bytes)`
-          : undefined;
-      if (problem !== undefined) {
-        await this.markFailed(row, problem);
+      if (row.state !== 'failed' && items.length > 0 && bytes + size > this.ctx.options.maxBatchBytes) break;
+      if (size > limit) {
+        await this.markFailed(row, tooLargeMessage(size, limit), { dead: true });
         if (row.key !== null) blockedKeys.add(row.key);
+        continue;
+      }
+      if (!topic?.exists) {
+        await this.markFailed(row, `unknown topic ${row.topic}: ${topic?.error ?? 'not found in broker metadata'}`);
+        if (row.key !== null) blockedKeys.add(row.key);
+        continue;
+      }
+      if (row.state === 'failed') {
+        retries.push({ row, record });
         continue;
       }
       items.push({ row, record });
       bytes += size;
     }
-    if (items.length === 0) return;
-
-    const outcome = await this.transact(items);
-    if (outcome.kind === 'committed') return;
-
-    // A record the broker refused doomed the whole transaction, which was aborted. Publish
-    // the same rows one per transaction to find the bad ones; a key stops at its first bad row.
-    this.log.warn({ refused: outcome.errors.size, rows: items.length }, 'broker refused records; isolating them row by row');
-    const isolatedBlocked = new Set<string>();
-    for (const item of items) {
+    for (const retry of retries) {
       if (this.signal.aborted) return;
-      if (item.row.key !== null && isolatedBlocked.has(item.row.key)) continue;
-      const single = await this.transact([item]);
-      if (single.kind === 'row-errors') {
-        await this.markFailed(item.row, describeError(single.errors.get(0)));
-        if (item.row.key !== null) isolatedBlocked.add(item.row.key);
+      await this.publishItems([retry]);
+    }
+    if (items.length > 0 && !this.signal.aborted) await this.publishItems(items);
+  }
+
+  /**
+   * One transaction of `items`. When the broker refuses records (for themselves: too
+   * large for the topic, not allowed), librdkafka dooms the transaction, which is aborted.
+   * A refused record may only have shared a broker batch with the guilty one, so each
+   * refused record is tried again alone, once, now: one refused alone is marked failed
+   * (its key waits; it is retried alone after its backoff), or dead at once if it was
+   * refused as too large, since the topic accepts no record that large. The records that
+   * were not refused stay pending for the next claim, and so does a refused record with an
+   * earlier row of its key among them (publishing it now would overtake that row).
+   */
+  private async publishItems(items: Item[]): Promise<void> {
+    const outcome = await this.transact(items);
+    if (outcome.kind === 'committed') {
+      // A row that had failed before is sent: the rows held behind it may go now.
+      if (items.some((i) => i.row.attempts > 0)) await this.ctx.releaseHeld();
+      return;
+    }
+    if (outcome.kind === 'stopped') return;
+    if (items.length === 1) {
+      const error = outcome.errors.get(0);
+      const tooLarge = isRecordTooLarge(error);
+      const reason = describeError(error) + (tooLarge ? ' (refused alone in its transaction: the topic accepts no record this large)' : '');
+      await this.markFailed(items[0]!.row, reason, { dead: tooLarge });
+      return;
+    }
+    this.log.warn({ refused: outcome.errors.size, rows: items.length }, 'broker refused records; trying each refused one alone');
+    const waiting = new Set<string>();
+    for (const [index, item] of items.entries()) {
+      if (this.signal.aborted) return;
+      const key = item.row.key;
+      if (!outcome.errors.has(index) || (key !== null && waiting.has(key))) {
+        if (key !== null) waiting.add(key);
+        continue;
       }
+      await this.publishItems([item]);
     }
   }
 
   /** One Kafka transaction: records + checkpoint, commit, then mark sent. */
   private async transact(items: Item[]): Promise<TransactOutcome> {
     const { options } = this.ctx;
-    const producer = this.producer!;
+    if (!this.producer) await this.takeOver();
+    const producer = this.producer;
+    if (!producer) return { kind: 'stopped' };
     const batch = new BatchLifecycle();
     const seq = ++this.batchSeq;
     const started = Date.now();
     await producer.begin();
     batch.to('producing');
     const deliveries = items.map((item) => producer.produce(item.record));
-    // A record refused for itself (too large, bad topic) dooms the transaction: librdkafka
-    // stops sending, and the other records would only fail a delivery timeout later, looking
-    // transient. So abort at the first such refusal; that purges the rest at once.
+    // A record refused for itself (too large for the topic, not allowed) dooms the
+    // transaction, and librdkafka keeps the records queued behind it until their delivery
+    // timeout: an abort would wait that long. So the producer is dropped at the first such
+    // refusal, which settles every pending delivery at once; its open transaction is
+    // aborted when the next producer of this transactional id initialises (takeOver).
     const rowErrors = new Map<number, unknown>();
-    let aborting: Promise<void> | undefined;
+    let discarding: Promise<void> | undefined;
     deliveries.forEach((delivery, i) =>
       delivery.catch((err: unknown) => {
         if (classifyKafkaError(err) !== 'row') return;
         rowErrors.set(i, err);
-        aborting ??= producer.abort(options.transactionOperationTimeoutMs);
+        discarding ??= this.discardProducer(DISCARD_TIMEOUT_MS);
       }),
     );
     const settled = await Promise.allSettled(deliveries);
@@ -261,7 +303,7 @@ export class ShardWorker {
     if (failed) {
       batch.to('aborted');
       if (rowErrors.size === 0) throw failed.reason; // transient or fatal: the producer is rebuilt
-      await aborting;
+      await discarding;
       return { kind: 'row-errors', errors: rowErrors };
     }
     const delivered = settled.map((s) => (s as PromiseFulfilledResult<Delivered>).value);
@@ -281,6 +323,10 @@ export class ShardWorker {
       }),
       headers: [],
     });
+    if (checkpoint.partition !== this.checkpointPartition) {
+      // The checkpoint topic is not the one this shard reconciled against.
+      throw new OutboxError('KAFKA_ERROR', `checkpoint written to ${options.checkpointTopic}[${checkpoint.partition}], expected partition ${this.checkpointPartition}`);
+    }
     batch.to('committing');
     await faultPoint('before-kafka-commit', { shard: this.shard, rows: items.length });
     await producer.commit(options.transactionOperationTimeoutMs);
@@ -300,20 +346,19 @@ export class ShardWorker {
   }
 
   private async markSent(ids: string[], partitions: number[], offsets: number[], checkpointOffset: number): Promise<number> {
-    const { options, pool } = this.ctx;
-    const { rows } = await pool.query<{ marked: number }>(markSentSql(options.sqlSchema), [
+    return markCheckpointSent(this.ctx.pool, this.ctx.options.sqlSchema, {
+      group: this.ctx.options.group,
+      shard: this.shard,
       ids,
       partitions,
       offsets,
-      options.group,
-      this.shard,
       checkpointOffset,
-      this.checkpointPartition,
-    ]);
-    return rows[0]?.marked ?? 0;
+      checkpointPartition: this.checkpointPartition,
+      checkpointTopicId: this.checkpointTopicId,
+    });
   }
 
-  private async markFailed(row: ClaimedRow, error: string): Promise<void> {
+  private async markFailed(row: ClaimedRow, error: string, { dead = false } = {}): Promise<void> {
     const { options, pool } = this.ctx;
     const { rows } = await pool.query<{ state: string; attempts: number }>(markFailedSql(options.sqlSchema), [
       row.id,
@@ -321,15 +366,16 @@ export class ShardWorker {
       options.maxAttempts,
       options.rowBackoff.minMs,
       options.rowBackoff.maxMs,
+      dead,
     ]);
     const state = rows[0]?.state ?? 'unknown';
     this.log.warn({ id: row.id, topic: row.topic, key: row.key, attempts: rows[0]?.attempts, state, error }, 'row failed');
     this.ctx.events.emit('rowFailed', { shard: this.shard, id: row.id, error, dead: state === 'dead' });
   }
 
-  private async discardProducer(): Promise<void> {
+  private async discardProducer(timeoutMs?: number): Promise<void> {
     const producer = this.producer;
     this.producer = undefined;
-    if (producer) await producer.disconnect().catch(() => undefined);
+    if (producer) await producer.disconnect(timeoutMs).catch(() => undefined);
   }
 }

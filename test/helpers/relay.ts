@@ -6,15 +6,18 @@ import { createRelay, type Relay } from '../../src/relay/relay.js';
 import type { RelayOptions } from '../../src/relay/options.js';
 import { databaseUrl } from './db.js';
 import { headerValue, kafkaConnection } from './kafka.js';
-import { uniqueName, waitFor } from './wait.js';
+import { waitFor } from './wait.js';
 
-/** Relay options suited to tests: quick leases and retries, quiet logs. */
+/**
+ * Relay options suited to tests: quick leases and retries, quiet logs. The group is named
+ * after the schema: one group serves an outbox, so every relay of a test shares it.
+ */
 export function testRelayOptions(schema: string, overrides: Partial<RelayOptions> = {}): RelayOptions {
   return {
     databaseUrl: databaseUrl(),
     brokers: String(kafkaConnection().brokers),
     schema,
-    group: uniqueName('relay').replaceAll('_', '-'),
+    group: `relay-${schema}`.replaceAll('_', '-').slice(0, 100),
     shards: 4,
     leaseMs: 3_000,
     pollIntervalMs: 500,

@@ -1,10 +1,24 @@
 // Shard leases. A lease is a row in relay_shards owned by one relay until it expires; each
 // take-over bumps the fencing token. Membership rows let relays divide shards evenly.
 
-/** Registers the relay group on first use (a no-op afterwards). */
+/**
+ * Registers the relay group on first use (a no-op afterwards). The first group of an outbox
+ * serves it; a later one starts inactive. Two groups registering at once on an empty
+ * outbox cannot both become active: the unique index refuses the second (23505), and its
+ * relay registers again and finds the first one active.
+ */
 export const registerGroupSql = (schema: string) => `
-insert into ${schema}.relay_groups (relay_group, shards, checkpoint_topic) values ($1::text, $2::int, $3::text)
+insert into ${schema}.relay_groups (relay_group, shards, checkpoint_topic, active)
+select $1::text, $2::int, $3::text, not exists (select 1 from ${schema}.relay_groups where active)
 on conflict (relay_group) do nothing`;
+
+/** The group serving the outbox, if any, and one being taken over by another. */
+export const activeGroupSql = (schema: string) => `
+select relay_group, successor from ${schema}.relay_groups where active`;
+
+/** "The group is active and nobody is taking over from it": its relays may hold leases. */
+const serving = (schema: string) => `exists (
+     select 1 from ${schema}.relay_groups g where g.relay_group = $1::text and g.active and g.successor is null)`;
 
 /**
  * The group's fixed settings. A separate statement on purpose: when two relays register a
@@ -13,7 +27,8 @@ on conflict (relay_group) do nothing`;
  * use the older snapshot and find nothing).
  */
 export const readGroupSql = (schema: string) => `
-select shards, instance_id::text as instance_id, checkpoint_topic from ${schema}.relay_groups where relay_group = $1::text`;
+select shards, instance_id::text as instance_id, checkpoint_topic, active, successor, retired_at
+  from ${schema}.relay_groups where relay_group = $1::text`;
 
 /** Creates the shard rows of a relay group if missing. */
 export const ensureShardsSql = (schema: string) => `
@@ -21,13 +36,18 @@ insert into ${schema}.relay_shards (relay_group, shard)
 select $1::text, s from generate_series(0, $2::int - 1) s
 on conflict do nothing`;
 
-/** Heartbeat; returns how many relays of the group are alive. */
+/**
+ * Heartbeat; returns how many relays of the group are alive, and whether the group still
+ * serves the outbox (a relay of a group being taken over leaves instead).
+ */
 export const heartbeatSql = (schema: string) => `
 with beat as (
   insert into ${schema}.relay_members (relay_group, relay_id) values ($1::text, $2::text)
   on conflict (relay_group, relay_id) do update set heartbeat_at = now()
 )
-select count(*)::int + 1 as live
+select count(*)::int + 1 as live,
+       (select ${serving(schema)}) as serving,
+       (select g.successor from ${schema}.relay_groups g where g.relay_group = $1::text) as successor
   from ${schema}.relay_members
  where relay_group = $1::text and relay_id <> $2::text
    and heartbeat_at > now() - $3::bigint * interval '1 millisecond'`;
@@ -44,6 +64,7 @@ update ${schema}.relay_shards r
  where r.relay_group = $1::text and r.owner = $2::text
    and r.shard = mine.shard and r.fencing_token = mine.token
    and r.lease_expires_at > now()
+   and ${serving(schema)}
 returning r.shard`;
 
 /**
@@ -58,6 +79,7 @@ update ${schema}.relay_shards r
    select relay_group, shard from ${schema}.relay_shards
     where relay_group = $1::text and shard < $5::int
       and (owner is null or lease_expires_at < now())
+      and ${serving(schema)}
     order by shard
     limit $4::int
     for update skip locked)
@@ -77,12 +99,14 @@ export const pruneMembersSql = (schema: string) => `
 delete from ${schema}.relay_members
  where relay_group = $1::text and heartbeat_at < now() - $2::bigint * interval '1 millisecond'`;
 
-/** The shard's checkpoint cursor. */
+/** The shard's checkpoint cursor, and the checkpoint topic incarnation its offset belongs to. */
 export const checkpointCursorSql = (schema: string) => `
-select checkpoint_offset::text as offset from ${schema}.relay_shards where relay_group = $1::text and shard = $2::int`;
+select checkpoint_offset::text as offset, checkpoint_topic_id as topic_id
+  from ${schema}.relay_shards where relay_group = $1::text and shard = $2::int`;
 
 /** Does this relay still hold the shard under this token? Checked before every take-over. */
 export const holdsLeaseSql = (schema: string) => `
 select 1 from ${schema}.relay_shards
  where relay_group = $1::text and shard = $2::int and owner = $3::text
-   and fencing_token = $4::bigint and lease_expires_at > now()`;
+   and fencing_token = $4::bigint and lease_expires_at > now()
+   and ${serving(schema)}`;

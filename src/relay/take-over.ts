@@ -1,0 +1,145 @@
+import type pg from 'pg';
+import { OutboxError } from '../errors.js';
+import type { KafkaAdmin } from '../kafka/admin.js';
+import { TransactionalProducer } from '../kafka/producer.js';
+import type { Logger } from '../log.js';
+import { sleep } from '../async.js';
+import type { ResolvedRelayOptions } from './options.js';
+import { reconcileShard } from './reconcile.js';
+import {
+  activateGroupSql,
+  groupActivitySql,
+  releaseGroupShardsSql,
+  retireGroupSql,
+  takeOverLockSql,
+  takeOverUnlockSql,
+  nameSuccessorSql,
+} from './sql/take-over.js';
+import { activeGroupSql, readGroupSql } from './sql/leases.js';
+
+export interface TakeOverContext {
+  pool: pg.Pool;
+  admin: KafkaAdmin;
+  options: ResolvedRelayOptions;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+/** How often the wait for the old group's relays to leave says what it waits for. */
+const WAIT_LOG_INTERVAL_MS = 5_000;
+
+/**
+ * Moves an outbox from relay group `from` to this relay's group, with nothing published
+ * twice and no key reordered:
+ *   1. names this group `from`'s successor: `from`'s relays can no longer take or renew
+ *      leases, and leave at their next lease tick;
+ *   2. waits until `from` has no live relay and no unexpired lease (a paused relay's lease
+ *      runs out; its transaction is dealt with by 3);
+ *   3. initialises a producer under each of `from`'s transactional ids: this fences every
+ *      former producer and settles the transaction each left open;
+ *   4. applies `from`'s checkpoints committed after its cursors (rows committed to Kafka
+ *      but not marked), as a new owner of each of its shards would;
+ *   5. in one transaction: `from` retired, this group active, `from`'s leases void.
+ * Relays of this group starting together queue on an advisory lock; the first does the
+ * work, the others find this group active. A take-over interrupted anywhere is resumed by
+ * the next relay started with the same `takeOverFrom`: every step can be repeated.
+ * Returns the rows reconciled, or undefined when another relay of this group did it.
+ */
+export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise<number | undefined> {
+  const { pool, options: o, log } = ctx;
+  const lock = await pool.connect();
+  try {
+    await lock.query(takeOverLockSql(), [`outbox-relay take-over ${o.schema}`]);
+    const { rows: active } = await pool.query<{ relay_group: string; successor: string | null }>(activeGroupSql(o.sqlSchema));
+    if (active[0]?.relay_group === o.group) return undefined; // another relay of this group finished it
+    const named = await pool.query(nameSuccessorSql(o.sqlSchema), [from, o.group]);
+    if (named.rowCount === 0) {
+      const serving = active[0];
+      throw new OutboxError(
+        'GROUP_CONFLICT',
+        serving === undefined
+          ? `cannot take over from relay group ${from}: no group serves outbox ${o.schema}`
+          : serving.relay_group !== from
+            ? `cannot take over from relay group ${from}: outbox ${o.schema} is served by ${serving.relay_group}; take over from that one`
+            : `relay group ${from} is being taken over by ${serving.successor} already; finish that take-over first`,
+      );
+    }
+    log.warn({ from }, 'taking over the outbox: waiting for the relays of the old group to leave');
+    await waitForQuiet(ctx, from);
+
+    const { rows } = await pool.query<{ shards: number; instance_id: string; checkpoint_topic: string }>(readGroupSql(o.sqlSchema), [from]);
+    const old = rows[0];
+    if (!old) throw new OutboxError('GROUP_CONFLICT', `relay group ${from} is not registered in ${o.schema}`);
+    const [topic] = await ctx.admin.describeTopics([old.checkpoint_topic]);
+    const partitions = topic && !topic.error ? topic.partitions.length : 0;
+    let reconciled = 0;
+    for (let shard = 0; shard < old.shards; shard += 1) {
+      if (ctx.signal.aborted) throw new OutboxError('STOPPED', 'relay stopped during a take-over; start it again to resume');
+      const producer = new TransactionalProducer({
+        connection: o.connection,
+        transactionalId: `${from}-${shard}`,
+        preset: o.preset,
+        transactionTimeoutMs: o.transactionTimeoutMs,
+      });
+      try {
+        await producer.connect(o.transactionOperationTimeoutMs);
+        await producer.init(o.transactionOperationTimeoutMs);
+      } finally {
+        await producer.disconnect().catch(() => undefined);
+      }
+      if (partitions === 0) {
+        log.error({ from, topic: old.checkpoint_topic }, 'the old group\'s checkpoint topic is gone: a batch it committed but did not mark would be published again');
+        continue;
+      }
+      const result = await reconcileShard({
+        pool,
+        admin: ctx.admin,
+        connection: o.connection,
+        sqlSchema: o.sqlSchema,
+        group: from,
+        shard,
+        checkpointTopic: old.checkpoint_topic,
+        partition: shard % partitions,
+        instanceId: old.instance_id,
+        timeoutMs: o.transactionOperationTimeoutMs,
+        log: log.child({ fromGroup: from, shard }),
+      });
+      reconciled += result.marked;
+    }
+
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      await client.query(retireGroupSql(o.sqlSchema), [from]);
+      await client.query(activateGroupSql(o.sqlSchema), [o.group]);
+      await client.query(releaseGroupShardsSql(o.sqlSchema), [from]);
+      await client.query('commit');
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+    log.warn({ from, reconciled, oldShards: old.shards, shards: o.shards }, 'took over the outbox: this relay group serves it now');
+    return reconciled;
+  } finally {
+    await lock.query(takeOverUnlockSql(), [`outbox-relay take-over ${o.schema}`]).catch(() => undefined);
+    lock.release();
+  }
+}
+
+async function waitForQuiet(ctx: TakeOverContext, from: string): Promise<void> {
+  const { pool, options: o, log } = ctx;
+  let lastLog = 0;
+  for (;;) {
+    const { rows } = await pool.query<{ live: number; leased: number }>(groupActivitySql(o.sqlSchema), [from, o.leaseMs]);
+    const { live, leased } = rows[0] ?? { live: 0, leased: 0 };
+    if (live === 0 && leased === 0) return;
+    if (Date.now() - lastLog > WAIT_LOG_INTERVAL_MS) {
+      lastLog = Date.now();
+      log.info({ from, liveRelays: live, unexpiredLeases: leased }, 'waiting for the old group to stop: its relays leave at their next lease tick');
+    }
+    if (ctx.signal.aborted) throw new OutboxError('STOPPED', 'relay stopped during a take-over; start it again to resume');
+    await sleep(250, ctx.signal);
+  }
+}
