@@ -252,12 +252,45 @@ export class Relay {
     const deadline = Date.now() + 30_000;
     for (;;) {
       const [description] = await admin.describeTopics([o.checkpointTopic]);
-      if (description && !description.error) return description.partitions.length;
+      if (description && !description.error) {
+        await this.checkCheckpointTopic(admin, description.partitions.length);
+        return description.partitions.length;
+      }
       if (Date.now() > deadline) {
         throw new OutboxError('KAFKA_ERROR', `checkpoint topic ${o.checkpointTopic} is not usable: ${description?.error?.message ?? 'missing'}`);
       }
       await sleep(100, this.controller.signal);
     }
+  }
+
+  /**
+   * The checkpoint topic is what lets a new owner of a shard find the batch a former owner
+   * committed but did not mark: a checkpoint deleted before it was applied means that batch
+   * is published again. So its settings are checked: one partition per shard at least (the
+   * relay creates it so), and nothing deleted from it by time or size retention (a log that
+   * no longer starts at 0: compaction keeps the start, retention moves it). The client
+   * cannot read topic configs, so `cleanup.policy=compact` itself is what an operator must
+   * keep; the relay creates the topic with it. Wrong settings fail start() in `strict`
+   * mode and are logged as errors otherwise.
+   */
+  private async checkCheckpointTopic(admin: KafkaAdmin, partitions: number): Promise<void> {
+    const o = this.options;
+    const problems: string[] = [];
+    if (partitions < o.shards) {
+      problems.push(`it has ${partitions} partitions for ${o.shards} shards (create it with at least one partition per shard)`);
+    }
+    const starts = await admin.startOffsets(o.checkpointTopic, Array.from({ length: partitions }, (_, p) => p));
+    const trimmed = [...starts.entries()].filter(([, start]) => start > 0).map(([p]) => p);
+    if (trimmed.length > 0) {
+      problems.push(
+        `records were deleted from partitions ${trimmed.join(', ')} (time or size retention, or delete-records): ` +
+          'it must be cleanup.policy=compact with no retention.ms/retention.bytes, or a crash can publish a batch twice',
+      );
+    }
+    if (problems.length === 0) return;
+    const message = `checkpoint topic ${o.checkpointTopic}: ${problems.join('; ')}`;
+    if (o.strict) throw new OutboxError('TOPIC_UNSAFE', `strict mode: ${message}`);
+    this.log.error({ topic: o.checkpointTopic, problems }, 'checkpoint topic settings put exactly-once at risk');
   }
 
   /**
