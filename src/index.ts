@@ -2,7 +2,8 @@
 
 export { enqueue, type EnqueueOptions } from './outbox/enqueue.js';
 export { HEADER, RESERVED_HEADERS, type JsonValue, type OutboxEvent } from './outbox/event.js';
-export { DEFAULT_MAX_MESSAGE_BYTES, validateEvent, validateTopic } from './outbox/validate.js';
+export { DEFAULT_MAX_MESSAGE_BYTES, encodedSize, validateEvent, validateTopic } from './outbox/validate.js';
+export { DEFAULT_MAX_RECORD_BYTES, recordBytes } from './kafka/record-size.js';
 export { migrate, loadMigrations, type MigrateOptions, type MigrateResult } from './db/migrate.js';
 export { messages, outboxTables, MESSAGE_STATES, type MessageState } from './db/schema.js';
 export { fromDrizzle, toQueryable, type DrizzleExecutor, type Queryable } from './db/queryable.js';
@@ -12,7 +13,7 @@ export { PRODUCER_PRESETS, type KafkaConnection, type KafkaProperties, type Prod
 export { classifyKafkaError, type KafkaFailureKind } from './kafka/errors.js';
 export { createLogger, redactUrl, type Logger } from './log.js';
 export { createRelay, Relay } from './relay/relay.js';
-export type { RelayOptions, ResolvedRelayOptions } from './relay/options.js';
+export { RELAY_OPTION_BOUNDS, type RelayOptions, type ResolvedRelayOptions } from './relay/options.js';
 export type { RelayEventMap } from './relay/events.js';
 export {
   Consumer,

@@ -279,7 +279,9 @@ export class Relay {
     if (partitions < o.shards) {
       problems.push(`it has ${partitions} partitions for ${o.shards} shards (create it with at least one partition per shard)`);
     }
-    const starts = await admin.startOffsets(o.checkpointTopic, Array.from({ length: partitions }, (_, p) => p));
+    const starts = await this.retrying('read the checkpoint topic log start', () =>
+      admin.startOffsets(o.checkpointTopic, Array.from({ length: partitions }, (_, p) => p)),
+    );
     const trimmed = [...starts.entries()].filter(([, start]) => start > 0).map(([p]) => p);
     if (trimmed.length > 0) {
       problems.push(
@@ -291,6 +293,20 @@ export class Relay {
     const message = `checkpoint topic ${o.checkpointTopic}: ${problems.join('; ')}`;
     if (o.strict) throw new OutboxError('TOPIC_UNSAFE', `strict mode: ${message}`);
     this.log.error({ topic: o.checkpointTopic, problems }, 'checkpoint topic settings put exactly-once at risk');
+  }
+
+  /** Retries a broker call for a few seconds: a topic just created has no leaders for a moment. */
+  private async retrying<T>(what: string, call: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      try {
+        return await call();
+      } catch (err) {
+        if (Date.now() > deadline || this.controller.signal.aborted) throw err;
+        this.log.debug({ err }, `${what}: retrying`);
+        await sleep(200, this.controller.signal);
+      }
+    }
   }
 
   /**

@@ -12,14 +12,12 @@ import type { RelayEventSink } from './events.js';
 import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
 import { recordSize, toRecord } from './records.js';
-import { claimBatchSql, type ClaimedRow } from './sql/claimBatch.js';
+import { CLAIM_PLAN_SETTINGS, claimBatchSql, type ClaimedRow } from './sql/claimBatch.js';
 import { holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
 import type { TopicCache } from './topics.js';
 import { sleep, type Wakeup } from './wakeup.js';
 
-/** Rows of its shard one claim looks at, at most, held ones included (see claimBatchSql). */
-const MAX_LOOKAHEAD = 20_000;
 /** How long a producer dropped after a refused record may take to flush: nothing of it is wanted. */
 const DISCARD_TIMEOUT_MS = 200;
 
@@ -176,15 +174,27 @@ export class ShardWorker {
     this.ctx.events.emit('reconciled', { shard: this.shard, checkpoints: result.checkpoints, marked: result.marked });
   }
 
+  /** Runs the claim (claimBatchSql) in a transaction of its own, under CLAIM_PLAN_SETTINGS. */
   private async claim(): Promise<{ rows: ClaimedRow[]; held: number }> {
     const { options, pool } = this.ctx;
-    const { rows } = await pool.query<ClaimedRow & { held: number }>(claimBatchSql(options.sqlSchema), [
-      options.shards,
-      this.shard,
-      options.batchSize,
-      Math.min(MAX_LOOKAHEAD, options.batchSize * 4),
-      options.maxBatchBytes,
-    ]);
+    const client = await pool.connect();
+    let rows: Array<ClaimedRow & { held: number }>;
+    try {
+      await client.query(`begin; ${CLAIM_PLAN_SETTINGS}`);
+      ({ rows } = await client.query<ClaimedRow & { held: number }>(claimBatchSql(options.sqlSchema), [
+        options.shards,
+        this.shard,
+        options.batchSize,
+        options.batchSize,
+        options.maxBatchBytes,
+      ]));
+      await client.query('commit');
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
     const held = rows[0]?.held ?? 0;
     if (held > 0) this.log.debug({ held }, 'rows held back behind blocked keys');
     return { rows: rows.filter((r) => r.id !== null).map(({ held: _, ...r }) => ({ ...r, id: String(r.id) })), held };

@@ -15,7 +15,9 @@
  * - Blocked rows met by the scan are marked `held` in the same statement, which takes
  *   them out of the index the scan walks: however long the backlog behind a blocked key,
  *   each of its rows is read once, not by every claim (releaseHeldSql lets them go).
- *   `$4` bounds the rows of this shard one claim looks at, held ones included.
+ *   `$4` bounds the rows of this shard one claim looks at, held ones included (the relay
+ *   gives the batch size: looking further costs every claim, and a claim that held rows
+ *   is followed by the next one at once).
  * - Size: the payloads of rows beyond the byte budget `$5` are never read. The estimate
  *   (lengths from the row, relay headers at their largest) is an upper bound of the
  *   record's size, so the relay's exact cut keeps what was read. The first row is
@@ -25,6 +27,14 @@
  *
  * Returns one row with `held` and null columns when nothing may be published.
  */
+/**
+ * Planner settings for the claim's transaction: walk the publishable index in id order.
+ * The shard condition (a hash modulo a parameter) has no statistics; with the planner's
+ * guess of a tiny match count, a full scan and sort looks cheaper than the index walk that
+ * stops at the limit, and the claim would then grow with the table.
+ */
+export const CLAIM_PLAN_SETTINGS = 'set local enable_seqscan = off; set local enable_bitmapscan = off';
+
 export function claimBatchSql(schema: string): string {
   return `
 with scan as materialized (
