@@ -17,6 +17,8 @@ export type OutboxErrorCode =
   | 'SHARD_LOST'
   /** Another relay group serves this outbox (or took it over): see the message for how to take over. */
   | 'GROUP_CONFLICT'
+  /** A claim-check reference that cannot be resolved: store unknown, body missing or not matching its checksum. */
+  | 'CLAIM_CHECK_INVALID'
   | 'HANDLER_FAILED'
   | 'HANDLER_TIMEOUT'
   | 'TX_CONTROL_REFUSED'

@@ -4,6 +4,14 @@ export { enqueue, type EnqueueOptions } from './outbox/enqueue.js';
 export { HEADER, RESERVED_HEADERS, type JsonValue, type OutboxEvent } from './outbox/event.js';
 export { DEFAULT_MAX_MESSAGE_BYTES, encodedSize, validateEvent, validateTopic } from './outbox/validate.js';
 export { DEFAULT_MAX_RECORD_BYTES, recordBytes } from './kafka/record-size.js';
+export {
+  CLAIM_CHECK_DEFAULTS,
+  CLAIM_CHECK_HEADER,
+  postgresClaimCheckStore,
+  type ClaimCheckOptions,
+  type ClaimCheckReference,
+  type ClaimCheckStore,
+} from './claim-check/store.js';
 export { migrate, loadMigrations, type MigrateOptions, type MigrateResult } from './db/migrate.js';
 export { messages, outboxTables, MESSAGE_STATES, type MessageState } from './db/schema.js';
 export { fromDrizzle, toQueryable, type DrizzleExecutor, type Queryable } from './db/queryable.js';

@@ -2,6 +2,8 @@ import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { OptionsError } from '../errors.js';
+import type { ClaimCheckStore } from '../claim-check/store.js';
+import { withClaimCheck } from '../claim-check/resolve.js';
 import type { KafkaProperties } from '../kafka/config.js';
 import { printableOptions, type Logger } from '../log.js';
 import type { ConsumedRecord } from './record.js';
@@ -45,6 +47,11 @@ export interface ConsumerOptions {
   topics: readonly string[];
   /** Applies one record inside the transaction that stores its offset. */
   handler: RecordHandler;
+  /**
+   * Claim-check stores to resolve records whose body was stored out of band (enqueue's
+   * `claimCheck`): the handler then sees the body, verified against its sha256.
+   */
+  claimCheck?: ClaimCheckStore | readonly ClaimCheckStore[];
   /** Schema holding the consumer tables (run `migrate` first). Default `outbox`. */
   schema?: string;
   /** Most records per fetch; records of one partition in a fetch share one transaction. Default 100. */
@@ -280,7 +287,7 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
     brokers: input.brokers,
     groupId: input.groupId,
     topics: [...input.topics],
-    handler: input.handler,
+    handler: withClaimCheck(input.handler, input.claimCheck),
     schema,
     q: quoteSchema(schema),
     batchSize: positiveInt('batchSize', input.batchSize ?? CONSUMER_DEFAULTS.batchSize),

@@ -1,4 +1,5 @@
 import type { Message, MessageHeader } from '@confluentinc/kafka-javascript';
+import type { ClaimCheckReference } from '../claim-check/store.js';
 import { HEADER, RESERVED_HEADERS } from '../outbox/event.js';
 
 /** Outbox headers of a record, decoded; `raw` holds every header as a UTF-8 string. */
@@ -36,6 +37,12 @@ export interface ConsumedRecord {
   headers: RecordHeaders;
   /** Record timestamp (ms since the epoch), when the broker reports one. */
   timestamp: number | undefined;
+  /**
+   * Set when the event's body was stored out of band (claim-check): the reference the
+   * record carried. With the consumer's `claimCheck` stores, `value` is the body itself,
+   * verified against it; without, `value` is the reference as JSON.
+   */
+  claimCheck?: ClaimCheckReference;
 }
 
 function toBuffer(value: unknown): Buffer | null {

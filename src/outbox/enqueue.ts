@@ -3,13 +3,20 @@ import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { ValidationError } from '../errors.js';
 import type { OutboxEvent } from './event.js';
 import { insertMessagesSql } from './sql/insertMessages.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, validateEvent, type EncodedEvent } from './validate.js';
+import { CLAIM_CHECK_HEADER, encodeReference, resolveClaimCheckOptions, sha256Hex, type ClaimCheckOptions, type ClaimCheckStore } from '../claim-check/store.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, MAX_CLAIM_CHECK_ID_LENGTH, validateEvent, type EncodedEvent } from './validate.js';
 
 export interface EnqueueOptions {
   /** Schema holding the outbox. Default `outbox`. */
   schema?: string;
   /** Largest record (key + value + headers) accepted, in bytes. Default 1,000,000. */
   maxMessageBytes?: number;
+  /**
+   * Payloads larger than `thresholdBytes` are stored in `store` (in this transaction for the
+   * built-in PostgreSQL store) and the record carries a reference with size and sha256,
+   * which the consumer resolves (its `claimCheck` option).
+   */
+  claimCheck?: ClaimCheckOptions;
 }
 
 /**
@@ -25,9 +32,16 @@ export async function enqueue(db: unknown, events: OutboxEvent | readonly Outbox
   }
   const list = Array.isArray(events) ? (events as readonly OutboxEvent[]) : [events as OutboxEvent];
   const many = Array.isArray(events);
-  const encoded: EncodedEvent[] = list.map((event, i) => validateEvent(event, { maxMessageBytes }, many ? i : undefined));
+  const claimCheck = resolveClaimCheckOptions(options.claimCheck);
+  const encoded: EncodedEvent[] = list.map((event, i) => validateEvent(event, { maxMessageBytes, claimCheck }, many ? i : undefined));
   const queryable = toQueryable(db);
   if (encoded.length === 0) return [];
+  if (claimCheck) {
+    for (const [i, event] of encoded.entries()) {
+      if (!event.offload) continue;
+      encoded[i] = await offload(db, claimCheck.store, event, many ? i : undefined);
+    }
+  }
   const { rows } = await queryable.query<{ id: string }>(insertMessagesSql(quoteSchema(options.schema ?? DEFAULT_SCHEMA)), [
     encoded.map((e) => e.topic),
     encoded.map((e) => e.key),
@@ -40,4 +54,20 @@ export async function enqueue(db: unknown, events: OutboxEvent | readonly Outbox
     encoded.map((e) => e.traceparent),
   ]);
   return rows.map((r) => String(r.id));
+}
+
+/** Stores the payload out of band and puts the reference in its place. */
+async function offload(db: unknown, store: ClaimCheckStore, event: EncodedEvent, index: number | undefined): Promise<EncodedEvent> {
+  const body = event.payload!;
+  const sha256 = sha256Hex(body);
+  const id = await store.put(db, body, { size: body.length, sha256, topic: event.topic });
+  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_CLAIM_CHECK_ID_LENGTH) {
+    throw new ValidationError('payload', `claim-check store ${store.name} returned an id that is not 1-${MAX_CLAIM_CHECK_ID_LENGTH} characters`, index);
+  }
+  const { offload: _, ...rest } = event;
+  return {
+    ...rest,
+    payload: encodeReference({ v: 1, store: store.name, id, size: body.length, sha256 }),
+    headers: { ...event.headers, [CLAIM_CHECK_HEADER]: store.name },
+  };
 }

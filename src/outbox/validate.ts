@@ -1,5 +1,6 @@
 import { ValidationError } from '../errors.js';
 import { DEFAULT_MAX_RECORD_BYTES, recordBytes, tooLargeMessage } from '../kafka/record-size.js';
+import { CLAIM_CHECK_HEADER, encodeReference, type ClaimCheckOptions } from '../claim-check/store.js';
 import { LARGEST_RELAY_FIELDS, recordHeaders, RESERVED_HEADERS, type OutboxEvent } from './event.js';
 
 /** The relay's default limit: the producer's default `message.max.bytes`. */
@@ -20,6 +21,8 @@ export interface EncodedEvent {
   aggregateId: string | null;
   schemaVersion: number | null;
   traceparent: string | null;
+  /** Set when the payload goes to the claim-check store: `enqueue` replaces it by a reference. */
+  offload?: true;
 }
 
 export function validateTopic(topic: unknown, index?: number): string {
@@ -83,6 +86,9 @@ function validateHeaders(headers: unknown, index: number | undefined): Record<st
   for (const [name, value] of Object.entries(headers)) {
     if (name.length === 0) throw new ValidationError('headers', 'header names must not be empty', index);
     checkText('headers', name, index, 255);
+    if (name.toLowerCase() === CLAIM_CHECK_HEADER) {
+      throw new ValidationError(`headers.${name}`, 'is set by enqueue for claim-checked payloads (option claimCheck)', index);
+    }
     if (RESERVED_HEADERS.has(name.toLowerCase())) {
       throw new ValidationError(`headers.${name}`, 'is set by the relay; use the event field of that name instead', index);
     }
@@ -124,7 +130,11 @@ export function encodedSize(event: EncodedEvent): number {
  * Checks one event and encodes it. Throws {@link ValidationError} naming the field; nothing
  * has been written when it throws.
  */
-export function validateEvent(event: unknown, options: { maxMessageBytes: number }, index?: number): EncodedEvent {
+export function validateEvent(
+  event: unknown,
+  options: { maxMessageBytes: number; claimCheck?: Required<ClaimCheckOptions> | undefined },
+  index?: number,
+): EncodedEvent {
   if (typeof event !== 'object' || event === null || Array.isArray(event)) {
     throw new ValidationError('event', `must be an object, got ${typeOf(event)}`, index);
   }
@@ -152,6 +162,17 @@ export function validateEvent(event: unknown, options: { maxMessageBytes: number
     schemaVersion,
     traceparent: validateTraceparent(e.traceparent, index),
   };
+  const claimCheck = options.claimCheck;
+  if (claimCheck && encoded.payload !== null && encoded.payload.length > claimCheck.thresholdBytes) {
+    if (encoded.payload.length > claimCheck.maxBodyBytes) {
+      throw new ValidationError('payload', `is ${encoded.payload.length} bytes, over claimCheck.maxBodyBytes (${claimCheck.maxBodyBytes})`, index);
+    }
+    // The record will carry a reference: it is what must fit (with an id of the longest length a reference may have).
+    const reference = placeholderReference(claimCheck.store.name, encoded.payload.length);
+    const size = encodedSize({ ...encoded, payload: reference, headers: { ...encoded.headers, [CLAIM_CHECK_HEADER]: claimCheck.store.name } });
+    if (size > options.maxMessageBytes) throw new ValidationError('headers', `${tooLargeMessage(size, options.maxMessageBytes)} even with the payload claim-checked`, index);
+    return { ...encoded, offload: true };
+  }
   const size = encodedSize(encoded);
   if (size > options.maxMessageBytes) {
     throw new ValidationError(
@@ -161,4 +182,11 @@ export function validateEvent(event: unknown, options: { maxMessageBytes: number
     );
   }
   return encoded;
+}
+
+/** Longest store id a reference may carry. */
+export const MAX_CLAIM_CHECK_ID_LENGTH = 200;
+
+function placeholderReference(store: string, size: number): Buffer {
+  return encodeReference({ v: 1, store, id: 'x'.repeat(MAX_CLAIM_CHECK_ID_LENGTH), size, sha256: '0'.repeat(64) });
 }

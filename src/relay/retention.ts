@@ -1,9 +1,9 @@
 import type pg from 'pg';
 import { deleteInBatches } from '../db/batched-delete.js';
 import type { Logger } from '../log.js';
-import { deleteExpiredSql } from './sql/retention.js';
+import { deleteExpiredClaimChecksSql, deleteExpiredSql } from './sql/retention.js';
 
-/** Deletes sent rows older than `keepMs`, a bounded batch at a time (see {@link deleteInBatches}). Returns rows deleted. */
+/** Deletes sent rows (and claim-check bodies) older than `keepMs`, a bounded batch at a time (see {@link deleteInBatches}). Returns rows deleted. */
 export async function purgeSentRows(
   pool: pg.Pool,
   sqlSchema: string,
@@ -13,5 +13,7 @@ export async function purgeSentRows(
 ): Promise<number> {
   const total = await deleteInBatches(pool, deleteExpiredSql(sqlSchema), [options.keepMs, options.batchSize], options.batchSize, signal);
   if (total > 0) logger.info({ deleted: total }, 'retention removed sent rows');
+  const bodies = await deleteInBatches(pool, deleteExpiredClaimChecksSql(sqlSchema), [options.keepMs, options.batchSize], options.batchSize, signal);
+  if (bodies > 0) logger.info({ deleted: bodies }, 'retention removed claim-check bodies');
   return total;
 }

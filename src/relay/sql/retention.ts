@@ -12,3 +12,18 @@ delete from ${schema}.messages
     order by sent_at
     limit $2::int)`;
 }
+
+/**
+ * Deletes one bounded batch of claim-check bodies older than the retention period: kept
+ * as long as sent rows are, since a consumer may read the record (and fetch its body)
+ * until then.
+ */
+export function deleteExpiredClaimChecksSql(schema: string): string {
+  return `
+delete from ${schema}.claim_checks
+ where id in (
+   select id from ${schema}.claim_checks
+    where created_at < now() - $1::bigint * interval '1 millisecond'
+    order by created_at
+    limit $2::int)`;
+}
