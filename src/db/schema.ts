@@ -8,7 +8,7 @@ export const bytea = customType<{ data: Buffer; driverData: Buffer }>({
 });
 
 /** Row states of `messages.state`. */
-export const MESSAGE_STATES = ['pending', 'sent', 'failed', 'dead'] as const;
+export const MESSAGE_STATES = ['pending', 'sent', 'failed', 'dead', 'skipped'] as const;
 export type MessageState = (typeof MESSAGE_STATES)[number];
 
 /**

@@ -178,6 +178,10 @@ export class ShardWorker {
   private async claim(): Promise<{ rows: ClaimedRow[]; held: number }> {
     const { options, pool } = this.ctx;
     const client = await pool.connect();
+    // A connection lost between the statements is an error of this claim, not of the process.
+    let lost: Error | undefined;
+    const onError = (err: Error) => (lost = err);
+    client.on('error', onError);
     let rows: Array<ClaimedRow & { held: number }>;
     try {
       await client.query(`begin; ${CLAIM_PLAN_SETTINGS}`);
@@ -190,10 +194,11 @@ export class ShardWorker {
       ]));
       await client.query('commit');
     } catch (err) {
-      await client.query('rollback').catch(() => undefined);
-      throw err;
+      if (!lost) await client.query('rollback').catch(() => undefined);
+      throw lost ?? err;
     } finally {
-      client.release();
+      client.off('error', onError);
+      client.release(lost);
     }
     const held = rows[0]?.held ?? 0;
     if (held > 0) this.log.debug({ held }, 'rows held back behind blocked keys');

@@ -48,6 +48,10 @@ const WAIT_LOG_INTERVAL_MS = 5_000;
 export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise<number | undefined> {
   const { pool, options: o, log } = ctx;
   const lock = await pool.connect();
+  // Held through the wait: losing it (and with it the lock) fails this take-over, which a restart resumes.
+  let lost: Error | undefined;
+  const onError = (err: Error) => (lost = err);
+  lock.on('error', onError);
   try {
     await lock.query(takeOverLockSql(), [`outbox-relay take-over ${o.schema}`]);
     const { rows: active } = await pool.query<{ relay_group: string; successor: string | null }>(activeGroupSql(o.sqlSchema));
@@ -123,8 +127,9 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
     log.warn({ from, reconciled, oldShards: old.shards, shards: o.shards }, 'took over the outbox: this relay group serves it now');
     return reconciled;
   } finally {
-    await lock.query(takeOverUnlockSql(), [`outbox-relay take-over ${o.schema}`]).catch(() => undefined);
-    lock.release();
+    if (!lost) await lock.query(takeOverUnlockSql(), [`outbox-relay take-over ${o.schema}`]).catch(() => undefined);
+    lock.off('error', onError);
+    lock.release(lost);
   }
 }
 

@@ -1,0 +1,174 @@
+import { userInfo } from 'node:os';
+import pg from 'pg';
+import { quoteSchema } from '../db/identifiers.js';
+import { OutboxError } from '../errors.js';
+import { auditSql, lockDeadRowsSql, lockRowsByIdSql, retryRowsSql, skipRowsSql } from '../outbox/sql/repair.js';
+import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+
+export const RETRY_HELP = `outbox-relay retry ID... | --dead [--topic T] [--key K] [--since TIME] [--limit N]  --reason "..." [options]
+
+Puts failed or dead outbox rows back to pending, due now, attempts reset. Per-key order
+holds: a retried row is published after any earlier unsent row of its key and before the
+later rows held behind it. Sent and skipped rows are refused (publishing them now would
+overtake later rows of their key).
+
+  ID...             row ids (decimal)
+  --dead            every dead row matching --topic, --key, --since (created at or after)
+  --limit N         at most N rows of --dead (default 1000, at most 100000)
+  --reason TEXT     why (required; recorded in operator_actions)
+  --actor NAME      who (default: the OS user)
+  --dry-run         list what would change; change nothing
+  --json            print the result as JSON
+
+Exit codes: 0 done, 2 bad input (nothing changed), 1 other errors.`;
+
+export const SKIP_HELP = `outbox-relay skip ID... --reason "..." [options]
+
+Parks outbox rows for good (state skipped): never published, kept for audit, and no longer
+holding back the later rows of their key. Pending, failed and dead rows may be skipped.
+
+  --reason TEXT     why (required; recorded on the row and in operator_actions)
+  --actor NAME      who (default: the OS user)
+  --dry-run         list what would change; change nothing
+  --json            print the result as JSON
+
+Exit codes: 0 done, 2 bad input (nothing changed), 1 other errors.`;
+
+const FLAGS = {
+  reason: { type: 'string' },
+  actor: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  json: { type: 'boolean' },
+  dead: { type: 'boolean' },
+  topic: { type: 'string' },
+  key: { type: 'string' },
+  since: { type: 'string' },
+  limit: { type: 'string' },
+} as const;
+
+const MAX_ID = 9223372036854775807n;
+
+interface Row {
+  id: string;
+  topic: string;
+  key: string | null;
+  state: string;
+  attempts: number;
+}
+
+function bad(message: string): never {
+  throw new OutboxError('INVALID_ARGUMENT', message);
+}
+
+function parseIds(positionals: string[]): string[] {
+  const ids = positionals.map((raw) => {
+    if (!/^\d{1,19}$/.test(raw) || BigInt(raw) < 1n || BigInt(raw) > MAX_ID) bad(`row id ${JSON.stringify(raw.slice(0, 40))} is not a positive decimal id`);
+    return BigInt(raw).toString();
+  });
+  return [...new Set(ids)];
+}
+
+function text(value: unknown, name: string, max: number): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length === 0 || value.length > max || value.includes('\u0000')) bad(`--${name} must be 1-${max} characters`);
+  return value;
+}
+
+export function retryCommand(argv: string[]): Promise<number> {
+  return repair('retry', argv);
+}
+
+export function skipCommand(argv: string[]): Promise<number> {
+  return repair('skip', argv);
+}
+
+async function repair(command: 'retry' | 'skip', argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, FLAGS);
+  if (values.help) {
+    console.log(command === 'retry' ? RETRY_HELP : SKIP_HELP);
+    return 0;
+  }
+  // Everything that needs no database is checked first: bad input changes nothing.
+  const dryRun = values['dry-run'] === true;
+  const reason = text(values.reason, 'reason', 2000);
+  if (reason === undefined && !dryRun) bad('--reason is required: say why, it is recorded in operator_actions');
+  const actor = text(values.actor, 'actor', 200) ?? userInfo().username;
+  const byFilter = values.dead === true;
+  if (command === 'skip' && byFilter) bad('skip takes row ids, not --dead');
+  if (byFilter && positionals.length > 0) bad('give row ids or --dead with filters, not both');
+  if (!byFilter && positionals.length === 0) bad(command === 'retry' ? 'give row ids, or --dead' : 'give row ids');
+  if (!byFilter && (values.topic !== undefined || values.key !== undefined || values.since !== undefined || values.limit !== undefined)) {
+    bad('--topic, --key, --since and --limit filter --dead');
+  }
+  const ids = byFilter ? [] : parseIds(positionals);
+  const filter = byFilter
+    ? {
+        topic: text(values.topic, 'topic', 249) ?? null,
+        key: text(values.key, 'key', 10_000) ?? null,
+        since: values.since === undefined ? null : parseTime(values.since as string),
+        limit: integerFlag('limit', values.limit as string | undefined, { min: 1 }) ?? 1000,
+      }
+    : undefined;
+  if (filter && filter.limit > 100_000) bad('--limit must be at most 100000');
+
+  const q = quoteSchema(schemaFrom(values));
+  const pool = new pg.Pool({ connectionString: databaseUrlFrom(values), max: 1 });
+  pool.on('error', () => undefined);
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    const { rows } = filter
+      ? await client.query<Row>(lockDeadRowsSql(q), [filter.topic, filter.key, filter.since, filter.limit])
+      : await client.query<Row>(lockRowsByIdSql(q), [ids]);
+    const found = new Set(rows.map((r) => r.id));
+    const missing = ids.filter((id) => !found.has(id));
+    if (missing.length > 0) throw new OutboxError('NOT_FOUND', `no outbox row with id ${missing.join(', ')}; nothing changed`);
+    const allowed = command === 'retry' ? ['failed', 'dead'] : ['pending', 'failed', 'dead'];
+    const refused = rows.filter((r) => !allowed.includes(r.state));
+    if (refused.length > 0) {
+      throw new OutboxError(
+        'INVALID_ARGUMENT',
+        `${refused.map((r) => `row ${r.id} is ${r.state}`).join(', ')}: ${command} applies to ${allowed.join(', ')} rows; nothing changed`,
+      );
+    }
+    const changed = rows.map((r) => r.id);
+    const to = command === 'retry' ? 'pending' : 'skipped';
+    let audit: string | undefined;
+    if (!dryRun && changed.length > 0) {
+      await client.query(command === 'retry' ? retryRowsSql(q) : skipRowsSql(q), command === 'retry' ? [changed] : [changed, reason]);
+      const counts: Record<string, number> = {};
+      for (const r of rows) counts[r.state] = (counts[r.state] ?? 0) + 1;
+      const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
+        actor,
+        command,
+        changed,
+        filter ? JSON.stringify({ state: 'dead', ...filter }) : null,
+        reason,
+        JSON.stringify({ changed: changed.length, from: counts }),
+      ]);
+      audit = a[0]?.id;
+      await client.query('commit');
+    } else {
+      await client.query('rollback');
+    }
+    const result = { command, dryRun, changed: changed.length, audit: audit ?? null, rows: rows.map((r) => ({ ...r, to })) };
+    if (values.json) console.log(JSON.stringify(result));
+    else {
+      for (const r of rows) console.log(`${r.id}\t${r.topic}\t${r.key ?? ''}\t${r.state} -> ${to}${command === 'retry' ? ` (attempts ${r.attempts} -> 0)` : ''}`);
+      console.log(`${dryRun ? 'would change' : 'changed'} ${changed.length} row(s)${audit ? `; audit ${audit}` : ''}`);
+    }
+    return 0;
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+    await pool.end();
+  }
+}
+
+function parseTime(raw: string): string {
+  const time = new Date(raw);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(raw) || Number.isNaN(time.getTime())) bad(`--since must be an ISO time such as 2026-12-01T10:00:00Z, got ${JSON.stringify(raw.slice(0, 40))}`);
+  return time.toISOString();
+}
