@@ -2,11 +2,13 @@
 -- as a reference (id, size, sha256) that consumers resolve.
 -- `:schema` is replaced by the (quoted) schema name when migrations run.
 
--- A body is written in the writer's own transaction, next to its outbox row: a rolled-back
--- transaction leaves neither. Bodies are kept as long as sent rows are (the relay's
--- retention deletes both by age), since consumers may read the record until then.
+-- A body is written in the writer's own transaction, next to its outbox row (message_id):
+-- a rolled-back transaction leaves neither. A body is kept while its row is unsent, and
+-- then as long as sent rows are kept (the relay's retention), since consumers may read the
+-- record until then.
 create table :schema.claim_checks (
   id         uuid        primary key default gen_random_uuid(),
+  message_id bigint,
   body       bytea       not null,
   size       bigint      not null,
   sha256     text        not null,

@@ -39,6 +39,11 @@ export interface ClaimCheckStore {
   put(db: unknown, body: Buffer, meta: { size: number; sha256: string; topic: string }): Promise<string>;
   /** The body of `id`, or `null` when the store has none. */
   get(id: string): Promise<Buffer | null>;
+  /**
+   * Optional: told the outbox row id that carries the reference, in the same transaction
+   * (the built-in store keeps a body while its row is unsent).
+   */
+  link?(db: unknown, id: string, messageId: string): Promise<void>;
 }
 
 export interface ClaimCheckOptions {
@@ -71,6 +76,9 @@ export function postgresClaimCheckStore(options: {
         [body, meta.size, meta.sha256],
       );
       return rows[0]!.id;
+    },
+    async link(db, id, messageId) {
+      await toQueryable(db).query(`update ${q}.claim_checks set message_id = $2 where id = $1::uuid`, [id, messageId]);
     },
     async get(id) {
       if (!options.pool) throw new OutboxError('INVALID_OPTIONS', 'postgresClaimCheckStore needs a pool to read bodies: pass { pool }');

@@ -53,7 +53,14 @@ export async function enqueue(db: unknown, events: OutboxEvent | readonly Outbox
     encoded.map((e) => e.schemaVersion),
     encoded.map((e) => e.traceparent),
   ]);
-  return rows.map((r) => String(r.id));
+  const ids = rows.map((r) => String(r.id));
+  if (claimCheck?.store.link) {
+    for (const [i, event] of encoded.entries()) {
+      if (event.headers[CLAIM_CHECK_HEADER] === undefined) continue;
+      await claimCheck.store.link(db, (JSON.parse(event.payload!.toString()) as { id: string }).id, ids[i]!);
+    }
+  }
+  return ids;
 }
 
 /** Stores the payload out of band and puts the reference in its place. */

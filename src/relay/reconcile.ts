@@ -43,55 +43,76 @@ export interface Reconciled {
  * starts beyond it), the rows they listed may be published twice: said loudly.
  */
 export async function reconcileShard(t: ReconcileTarget): Promise<Reconciled> {
-  const { rows } = await t.pool.query<{ offset: string; topic_id: string | null }>(checkpointCursorSql(t.sqlSchema), [t.group, t.shard]);
+  const { rows } = await t.pool.query<{ offset: string; topic_id: string | null; partition: number | null }>(checkpointCursorSql(t.sqlSchema), [
+    t.group,
+    t.shard,
+  ]);
   const cursor = Number(rows[0]?.offset ?? -1);
   const storedId = rows[0]?.topic_id ?? null;
+  const storedPartition = rows[0]?.partition ?? null;
   const topicId = (await t.admin.topicIds([t.checkpointTopic])).get(t.checkpointTopic) ?? null;
-  const end = (await t.admin.endOffsets(t.checkpointTopic, [t.partition])).get(t.partition) ?? 0;
-  const start = (await t.admin.startOffsets(t.checkpointTopic, [t.partition])).get(t.partition) ?? 0;
   const sameIncarnation = storedId !== null && storedId === topicId;
-  let from = sameIncarnation && cursor + 1 <= end ? cursor + 1 : 0;
   if (!sameIncarnation && cursor >= 0) {
     t.log.warn(
       { storedTopicId: storedId, topicId, cursor },
       'checkpoint topic is another incarnation than the cursor was written for (deleted and created again?): reconciling from its beginning',
     );
   }
-  if (from < start) {
-    if (sameIncarnation && cursor + 1 < start) {
-      t.log.error(
-        { cursor, logStart: start, topic: t.checkpointTopic, partition: t.partition },
-        'checkpoints after the cursor were deleted by retention: rows they listed may be published again. The checkpoint topic must be compacted, never time- or size-retained',
-      );
-    }
-    from = start;
+  // The cursor is an offset in the partition it was written to. When the shard now writes to
+  // another one (partitions were added to the checkpoint topic), the last checkpoints may
+  // still be in the old one: it is read from the cursor on, the new one from its beginning.
+  const reads: Array<{ partition: number; after: number }> = [];
+  if (storedPartition !== null && storedPartition !== t.partition) {
+    if (sameIncarnation) reads.push({ partition: storedPartition, after: cursor });
+    reads.push({ partition: t.partition, after: -1 });
+  } else {
+    reads.push({ partition: t.partition, after: sameIncarnation ? cursor : -1 });
   }
-  const found = await readCheckpoints(t.connection, t.checkpointTopic, t.partition, checkpointKey(t.group, t.shard), from, end, t.timeoutMs);
+  const partitions = reads.map((r) => r.partition);
+  const ends = await t.admin.endOffsets(t.checkpointTopic, partitions);
+  const starts = await t.admin.startOffsets(t.checkpointTopic, partitions);
+  let checkpoints = 0;
   let marked = 0;
   let foreign = 0;
-  for (const { offset, checkpoint } of found) {
-    if (checkpoint.instance !== t.instanceId) {
-      // Same group name, another database: its ids are not ours. Marking them would lose rows.
-      foreign += 1;
-      t.log.error(
-        { offset, foreignInstance: checkpoint.instance, instance: t.instanceId },
-        'checkpoint topic holds checkpoints of another outbox database using this relay group name; give each database its own group',
-      );
-      continue;
+  for (const { partition, after } of reads) {
+    const end = ends.get(partition) ?? 0;
+    const start = starts.get(partition) ?? 0;
+    let from = after + 1 <= end ? after + 1 : 0;
+    if (from < start) {
+      if (after >= 0 && after + 1 < start) {
+        t.log.error(
+          { cursor: after, logStart: start, topic: t.checkpointTopic, partition },
+          'checkpoints after the cursor were deleted by retention: rows they listed may be published again. The checkpoint topic must be compacted, never time- or size-retained',
+        );
+      }
+      from = start;
     }
-    marked += await markCheckpointSent(t.pool, t.sqlSchema, {
-      group: t.group,
-      shard: t.shard,
-      ids: checkpoint.ids,
-      partitions: checkpoint.partitions,
-      offsets: checkpoint.offsets,
-      checkpointOffset: offset,
-      checkpointPartition: t.partition,
-      checkpointTopicId: topicId,
-    });
+    const found = await readCheckpoints(t.connection, t.checkpointTopic, partition, checkpointKey(t.group, t.shard), from, end, t.timeoutMs);
+    checkpoints += found.length;
+    for (const { offset, checkpoint } of found) {
+      if (checkpoint.instance !== t.instanceId) {
+        // Same group name, another database: its ids are not ours. Marking them would lose rows.
+        foreign += 1;
+        t.log.error(
+          { offset, foreignInstance: checkpoint.instance, instance: t.instanceId },
+          'checkpoint topic holds checkpoints of another outbox database using this relay group name; give each database its own group',
+        );
+        continue;
+      }
+      marked += await markCheckpointSent(t.pool, t.sqlSchema, {
+        group: t.group,
+        shard: t.shard,
+        ids: checkpoint.ids,
+        partitions: checkpoint.partitions,
+        offsets: checkpoint.offsets,
+        checkpointOffset: offset,
+        checkpointPartition: partition,
+        checkpointTopicId: topicId,
+      });
+    }
   }
-  if (marked > 0) t.log.warn({ marked, checkpoints: found.length }, 'reconciled rows a previous owner committed to Kafka but did not mark');
-  return { checkpoints: found.length, marked, topicId, foreign };
+  if (marked > 0) t.log.warn({ marked, checkpoints }, 'reconciled rows a previous owner committed to Kafka but did not mark');
+  return { checkpoints, marked, topicId, foreign };
 }
 
 export interface CheckpointMark {

@@ -360,12 +360,16 @@ export class Relay {
   private releaseHeld(): Promise<void> {
     this.releasing ??= (async () => {
       try {
-        const { rows } = await this.pool!.query<{ released: number }>(releaseHeldSql(this.options.sqlSchema));
-        const released = rows[0]?.released ?? 0;
-        if (released > 0) {
-          this.log.info({ released }, 'held rows released: nothing earlier of their keys blocks them any more');
-          this.wakeup?.wakeAll();
+        let total = 0;
+        for (;;) {
+          const { rows } = await this.pool!.query<{ released: number }>(releaseHeldSql(this.options.sqlSchema), [RELEASE_BATCH]);
+          const released = rows[0]?.released ?? 0;
+          total += released;
+          if (released > 0) this.wakeup?.wakeAll();
+          if (released < RELEASE_BATCH || this.controller.signal.aborted) break;
+          await sleep(20, this.controller.signal);
         }
+        if (total > 0) this.log.info({ released: total }, 'held rows released: nothing earlier of their keys blocks them any more');
       } finally {
         this.releasing = undefined;
       }
@@ -462,6 +466,9 @@ export class Relay {
     return { ...this.toJSON(), options: (this.options as unknown as { toJSON(): unknown }).toJSON() };
   }
 }
+
+/** Held rows let go per statement (see releaseHeldSql): short statements, short locks. */
+const RELEASE_BATCH = 5_000;
 
 /** The relay's connections are named after it in pg_stat_activity. */
 function applicationName(relayId: string): string {

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { describeError, OutboxError } from '../errors.js';
+import { describeError } from '../errors.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import { classifyKafkaError, isRecordTooLarge } from '../kafka/errors.js';
 import { tooLargeMessage } from '../kafka/record-size.js';
@@ -127,14 +127,7 @@ export class ShardWorker {
     const { options, pool } = this.ctx;
     // Initialising the producer fences whoever holds the transactional.id. A relay that was
     // paused past its lease must not fence the new owner, so the lease is checked first.
-    const lease = await pool.query(holdsLeaseSql(options.sqlSchema), [options.group, this.shard, options.relayId, this.token]);
-    if (lease.rowCount === 0) {
-      this.log.warn('lease no longer held; leaving the shard to its new owner');
-      this.controller.abort();
-      this.ctx.onLeaseLost(this.shard, this.token);
-      this.ctx.events.emit('shardReleased', { shard: this.shard, reason: 'lost' });
-      return;
-    }
+    if (!(await this.stillHeld())) return;
     const producer = new TransactionalProducer({
       connection: options.connection,
       transactionalId: `${options.group}-${this.shard}`,
@@ -144,6 +137,14 @@ export class ShardWorker {
     try {
       await producer.connect(options.transactionOperationTimeoutMs);
       await producer.init(options.transactionOperationTimeoutMs);
+      // Checked again now that this producer is the newest of its id: a relay paused between
+      // the first check and init may have slept through a take-over of the outbox by another
+      // group, which fenced this id before this init; nothing fences it after, so this relay
+      // must find out here, before it reconciles or claims anything.
+      if (!(await this.stillHeld())) {
+        await producer.disconnect();
+        return;
+      }
       await this.reconcile();
     } catch (err) {
       await producer.disconnect();
@@ -151,6 +152,18 @@ export class ShardWorker {
     }
     this.producer = producer;
     this.log.info('shard producer ready');
+  }
+
+  /** Whether this relay still holds the shard's lease, and its group still serves the outbox; if not, leaves the shard. */
+  private async stillHeld(): Promise<boolean> {
+    const { options, pool } = this.ctx;
+    const lease = await pool.query(holdsLeaseSql(options.sqlSchema), [options.group, this.shard, options.relayId, this.token]);
+    if (lease.rowCount !== 0) return true;
+    this.log.warn('lease no longer held (or the group no longer serves the outbox); leaving the shard to its new owner');
+    this.controller.abort();
+    this.ctx.onLeaseLost(this.shard, this.token);
+    this.ctx.events.emit('shardReleased', { shard: this.shard, reason: 'lost' });
+    return false;
   }
 
   /** Marks sent the rows of every checkpoint committed after the one last applied (see reconcileShard). */
@@ -217,6 +230,8 @@ export class ShardWorker {
     const retries: Item[] = [];
     const items: Item[] = [];
     let bytes = 0;
+    /** Keys of rows taken into this batch: a retry of such a key must not go first. */
+    const batchKeys = new Set<string>();
     for (const row of rows) {
       if (row.key !== null && blockedKeys.has(row.key)) continue;
       const record = toRecord(row, this.ctx.source, this.log);
@@ -236,12 +251,21 @@ export class ShardWorker {
         continue;
       }
       if (row.state === 'failed') {
+        // Retries go alone and first; one behind an earlier row of its key in this batch
+        // (pending again after a repair) waits for the next claim, and so does its key.
+        if (row.key !== null && batchKeys.has(row.key)) {
+          blockedKeys.add(row.key);
+          continue;
+        }
         retries.push({ row, record });
+        if (row.key !== null) blockedKeys.add(row.key); // later rows of its key: after it is sent
         continue;
       }
       items.push({ row, record });
+      if (row.key !== null) batchKeys.add(row.key);
       bytes += size;
     }
+    // Retries first, each alone: a key's retry is always its earliest row in this batch.
     for (const retry of retries) {
       if (this.signal.aborted) return;
       await this.publishItems([retry]);
@@ -259,32 +283,34 @@ export class ShardWorker {
    * were not refused stay pending for the next claim, and so does a refused record with an
    * earlier row of its key among them (publishing it now would overtake that row).
    */
-  private async publishItems(items: Item[]): Promise<void> {
+  private async publishItems(items: Item[]): Promise<boolean> {
     const outcome = await this.transact(items);
     if (outcome.kind === 'committed') {
       // A row that had failed before is sent: the rows held behind it may go now.
       if (items.some((i) => i.row.attempts > 0)) await this.ctx.releaseHeld();
-      return;
+      return true;
     }
-    if (outcome.kind === 'stopped') return;
+    if (outcome.kind === 'stopped') return false;
     if (items.length === 1) {
       const error = outcome.errors.get(0);
       const tooLarge = isRecordTooLarge(error);
       const reason = describeError(error) + (tooLarge ? ' (refused alone in its transaction: the topic accepts no record this large)' : '');
       await this.markFailed(items[0]!.row, reason, { dead: tooLarge });
-      return;
+      return false;
     }
     this.log.warn({ refused: outcome.errors.size, rows: items.length }, 'broker refused records; trying each refused one alone');
     const waiting = new Set<string>();
     for (const [index, item] of items.entries()) {
-      if (this.signal.aborted) return;
+      if (this.signal.aborted) return false;
       const key = item.row.key;
       if (!outcome.errors.has(index) || (key !== null && waiting.has(key))) {
         if (key !== null) waiting.add(key);
         continue;
       }
-      await this.publishItems([item]);
+      // The later rows of its key may go only after it did.
+      if (!(await this.publishItems([item])) && key !== null) waiting.add(key);
     }
+    return false;
   }
 
   /** One Kafka transaction: records + checkpoint, commit, then mark sent. */
@@ -338,10 +364,6 @@ export class ShardWorker {
       }),
       headers: [],
     });
-    if (checkpoint.partition !== this.checkpointPartition) {
-      // The checkpoint topic is not the one this shard reconciled against.
-      throw new OutboxError('KAFKA_ERROR', `checkpoint written to ${options.checkpointTopic}[${checkpoint.partition}], expected partition ${this.checkpointPartition}`);
-    }
     batch.to('committing');
     await faultPoint('before-kafka-commit', { shard: this.shard, rows: items.length });
     await producer.commit(options.transactionOperationTimeoutMs);

@@ -53,9 +53,18 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
   const onError = (err: Error) => (lost = err);
   lock.on('error', onError);
   try {
-    await lock.query(takeOverLockSql(), [`outbox-relay take-over ${o.schema}`]);
+    // Polled, not waited for: the first relay may hold the lock for as long as the old group
+    // takes to leave, longer than any statement or lock timeout.
+    for (;;) {
+      const { rows: active } = await pool.query<{ relay_group: string }>(activeGroupSql(o.sqlSchema));
+      if (active[0]?.relay_group === o.group) return undefined; // another relay of this group did it
+      const { rows } = await lock.query<{ locked: boolean }>(takeOverLockSql(), [`outbox-relay take-over ${o.schema}`]);
+      if (rows[0]?.locked) break;
+      if (ctx.signal.aborted || lost) throw new OutboxError('STOPPED', 'relay stopped while waiting for a take-over by another relay of its group');
+      await sleep(250, ctx.signal);
+    }
     const { rows: active } = await pool.query<{ relay_group: string; successor: string | null }>(activeGroupSql(o.sqlSchema));
-    if (active[0]?.relay_group === o.group) return undefined; // another relay of this group finished it
+    if (active[0]?.relay_group === o.group) return undefined;
     const named = await pool.query(nameSuccessorSql(o.sqlSchema), [from, o.group]);
     if (named.rowCount === 0) {
       const serving = active[0];
@@ -92,7 +101,9 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
         await producer.disconnect().catch(() => undefined);
       }
       if (partitions === 0) {
-        log.error({ from, topic: old.checkpoint_topic }, 'the old group\'s checkpoint topic is gone: a batch it committed but did not mark would be published again');
+        const message = `the checkpoint topic ${old.checkpoint_topic} of relay group ${from} is gone: a batch it committed but did not mark would be published again`;
+        if (o.strict) throw new OutboxError('TOPIC_UNSAFE', `strict mode: ${message}`);
+        log.error({ from, topic: old.checkpoint_topic }, message);
         continue;
       }
       const result = await reconcileShard({
@@ -127,6 +138,7 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
     log.warn({ from, reconciled, oldShards: old.shards, shards: o.shards }, 'took over the outbox: this relay group serves it now');
     return reconciled;
   } finally {
+    // Unlocking a lock this session does not hold only warns.
     if (!lost) await lock.query(takeOverUnlockSql(), [`outbox-relay take-over ${o.schema}`]).catch(() => undefined);
     lock.off('error', onError);
     lock.release(lost);

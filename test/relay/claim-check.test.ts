@@ -111,4 +111,22 @@ describe('claim-check: bodies too large for a record travel out of band', () => 
       client.release();
     }
   });
+
+  it('retention keeps a body while its row is unsent, and deletes it once the sent row is past retention', async () => {
+    const schema = await freshSchema(pool);
+    const store = postgresClaimCheckStore({ schema });
+    const [unsent, sent] = await inTransaction(pool, (client) =>
+      enqueue(client, [{ topic: 't', payload: randomBytes(300_000) }, { topic: 't', payload: randomBytes(300_000) }], { schema, claimCheck: { store } }),
+    );
+    // Both bodies written two weeks ago; one row sent then, the other still waiting.
+    await pool.query(`update ${schema}.claim_checks set created_at = now() - interval '14 days'`);
+    await pool.query(`update ${schema}.messages set state = 'sent', sent_at = now() - interval '14 days' where id = $1`, [sent]);
+    const { rows: linked } = await pool.query(`select message_id::text from ${schema}.claim_checks order by message_id`);
+    expect(linked.map((r) => r.message_id)).toEqual([unsent, sent]);
+    const { purgeSentRows } = await import('../../src/relay/retention.js');
+    const { createLogger } = await import('../../src/log.js');
+    await purgeSentRows(pool, `"${schema}"`, { keepMs: 7 * 86_400_000, batchSize: 100 }, new AbortController().signal, createLogger({ level: 'silent' }));
+    const { rows } = await pool.query(`select message_id::text from ${schema}.claim_checks`);
+    expect(rows.map((r) => r.message_id)).toEqual([unsent]);
+  });
 });

@@ -134,4 +134,33 @@ describe('per-key order whatever an operator does to a row', () => {
       await relay.stop();
     }
   });
+
+  it('a due retry never overtakes an earlier pending row of its key, and a key with two failed rows drains in order', async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 1);
+    // As an operator or a retry leaves them: "p" pending before a due failed row; "f" two
+    // failed rows, then a pending one.
+    const ids = await inTransaction(pool, async (client) => {
+      const { rows } = await client.query(
+        `insert into ${schema}.messages (topic, key, payload, state, attempts, last_error)
+         select $1, k, convert_to(k || ' ' || i, 'UTF8'), st, case when st = 'failed' then 1 else 0 end, case when st = 'failed' then 'earlier failure' end
+           from (values ('p', 1, 'pending'), ('p', 2, 'failed'), ('p', 3, 'pending'),
+                        ('f', 1, 'failed'), ('f', 2, 'failed'), ('f', 3, 'pending')) v(k, i, st)
+          order by k, i
+         returning id::text, key`,
+        [topic],
+      );
+      return { p: rows.filter((r) => r.key === 'p').map((r) => r.id as string), f: rows.filter((r) => r.key === 'f').map((r) => r.id as string) };
+    });
+    const relay = await startRelay(schema);
+    try {
+      await waitAllSent(pool, schema);
+      const read = await readTopic(connection, topic, 1, { expected: 6 });
+      expectExactlyOnce(read, [...ids.p, ...ids.f]);
+      expect(idsOfKey(read, 'p')).toEqual(ids.p.map(Number));
+      expect(idsOfKey(read, 'f')).toEqual(ids.f.map(Number));
+    } finally {
+      await relay.stop();
+    }
+  });
 });

@@ -12,8 +12,9 @@
  *   this very scan (same key, same shard, id order), so a row is never published before
  *   an earlier unsent row of its key, whatever state an operator put that row in. A due
  *   failed row is itself in the result; the rows after it are blocked until it is sent.
- * - Blocked rows met by the scan are marked `held` in the same statement, which takes
- *   them out of the index the scan walks: however long the backlog behind a blocked key,
+ * - Blocked pending rows met by the scan are marked `held` in the same statement, which
+ *   takes them out of the index the scan walks (a blocked failed row stays: it is itself a
+ *   blocker, which the release must see): however long the backlog behind a blocked key,
  *   each of its rows is read once, not by every claim (releaseHeldSql lets them go).
  *   `$4` bounds the rows of this shard one claim looks at, held ones included (the relay
  *   gives the batch size: looking further costs every claim, and a claim that held rows
@@ -41,7 +42,7 @@ with scan as materialized (
   select m.id,
          coalesce(octet_length(m.payload), 0) + coalesce(octet_length(m.key), 0) + octet_length(m.headers::text)
            + coalesce(octet_length(m.event_type), 0) + coalesce(octet_length(m.aggregate_type), 0)
-           + coalesce(octet_length(m.aggregate_id), 0) + coalesce(octet_length(m.traceparent), 0) + 400 as bytes,
+           + coalesce(octet_length(m.aggregate_id), 0) + coalesce(octet_length(m.traceparent), 0) + 512 as bytes,
          m.key is not null and (
            exists (select 1 from ${schema}.messages e
                     where e.key = m.key and e.id < m.id and e.state in ('failed', 'dead'))
@@ -59,7 +60,7 @@ with scan as materialized (
   update ${schema}.messages m
      set held = true
     from scan s
-   where s.blocked and m.id = s.id and m.state in ('pending', 'failed')
+   where s.blocked and m.id = s.id and m.state = 'pending'
   returning m.id
 ), picked as (
   select s.id, row_number() over w as n, sum(s.bytes) over w as running
@@ -79,27 +80,37 @@ select (select count(*)::int from held) as held,
 /**
  * Lets held rows go once nothing earlier of their key blocks them: for each key with held
  * rows (a skip scan over the small index of held rows, so the cost follows the number of
- * held keys, not held rows), the rows before the key's first failed or dead row. Run by
- * every relay now and then, and after a batch that sent a row that had failed before.
+ * held keys, not held rows), its held rows before the key's first failed or dead row that
+ * is not itself held, lowest ids first, at most `$1` in all: a key's rows are released
+ * from its first one on, so a released row never has a held one before it, and a release
+ * of a million rows is a series of bounded statements. Run by every relay now and then,
+ * and after a batch that sent a row that had failed before.
  */
 export function releaseHeldSql(schema: string): string {
   return `
 with recursive keys as (
-  (select m.key from ${schema}.messages m where m.held order by m.key limit 1)
+  (select m.key from ${schema}.messages m where m.held and m.key is not null order by m.key limit 1)
   union all
   select (select m.key from ${schema}.messages m where m.held and m.key > keys.key order by m.key limit 1)
     from keys
    where keys.key is not null
 ), barrier as (
   select k.key,
-         (select min(e.id) from ${schema}.messages e where e.key = k.key and e.state in ('failed', 'dead')) as first_blocker
+         (select min(e.id) from ${schema}.messages e
+           where e.key = k.key and e.state in ('failed', 'dead') and not e.held) as first_blocker
     from keys k
    where k.key is not null
-), released as (
-  update ${schema}.messages m
-     set held = false
+), free as (
+  select f.id
     from barrier b
-   where m.held and m.key = b.key and (b.first_blocker is null or m.id < b.first_blocker)
+    cross join lateral (
+      select m.id from ${schema}.messages m
+       where m.held and m.key = b.key and (b.first_blocker is null or m.id < b.first_blocker)
+       order by m.id
+       limit $1::int) f
+   limit $1::int
+), released as (
+  update ${schema}.messages m set held = false from free where m.id = free.id
   returning m.id
 ), keyless as (
   -- Only by hand: a row without a key has no order to keep.

@@ -99,9 +99,9 @@ export const pruneMembersSql = (schema: string) => `
 delete from ${schema}.relay_members
  where relay_group = $1::text and heartbeat_at < now() - $2::bigint * interval '1 millisecond'`;
 
-/** The shard's checkpoint cursor, and the checkpoint topic incarnation its offset belongs to. */
+/** The shard's checkpoint cursor: offset, the partition and the checkpoint topic incarnation it belongs to. */
 export const checkpointCursorSql = (schema: string) => `
-select checkpoint_offset::text as offset, checkpoint_topic_id as topic_id
+select checkpoint_offset::text as offset, checkpoint_topic_id as topic_id, checkpoint_partition as partition
   from ${schema}.relay_shards where relay_group = $1::text and shard = $2::int`;
 
 /** Does this relay still hold the shard under this token? Checked before every take-over. */

@@ -1,9 +1,10 @@
 /**
  * Marks the rows a committed Kafka transaction carried as sent, and advances the shard's
  * checkpoint cursor, in one statement (so one transaction). Rows already sent are left
- * alone, which makes replaying a checkpoint harmless. Within one incarnation of the
- * checkpoint topic (`$8`, its topic id) `greatest` keeps the cursor from moving backwards
- * if a slow former owner marks late; an offset of another incarnation replaces it.
+ * alone, which makes replaying a checkpoint harmless. Within one partition of one
+ * incarnation of the checkpoint topic (`$7`, `$8`: its topic id) `greatest` keeps the
+ * cursor from moving backwards if a slow former owner marks late; an offset of another
+ * partition or incarnation replaces it.
  */
 export function markSentSql(schema: string): string {
   return `
@@ -19,6 +20,7 @@ with sent as (
 )
 update ${schema}.relay_shards
    set checkpoint_offset = case when checkpoint_topic_id is not distinct from $8::text
+                                 and checkpoint_partition is not distinct from $7::int
                                 then greatest(checkpoint_offset, $6::bigint) else $6::bigint end,
        checkpoint_topic_id = $8::text,
        checkpoint_partition = $7::int,

@@ -14,16 +14,20 @@ delete from ${schema}.messages
 }
 
 /**
- * Deletes one bounded batch of claim-check bodies older than the retention period: kept
- * as long as sent rows are, since a consumer may read the record (and fetch its body)
- * until then.
+ * Deletes one bounded batch of claim-check bodies past the retention period: a body is
+ * kept while its row is unsent and then as long as the sent row is kept, since a consumer
+ * may read the record (and fetch its body) until then.
  */
 export function deleteExpiredClaimChecksSql(schema: string): string {
   return `
 delete from ${schema}.claim_checks
  where id in (
-   select id from ${schema}.claim_checks
-    where created_at < now() - $1::bigint * interval '1 millisecond'
-    order by created_at
+   select c.id from ${schema}.claim_checks c
+    where c.created_at < now() - $1::bigint * interval '1 millisecond'
+      and not exists (
+            select 1 from ${schema}.messages m
+             where m.id = c.message_id
+               and (m.state <> 'sent' or m.sent_at >= now() - $1::bigint * interval '1 millisecond'))
+    order by c.created_at
     limit $2::int)`;
 }

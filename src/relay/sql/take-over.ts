@@ -1,7 +1,7 @@
 // Statements of a take-over of the outbox by another relay group (see take-over.ts).
 
-/** Session advisory lock serialising take-overs of one outbox schema. */
-export const takeOverLockSql = () => `select pg_advisory_lock(hashtext($1::text))`;
+/** Session advisory lock serialising take-overs of one outbox schema; tried, never waited for. */
+export const takeOverLockSql = () => `select pg_try_advisory_lock(hashtext($1::text)) as locked`;
 export const takeOverUnlockSql = () => `select pg_advisory_unlock(hashtext($1::text))`;
 
 /** Names the successor of the serving group; no row when `$1` does not serve or another successor is named. */
