@@ -8,6 +8,8 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, { run: () => Promise<Command>; summary: string }> = {
   migrate: { run: async () => migrateCommand, summary: 'apply database migrations' },
   relay: { run: async () => (await import('./relay.js')).relayCommand, summary: 'run the relay: outbox rows to Kafka, exactly once' },
+  stuck: { run: async () => (await import('./inspect.js')).stuckCommand, summary: 'outbox rows that should have gone and did not, and what holds each back' },
+  show: { run: async () => (await import('./inspect.js')).showCommand, summary: 'one outbox row in full' },
   retry: { run: async () => (await import('./repair.js')).retryCommand, summary: 'put failed or dead outbox rows back to pending, in per-key order (audited)' },
   skip: { run: async () => (await import('./repair.js')).skipCommand, summary: 'park outbox rows for good so their keys move on (audited)' },
   offsets: { run: async () => (await import('./offsets.js')).offsetsCommand, summary: 'show, set or rewind consumer offsets stored in PostgreSQL' },

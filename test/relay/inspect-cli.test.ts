@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { cli } from '../helpers/cli.js';
+import { freshSchema } from '../helpers/db.js';
+import { useTestServices } from '../helpers/services.js';
+
+describe('outbox-relay stuck and show: what on-call sees', () => {
+  const { pool } = useTestServices();
+
+  it('stuck lists unsent rows past the age, oldest first, with what holds each back; show prints one row in full', async () => {
+    const schema = await freshSchema(pool);
+    const { rows } = await pool.query(
+      `insert into ${schema}.messages (topic, key, payload, state, attempts, last_error, created_at, next_attempt_at, sent_at, kafka_partition, kafka_offset)
+       values ('orders', 'k1', 'dead one', 'dead', 10, 'unknown topic orders', now() - interval '1 hour', now(), null, null, null),
+              ('orders', 'k1', 'behind it', 'pending', 0, null, now() - interval '50 minutes', now(), null, null, null),
+              ('orders', 'k2', 'retrying', 'failed', 2, 'MSG_SIZE_TOO_LARGE', now() - interval '40 minutes', now() + interval '5 minutes', null, null, null),
+              ('orders', 'k3', 'fresh', 'pending', 0, null, now(), now(), null, null, null),
+              ('orders', 'k4', convert_to('{"sent":true}', 'UTF8'), 'sent', 1, null, now() - interval '2 hours', now(), now(), 3, 42),
+              ('orders', null, '\\x00ff00'::bytea, 'pending', 0, null, now() - interval '30 minutes', now(), null, null, null)
+       returning id::text`,
+    );
+    const [dead, behind, failed, , sent, binary] = rows.map((r) => r.id as string);
+
+    const stuck = await cli('stuck', '--json', '--schema', schema);
+    expect(stuck.code).toBe(0);
+    const listed = JSON.parse(stuck.stdout).rows as Array<Record<string, unknown>>;
+    expect(listed.map((r) => r.id)).toEqual([dead, behind, failed, binary]);
+    expect(listed[0]).toMatchObject({ state: 'dead', attempts: 10, heldBack: expect.stringContaining('unknown topic orders') });
+    expect(listed[1]).toMatchObject({ state: 'pending', blockedBy: dead, heldBack: `waits for row ${dead}, an earlier failed or dead row of its key` });
+    expect(listed[2]).toMatchObject({ state: 'failed', heldBack: expect.stringMatching(/^failed, next attempt at .*MSG_SIZE_TOO_LARGE/) });
+    expect(listed[1]!.ageSeconds).toBeGreaterThanOrEqual(2_999);
+
+    const filtered = await cli('stuck', '--state', 'dead', '--topic', 'orders', '--key', 'k1', '--older-than', '10m', '--json', '--schema', schema);
+    expect(JSON.parse(filtered.stdout).rows.map((r: { id: string }) => r.id)).toEqual([dead]);
+    const text = await cli('stuck', '--older-than', '45m', '--schema', schema);
+    expect(text.stdout).toContain('2 stuck row(s) older than 2700000 ms');
+
+    const shown = await cli('show', sent!, '--json', '--schema', schema);
+    expect(shown.code).toBe(0);
+    expect(JSON.parse(shown.stdout)).toMatchObject({
+      id: sent,
+      state: 'sent',
+      kafka: { partition: 3, offset: '42' },
+      payload: { bytes: 13, preview: '{"sent":true}', encoding: 'utf8', truncated: false },
+    });
+    expect(JSON.parse((await cli('show', binary!, '--json', '--schema', schema)).stdout).payload).toEqual({ bytes: 3, preview: '00ff00', encoding: 'hex', truncated: false });
+    expect((await cli('show', failed!, '--schema', schema)).stdout).toMatch(/lastError\s+MSG_SIZE_TOO_LARGE/);
+  });
+
+  it.each([
+    [['stuck', '--older-than', '5 minutes']],
+    [['stuck', '--older-than', '-5m']],
+    [['stuck', '--state', 'sent']],
+    [['stuck', '--limit', '0']],
+    [['stuck', '--limit', '99999999']],
+    [['show', 'abc']],
+    [['show', '0']],
+    [['show', '99999999999999999999']],
+    [['show', '424242']],
+    [['show']],
+  ])('%j is refused with exit 2 and a message', async (args) => {
+    const schema = await freshSchema(pool);
+    const result = await cli(...args, '--schema', schema);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/^outbox-relay (stuck|show): .+/m);
+  });
+
+  it('a filter with SQL meta-characters matches nothing and changes nothing', async () => {
+    const schema = await freshSchema(pool);
+    await pool.query(`insert into ${schema}.messages (topic, key, payload, created_at) values ('t', 'k', 'x', now() - interval '1 day')`);
+    const result = await cli('stuck', '--key', "k' or '1'='1", '--json', '--schema', schema);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout).rows).toEqual([]);
+    expect((await pool.query(`select count(*)::int as n from ${schema}.messages`)).rows[0].n).toBe(1);
+  });
+});
