@@ -8,6 +8,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, { run: () => Promise<Command>; summary: string }> = {
   migrate: { run: async () => migrateCommand, summary: 'apply database migrations' },
   relay: { run: async () => (await import('./relay.js')).relayCommand, summary: 'run the relay: outbox rows to Kafka, exactly once' },
+  status: { run: async () => (await import('./inspect.js')).statusCommand, summary: 'the outbox, the relays and the consumers at a glance, with a verdict' },
   stuck: { run: async () => (await import('./inspect.js')).stuckCommand, summary: 'outbox rows that should have gone and did not, and what holds each back' },
   show: { run: async () => (await import('./inspect.js')).showCommand, summary: 'one outbox row in full' },
   retry: { run: async () => (await import('./repair.js')).retryCommand, summary: 'put failed or dead outbox rows back to pending, in per-key order (audited)' },

@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cli.js';
 import { freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
+import { startRelay, waitAllSent } from '../helpers/relay.js';
 import { useTestServices } from '../helpers/services.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('outbox-relay stuck and show: what on-call sees', () => {
-  const { pool } = useTestServices();
+  const { pool, admin } = useTestServices();
 
   it('stuck lists unsent rows past the age, oldest first, with what holds each back; show prints one row in full', async () => {
     const schema = await freshSchema(pool);
@@ -71,5 +74,44 @@ describe('outbox-relay stuck and show: what on-call sees', () => {
     expect(result.code).toBe(0);
     expect(JSON.parse(result.stdout).rows).toEqual([]);
     expect((await pool.query(`select count(*)::int as n from ${schema}.messages`)).rows[0].n).toBe(1);
+  });
+
+  it('status shows unsent rows per topic and shard, shard owners, live relays, consumer lag and dead letters, with a verdict and its reason', async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 1);
+    expect(JSON.parse((await cli('status', '--json', '--schema', schema)).stdout)).toMatchObject({ verdict: 'OK', reason: 'every row is moving' });
+
+    const relay = await startRelay(schema, { shards: 2, relayId: 'relay-a' });
+    try {
+      await pool.query(`insert into ${schema}.messages (topic, key, payload) select $1, 'k' || i, 'v' from generate_series(1, 3) i`, [topic]);
+      await waitAllSent(pool, schema);
+      await waitFor(() => relay.shards.length === 2);
+      // A consumer group that stored offset 1 of the topic's three records, and left a dead letter.
+      await pool.query(`insert into ${schema}.consumer_offsets (group_id, topic, partition, next_offset) values ('ledger', $1, 0, 1)`, [topic]);
+      await pool.query(
+        `insert into ${schema}.dead_letters (group_id, topic, partition, "offset", error, attempts) values ('ledger', $1, 0, 0, 'boom', 3)`,
+        [topic],
+      );
+      // The log end counts the transaction markers too: lag is in offsets, as Kafka's own tools count it.
+      const end = (await admin.endOffsets(topic, [0], { committed: true })).get(0)!;
+      expect(end).toBeGreaterThanOrEqual(3);
+      const degraded = JSON.parse((await cli('status', '--json', '--schema', schema)).stdout);
+      expect(degraded).toMatchObject({
+        verdict: 'DEGRADED',
+        reason: 'consumer group ledger: 1 dead letter(s) not replayed',
+        unsent: { pending: 0, failed: 0, dead: 0 },
+        relay: { group: expect.any(String), shards: 2, members: [{ relayId: 'relay-a', live: true }] },
+        consumers: [{ group: 'ledger', deadLettersPending: 1, partitions: [{ topic, partition: 0, storedOffset: 1, endOffset: end, lag: end - 1 }] }],
+      });
+      expect(degraded.relay.owners.map((o: { owner: string }) => o.owner)).toEqual(['relay-a', 'relay-a']);
+
+      await pool.query(`insert into ${schema}.messages (topic, key, payload, state, attempts, last_error) values ('gone', 'k9', 'x', 'dead', 10, 'unknown topic')`);
+      const stuck = await cli('status', '--schema', schema);
+      expect(stuck.code).toBe(0);
+      expect(stuck.stdout).toMatch(/^STUCK: 1 dead row\(s\) hold back their keys/m);
+      expect(stuck.stdout).toMatch(/topic gone\tdead\t1/);
+    } finally {
+      await relay.stop();
+    }
   });
 });

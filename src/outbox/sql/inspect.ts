@@ -26,3 +26,52 @@ select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.
        m.schema_version, m.traceparent, octet_length(m.payload) as payload_bytes, substring(m.payload from 1 for $2::int) as payload_head
   from ${schema}.messages m
  where m.id = $1::bigint`;
+
+/** Unsent rows per topic and state, with the oldest one's age. */
+export const unsentByTopicSql = (schema: string) => `
+select topic, state, count(*)::int as rows, extract(epoch from now() - min(created_at))::float8 as oldest_seconds
+  from ${schema}.messages
+ where state in ('pending', 'failed', 'dead')
+ group by topic, state
+ order by topic, state`;
+
+/** Unsent rows per shard of the serving group's layout (`$1` shards). */
+export const unsentByShardSql = (schema: string) => `
+select (case when key is null then id % $1::int else (hashtext(key) & 2147483647) % $1::int end)::int as shard,
+       count(*) filter (where state = 'pending')::int as pending,
+       count(*) filter (where state = 'failed')::int as failed,
+       count(*) filter (where state = 'dead')::int as dead,
+       extract(epoch from now() - min(created_at))::float8 as oldest_seconds
+  from ${schema}.messages
+ where state in ('pending', 'failed', 'dead')
+ group by 1
+ order by 1`;
+
+/** Relay groups, the serving one first. */
+export const relayGroupsSql = (schema: string) => `
+select relay_group, shards, active, successor, retired_at, checkpoint_topic
+  from ${schema}.relay_groups
+ order by active desc, relay_group`;
+
+/** A group's shard leases. */
+export const shardOwnersSql = (schema: string) => `
+select shard, owner, updated_at as since, lease_expires_at, lease_expires_at > now() as live
+  from ${schema}.relay_shards
+ where relay_group = $1::text
+ order by shard`;
+
+/** A group's members and how long ago each beat. */
+export const relayMembersSql = (schema: string) => `
+select relay_id, started_at, extract(epoch from now() - heartbeat_at)::float8 as heartbeat_seconds
+  from ${schema}.relay_members
+ where relay_group = $1::text
+ order by relay_id`;
+
+/** Stored consumer offsets, and dead letters not replayed, per group. */
+export const consumerOffsetsSql = (schema: string) => `
+select group_id, topic, partition, next_offset::text
+  from ${schema}.consumer_offsets
+ order by group_id, topic, partition`;
+
+export const pendingDeadLettersSql = (schema: string) => `
+select group_id, count(*)::int as pending from ${schema}.dead_letters where replayed_at is null group by group_id`;
