@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; summary: string }>
   show: { run: async () => (await import('./inspect.js')).showCommand, summary: 'one outbox row in full' },
   retry: { run: async () => (await import('./repair.js')).retryCommand, summary: 'put failed or dead outbox rows back to pending, in per-key order (audited)' },
   skip: { run: async () => (await import('./repair.js')).skipCommand, summary: 'park outbox rows for good so their keys move on (audited)' },
+  'dead-letters': { run: async () => (await import('./dead-letters.js')).deadLettersCommand, summary: 'list, show, replay or discard a consumer group\'s dead letters (audited)' },
   offsets: { run: async () => (await import('./offsets.js')).offsetsCommand, summary: 'show, set or rewind consumer offsets stored in PostgreSQL' },
 };
 
@@ -20,7 +21,7 @@ const USAGE = `usage: outbox-relay <command> [options]
 
 commands:
 ${Object.entries(COMMANDS)
-  .map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`)
+  .map(([name, c]) => `  ${name.padEnd(13)} ${c.summary}`)
   .join('\n')}
 
 Every command takes --database-url (env DATABASE_URL), --brokers (env KAFKA_BROKERS),

@@ -13,7 +13,7 @@ import { ConsumerEmitter, type ConsumerEventName, type ConsumerEvents } from './
 import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from './kafka-client.js';
 import { pollMarginMs, resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';
-import { replayDeadLetters, type ReplayFilter, type ReplayResult } from './replay.js';
+import { replayDeadLetters, serveReplayRequests, type ReplayFilter, type ReplayResult } from './replay.js';
 import { readPartitionLogs } from './incarnation.js';
 import { consumerMetrics, type ConsumerMetrics } from './metrics.js';
 import { key, StoredPositions, type PartitionControl, type PartitionState } from './positions.js';
@@ -58,6 +58,7 @@ export class Consumer {
   private readonly attempts = new Map<string, number>();
   private revocationTimer: NodeJS.Timeout | undefined;
   private retentionLoop: Promise<void> | undefined;
+  private replayLoop: Promise<void> | undefined;
   private concurrency = 1;
   private rotation = 0;
   /** The consumer's Prometheus metrics (see docs/consumer.md). */
@@ -126,6 +127,11 @@ export class Consumer {
         },
       );
     }
+    this.replayLoop = serveReplayRequests(
+      { pool: this.pool, groupId: o.groupId, handler: o.handler, schema: o.schema, inbox: o.inbox, handlerTimeoutMs: o.handlerTimeoutMs, logger: this.logger },
+      this.abort.signal,
+      (result) => this.logger.info({ deadLetter: result.id, status: result.status }, 'requested dead-letter replay done'),
+    );
     if (this.options.stallTimeoutMs > 0) {
       this.watchdogTimer = setInterval(() => void this.watch(), this.options.watchdogIntervalMs);
       this.watchdogTimer.unref();
@@ -151,6 +157,7 @@ export class Consumer {
     await this.loopPromise;
     if (this.revocationTimer) clearInterval(this.revocationTimer);
     await this.retentionLoop;
+    await this.replayLoop;
     await this.client?.disconnect();
     this.admin?.close();
     if (!this.options.pool) await this.pool?.end();

@@ -5,7 +5,16 @@ import type { Logger } from '../log.js';
 import type { RecordHandler } from './options.js';
 import { decodeHeaders, type ConsumedRecord } from './record.js';
 import { claimInboxSql } from './sql/claimInbox.js';
-import { lockDeadLetterSql, markReplayedSql, pendingDeadLetterIdsSql, pendingDeadLetterSql, recordReplayFailureSql } from './sql/deadLetters.js';
+import {
+  clearReplayRequestSql,
+  lockDeadLetterSql,
+  markReplayedSql,
+  pendingDeadLetterIdsSql,
+  pendingDeadLetterSql,
+  recordReplayFailureSql,
+  requestedReplaysSql,
+} from './sql/deadLetters.js';
+import { sleep } from '../async.js';
 import { inTransaction, raceHandler } from './transaction.js';
 import { CONSUMER_DEFAULTS } from './options.js';
 
@@ -120,4 +129,37 @@ export async function replayDeadLetters(target: ReplayTarget, filter: ReplayFilt
   const results: ReplayResult[] = [];
   for (const { id } of rows) results.push(await replayDeadLetter(target, id));
   return results;
+}
+
+/** How often a running consumer looks for replays an operator requested. */
+export const REPLAY_REQUEST_INTERVAL_MS = 2_000;
+
+/**
+ * Serves `outbox-relay dead-letters replay`: every {@link REPLAY_REQUEST_INTERVAL_MS}, the
+ * group's dead letters whose replay was requested go through the handler, as
+ * {@link replayDeadLetter} does (its own transaction, inbox checked, marked replayed with
+ * the effects). A failed replay records its error and clears the request; one found
+ * settled meanwhile just clears it. Runs until `signal` aborts.
+ */
+export async function serveReplayRequests(
+  target: ReplayTarget,
+  signal: AbortSignal,
+  onResult: (result: ReplayResult) => void,
+): Promise<void> {
+  const q = quoteSchema(target.schema ?? DEFAULT_SCHEMA);
+  while (!signal.aborted) {
+    await sleep(REPLAY_REQUEST_INTERVAL_MS, signal);
+    if (signal.aborted) break;
+    try {
+      const { rows } = await target.pool.query<{ id: string }>(requestedReplaysSql(q), [target.groupId, 100]);
+      for (const { id } of rows) {
+        if (signal.aborted) break;
+        const result = await replayDeadLetter(target, id);
+        if (result.status === 'missing') await target.pool.query(clearReplayRequestSql(q), [id]);
+        onResult(result);
+      }
+    } catch (err) {
+      target.logger?.warn({ err }, 'serving requested dead-letter replays failed; trying again');
+    }
+  }
 }

@@ -72,6 +72,10 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
       attempts: integer('attempts').notNull(),
       failedAt: timestamp('failed_at', { withTimezone: true }).notNull().defaultNow(),
       replayedAt: timestamp('replayed_at', { withTimezone: true }),
+      // On-call requests (migrations/0010_dead_letter_requests.sql).
+      replayRequestedAt: timestamp('replay_requested_at', { withTimezone: true }),
+      discardedAt: timestamp('discarded_at', { withTimezone: true }),
+      discardReason: text('discard_reason'),
       /** Topic id of the log the record came from (unique per group, position and incarnation; see migration 0004). */
       topicId: text('topic_id'),
     },

@@ -5,7 +5,7 @@
 export function pendingDeadLetterIdsSql(q: string): string {
   return `
 select id from ${q}.dead_letters
- where group_id = $1::text and replayed_at is null
+ where group_id = $1::text and replayed_at is null and discarded_at is null
    and ($2::bigint[] is null or id = any($2::bigint[]))
    and ($3::text is null or topic = $3::text)
  order by id
@@ -17,7 +17,7 @@ export function pendingDeadLetterSql(q: string): string {
   return `
 select id, topic, partition, "offset", key, value, headers, attempts, topic_id
   from ${q}.dead_letters
- where id = $1::bigint and group_id = $2::text and replayed_at is null`;
+ where id = $1::bigint and group_id = $2::text and replayed_at is null and discarded_at is null`;
 }
 
 /**
@@ -29,19 +29,33 @@ select id, topic, partition, "offset", key, value, headers, attempts, topic_id
 export function lockDeadLetterSql(q: string): string {
   return `
 select id from ${q}.dead_letters
- where id = $1::bigint and replayed_at is null
+ where id = $1::bigint and replayed_at is null and discarded_at is null
  for update skip locked`;
 }
 
 /** Marks a dead letter replayed, in the transaction that applied it. */
 export function markReplayedSql(q: string): string {
-  return `update ${q}.dead_letters set replayed_at = now() where id = $1::bigint`;
+  return `update ${q}.dead_letters set replayed_at = now(), replay_requested_at = null where id = $1::bigint`;
 }
 
 /** Records a failed replay attempt (its own transaction: the replay's was rolled back). */
 export function recordReplayFailureSql(q: string): string {
   return `
 update ${q}.dead_letters
-   set error = $2::text, attempts = attempts + 1, failed_at = now()
+   set error = $2::text, attempts = attempts + 1, failed_at = now(), replay_requested_at = null
  where id = $1::bigint and replayed_at is null`;
+}
+
+/** Ids of the group's dead letters whose replay an operator requested (outbox-relay dead-letters replay). */
+export function requestedReplaysSql(q: string): string {
+  return `
+select id::text from ${q}.dead_letters
+ where group_id = $1::text and replay_requested_at is not null and replayed_at is null and discarded_at is null
+ order by id
+ limit $2::int`;
+}
+
+/** A requested replay that found nothing to do (settled meanwhile): the request is cleared. */
+export function clearReplayRequestSql(q: string): string {
+  return `update ${q}.dead_letters set replay_requested_at = null where id = $1::bigint`;
 }

@@ -11,6 +11,6 @@ insert into ${q}.dead_letters (group_id, topic, partition, "offset", key, value,
 values ($1::text, $2::text, $3::int, $4::bigint, $5::bytea, $6::bytea, $7::jsonb, $8::text, $9::int, $10::text)
 on conflict (group_id, topic, partition, "offset", coalesce(topic_id, '')) do update
    set key = excluded.key, value = excluded.value, headers = excluded.headers, error = excluded.error,
-       attempts = excluded.attempts, topic_id = excluded.topic_id, failed_at = now(), replayed_at = null
+       attempts = excluded.attempts, topic_id = excluded.topic_id, failed_at = now(), replayed_at = null, discarded_at = null, discard_reason = null, replay_requested_at = null
 returning id`;
 }

@@ -7,7 +7,7 @@
 export function settleDeadLettersSql(schema: string): string {
   return `
 update ${schema}.dead_letters
-   set replayed_at = now()
+   set replayed_at = now(), replay_requested_at = null
  where group_id = $1::text and topic = $2::text and partition = $3::int
    and "offset" = any($4::bigint[]) and replayed_at is null
    and (topic_id is null or $5::text is null or topic_id = $5::text)`;

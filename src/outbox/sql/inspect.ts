@@ -74,4 +74,4 @@ select group_id, topic, partition, next_offset::text
  order by group_id, topic, partition`;
 
 export const pendingDeadLettersSql = (schema: string) => `
-select group_id, count(*)::int as pending from ${schema}.dead_letters where replayed_at is null group by group_id`;
+select group_id, count(*)::int as pending from ${schema}.dead_letters where replayed_at is null and discarded_at is null group by group_id`;

@@ -40,3 +40,40 @@ export const auditSql = (schema: string) => `
 insert into ${schema}.operator_actions (actor, command, row_ids, filter, reason, counts)
 values ($1::text, $2::text, $3::bigint[], $4::jsonb, $5::text, $6::jsonb)
 returning id::text`;
+
+/** A group's dead letters, newest first: pending ones only unless `$3`. */
+export const listDeadLettersSql = (schema: string) => `
+select id::text, topic, partition, "offset"::text, attempts, error, failed_at, replayed_at, replay_requested_at, discarded_at, discard_reason
+  from ${schema}.dead_letters
+ where group_id = $1::text
+   and ($2::text is null or topic = $2::text)
+   and ($3::boolean or (replayed_at is null and discarded_at is null))
+ order by id desc
+ limit $4::int`;
+
+/** One dead letter in full, the value cut to `$3` bytes. */
+export const showDeadLetterSql = (schema: string) => `
+select id::text, group_id, topic, partition, "offset"::text, key, headers, attempts, error, failed_at, replayed_at, replay_requested_at,
+       discarded_at, discard_reason, octet_length(value) as value_bytes, substring(value from 1 for $3::int) as value_head
+  from ${schema}.dead_letters
+ where id = $1::bigint and group_id = $2::text`;
+
+/** The group's dead letters named by id, locked for a request, with their state. */
+export const lockDeadLettersSql = (schema: string) => `
+select id::text, topic, replayed_at is not null as replayed, discarded_at is not null as discarded
+  from ${schema}.dead_letters
+ where group_id = $1::text and id = any($2::bigint[])
+ order by id
+   for update`;
+
+export const requestReplaySql = (schema: string) => `
+update ${schema}.dead_letters set replay_requested_at = now() where group_id = $1::text and id = any($2::bigint[])`;
+
+export const discardDeadLettersSql = (schema: string) => `
+update ${schema}.dead_letters set discarded_at = now(), discard_reason = $3::text, replay_requested_at = null
+ where group_id = $1::text and id = any($2::bigint[])`;
+
+/** Whether a consumer group is known here: offsets or dead letters. */
+export const knownGroupSql = (schema: string) => `
+select exists (select 1 from ${schema}.consumer_offsets where group_id = $1::text)
+    or exists (select 1 from ${schema}.dead_letters where group_id = $1::text) as known`;

@@ -1,0 +1,168 @@
+import { userInfo } from 'node:os';
+import pg from 'pg';
+import { quoteSchema } from '../db/identifiers.js';
+import { OutboxError } from '../errors.js';
+import {
+  auditSql,
+  discardDeadLettersSql,
+  knownGroupSql,
+  listDeadLettersSql,
+  lockDeadLettersSql,
+  requestReplaySql,
+  showDeadLetterSql,
+} from '../outbox/sql/repair.js';
+import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+
+export const DEAD_LETTERS_HELP = `outbox-relay dead-letters <list|show|replay|discard> --group G [options]
+
+The consumer side: records a consumer group's handler failed on every attempt.
+
+  dead-letters list    --group G [--topic T] [--all] [--limit N] [--json]
+      Pending dead letters, newest first (--all: replayed and discarded ones too).
+  dead-letters show    ID --group G [--json]
+      One dead letter in full: position, error, attempts, headers, value preview.
+  dead-letters replay  ID... --group G --reason "..." [--actor A] [--dry-run] [--json]
+      Requests a replay: a running consumer of group G runs each record through its
+      handler within a few seconds (only it has the handler), in a transaction of its own,
+      and marks it replayed, or records the new error.
+  dead-letters discard ID... --group G --reason "..." [--actor A] [--dry-run] [--json]
+      Settles dead letters without applying them; kept with the reason, for audit.
+
+replay and discard are recorded in operator_actions. Exit codes: 0 done, 2 bad input or
+unknown group or id (nothing changed), 1 other errors.`;
+
+const FLAGS = {
+  group: { type: 'string' },
+  topic: { type: 'string' },
+  all: { type: 'boolean' },
+  limit: { type: 'string' },
+  json: { type: 'boolean' },
+  reason: { type: 'string' },
+  actor: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+} as const;
+
+const MAX_ID = 9223372036854775807n;
+const PREVIEW_BYTES = 512;
+
+function bad(message: string): never {
+  throw new OutboxError('INVALID_ARGUMENT', message);
+}
+
+function ids(raw: string[]): string[] {
+  if (raw.length === 0) bad('give dead-letter ids');
+  return [
+    ...new Set(
+      raw.map((r) => {
+        if (!/^\d{1,19}$/.test(r) || BigInt(r) < 1n || BigInt(r) > MAX_ID) bad(`dead-letter id ${JSON.stringify(r.slice(0, 40))} is not a positive decimal id`);
+        return BigInt(r).toString();
+      }),
+    ),
+  ];
+}
+
+function text(value: unknown, name: string, max: number): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length === 0 || value.length > max || value.includes('\u0000')) bad(`--${name} must be 1-${max} characters`);
+  return value;
+}
+
+export async function deadLettersCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, FLAGS);
+  const [action, ...rest] = positionals;
+  if (values.help || action === undefined || action === 'help') {
+    console.log(DEAD_LETTERS_HELP);
+    return values.help || action === 'help' ? 0 : 2;
+  }
+  if (!['list', 'show', 'replay', 'discard'].includes(action)) bad(`unknown action ${JSON.stringify(action)}: use list, show, replay or discard`);
+  const group = text(values.group, 'group', 255) ?? bad('--group is required');
+  const limit = integerFlag('limit', values.limit as string | undefined, { min: 1 }) ?? 100;
+  if (limit > 10_000) bad('--limit must be at most 10000');
+  const mutating = action === 'replay' || action === 'discard';
+  const dryRun = values['dry-run'] === true;
+  const reason = text(values.reason, 'reason', 2000);
+  if (mutating && reason === undefined && !dryRun) bad('--reason is required: say why, it is recorded in operator_actions');
+  const actor = text(values.actor, 'actor', 200) ?? userInfo().username;
+  const targets = action === 'list' ? [] : ids(rest);
+  if (action === 'show' && targets.length !== 1) bad('show takes one dead-letter id');
+  if (action === 'list' && rest.length > 0) bad(`unexpected argument ${JSON.stringify(rest[0])}`);
+
+  const q = quoteSchema(schemaFrom(values));
+  const pool = new pg.Pool({ connectionString: databaseUrlFrom(values), max: 1 });
+  pool.on('error', () => undefined);
+  try {
+    const { rows: known } = await pool.query<{ known: boolean }>(knownGroupSql(q), [group]);
+    if (!known[0]?.known) throw new OutboxError('NOT_FOUND', `no consumer group ${JSON.stringify(group)} here: no stored offsets and no dead letters`);
+    if (action === 'list') {
+      const { rows } = await pool.query(listDeadLettersSql(q), [group, (values.topic as string | undefined) ?? null, values.all === true, limit]);
+      if (values.json) console.log(JSON.stringify({ group, deadLetters: rows }));
+      else {
+        for (const r of rows) {
+          const state = r.replayed_at ? 'replayed' : r.discarded_at ? 'discarded' : r.replay_requested_at ? 'replay requested' : 'pending';
+          console.log(`${r.id}\t${r.topic}[${r.partition}]@${r.offset}\t${state}\tattempts ${r.attempts}\t${r.error}`);
+        }
+        console.log(`${rows.length} dead letter(s)`);
+      }
+      return 0;
+    }
+    if (action === 'show') {
+      const { rows } = await pool.query(showDeadLetterSql(q), [targets[0], group, PREVIEW_BYTES]);
+      const r = rows[0];
+      if (!r) throw new OutboxError('NOT_FOUND', `group ${group} has no dead letter ${targets[0]}`);
+      const head = r.value_head as Buffer | null;
+      const textValue = head?.toString('utf8');
+      const printable = textValue !== undefined && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(textValue);
+      const { value_head: _, key, ...fields } = r;
+      const out = {
+        ...fields,
+        key: (key as Buffer | null)?.toString('utf8') ?? null,
+        value: { bytes: r.value_bytes, preview: head === null ? null : printable ? textValue : head.toString('hex'), encoding: head === null ? null : printable ? 'utf8' : 'hex' },
+      };
+      if (values.json) console.log(JSON.stringify(out));
+      else for (const [name, value] of Object.entries(out)) console.log(`${name.padEnd(20)} ${typeof value === 'object' && value !== null && !(value instanceof Date) ? JSON.stringify(value) : String(value)}`);
+      return 0;
+    }
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      const { rows } = await client.query<{ id: string; topic: string; replayed: boolean; discarded: boolean }>(lockDeadLettersSql(q), [group, targets]);
+      const found = new Set(rows.map((r) => r.id));
+      const missing = targets.filter((id) => !found.has(id));
+      if (missing.length > 0) throw new OutboxError('NOT_FOUND', `group ${group} has no dead letter ${missing.join(', ')}; nothing changed`);
+      const settled = rows.filter((r) => r.replayed || r.discarded);
+      if (settled.length > 0) bad(`${settled.map((r) => `dead letter ${r.id} is ${r.replayed ? 'replayed' : 'discarded'}`).join(', ')}; nothing changed`);
+      let audit: string | undefined;
+      if (!dryRun) {
+        await client.query(action === 'replay' ? requestReplaySql(q) : discardDeadLettersSql(q), action === 'replay' ? [group, targets] : [group, targets, reason]);
+        const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
+          actor,
+          `dead-letters ${action}`,
+          targets,
+          JSON.stringify({ group }),
+          reason,
+          JSON.stringify({ changed: targets.length }),
+        ]);
+        audit = a[0]?.id;
+        await client.query('commit');
+      } else {
+        await client.query('rollback');
+      }
+      const result = { action, group, dryRun, changed: targets.length, audit: audit ?? null, ids: targets };
+      if (values.json) console.log(JSON.stringify(result));
+      else {
+        console.log(
+          `${dryRun ? 'would ' : ''}${action === 'replay' ? 'request a replay of' : 'discard'} ${targets.length} dead letter(s): ${targets.join(', ')}` +
+            `${audit ? `; audit ${audit}` : ''}${action === 'replay' && !dryRun ? `; a running consumer of group ${group} replays them within seconds` : ''}`,
+        );
+      }
+      return 0;
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  } finally {
+    await pool.end();
+  }
+}

@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import type { RecordHandler } from '../../src/consumer/index.js';
+import { cli } from '../helpers/cli.js';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
+import { useTestServices } from '../helpers/services.js';
+import { uniqueName, waitFor } from '../helpers/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
+
+describe('outbox-relay dead-letters: the consumer side of on-call', () => {
+  const { pool, admin, producer, consumers } = useTestServices();
+
+  it('a replay requested from the CLI is run by the running consumer through its handler, once; a discard settles one for audit', { timeout: 60_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const groupId = uniqueName('ledger');
+    const broken = new Set(['r3', 'r6']);
+    const apply = effectHandler(schema);
+    const handler: RecordHandler = async (record, tx) => {
+      if (broken.has(record.value!.toString())) throw new Error(`ledger rejected ${record.value!.toString()}`);
+      await apply(record, tx);
+    };
+    const keys = Array.from({ length: 8 }, (_, i) => `r${i}`);
+    await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
+    const consumer = testConsumer({ schema, groupId, topics: [topic], maxAttempts: 2, retryMinDelayMs: 10, retryMaxDelayMs: 20, handler });
+    consumers.push(consumer);
+    await consumer.start();
+    await waitFor(async () => (await effectCounts(pool, schema)).size === 6, { message: 'six applied, two dead-lettered' });
+
+    const listed = await cli('dead-letters', 'list', '--group', groupId, '--json', '--schema', schema);
+    expect(listed.code).toBe(0);
+    const pending = JSON.parse(listed.stdout).deadLetters as Array<{ id: string; offset: string; error: string }>;
+    expect(pending.map((d) => d.offset).sort()).toEqual(['3', '6']);
+    const [six, three] = pending; // newest first
+    expect(three!.error).toMatch(/ledger rejected r3/);
+    const shown = JSON.parse((await cli('dead-letters', 'show', three!.id, '--group', groupId, '--json', '--schema', schema)).stdout);
+    expect(shown).toMatchObject({ id: three!.id, topic, offset: '3', value: { bytes: 2, preview: 'r3', encoding: 'utf8' } });
+
+    // r3 is fixed and replayed; r6 is discarded.
+    broken.delete('r3');
+    const replay = await cli('dead-letters', 'replay', three!.id, '--group', groupId, '--reason', 'ledger fixed', '--actor', 'oncall-2', '--schema', schema);
+    expect(replay.code).toBe(0);
+    expect(replay.stdout).toContain(`a running consumer of group ${groupId} replays them within seconds`);
+    const discard = await cli('dead-letters', 'discard', six!.id, '--group', groupId, '--reason', 'refunded by hand', '--json', '--schema', schema);
+    expect(JSON.parse(discard.stdout)).toMatchObject({ action: 'discard', changed: 1, ids: [six!.id] });
+
+    await waitFor(async () => (await effectCounts(pool, schema)).size === 7, { message: 'the running consumer replayed r3' });
+    const { rows } = await pool.query(`select id::text, replayed_at is not null as replayed, replay_requested_at, discarded_at is not null as discarded, discard_reason from ${schema}.dead_letters order by id`);
+    expect(rows).toEqual([
+      { id: three!.id, replayed: true, replay_requested_at: null, discarded: false, discard_reason: null },
+      { id: six!.id, replayed: false, replay_requested_at: null, discarded: true, discard_reason: 'refunded by hand' },
+    ]);
+    expect(exactlyOnceReport(await effectCounts(pool, schema), keys.filter((k) => k !== 'r6'))).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    expect(JSON.parse((await cli('dead-letters', 'list', '--group', groupId, '--json', '--schema', schema)).stdout).deadLetters).toEqual([]);
+    const { rows: audit } = await pool.query(`select actor, command, row_ids::text[] as ids, reason from ${schema}.operator_actions order by id`);
+    expect(audit).toMatchObject([
+      { actor: 'oncall-2', command: 'dead-letters replay', ids: [three!.id], reason: 'ledger fixed' },
+      { command: 'dead-letters discard', ids: [six!.id], reason: 'refunded by hand' },
+    ]);
+
+    // Bad input changes nothing.
+    for (const args of [
+      ['dead-letters', 'replay', three!.id, '--group', groupId, '--reason', 'again'], // already replayed
+      ['dead-letters', 'replay', '424242', '--group', groupId, '--reason', 'r'],
+      ['dead-letters', 'replay', 'x1', '--group', groupId, '--reason', 'r'],
+      ['dead-letters', 'discard', six!.id, '--group', groupId], // no reason
+      ['dead-letters', 'list', '--group', 'no-such-group'],
+      ['dead-letters', 'list'],
+      ['dead-letters', 'purge', '--group', groupId],
+    ]) {
+      const result = await cli(...args, '--schema', schema);
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+    }
+    expect((await pool.query(`select count(*)::int as n from ${schema}.operator_actions`)).rows[0].n).toBe(2);
+  });
+});
