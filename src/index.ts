@@ -21,6 +21,8 @@ export { PRODUCER_PRESETS, type KafkaConnection, type KafkaProperties, type Prod
 export { classifyKafkaError, type KafkaFailureKind } from './kafka/errors.js';
 export { createLogger, redactUrl, type Logger } from './log.js';
 export { createRelay, Relay } from './relay/relay.js';
+export { serveRelayHttp, parseHttpAddress, DEFAULT_HTTP_PORT } from './relay/http.js';
+export { collectStatus, type Status } from './ops/status.js';
 export { RELAY_OPTION_BOUNDS, type RelayOptions, type ResolvedRelayOptions } from './relay/options.js';
 export type { RelayEventMap } from './relay/events.js';
 export {

@@ -2,7 +2,9 @@ import { migrate } from '../db/migrate.js';
 import { OutboxError } from '../errors.js';
 import type { ProducerPreset } from '../kafka/config.js';
 import { createLogger, redactUrl } from '../log.js';
+import type { Server } from 'node:http';
 import { createRelay } from '../relay/relay.js';
+import { DEFAULT_HTTP_PORT, parseHttpAddress, serveRelayHttp } from '../relay/http.js';
 import { brokersFrom, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
 
 export const RELAY_HELP = `outbox-relay relay [options]
@@ -18,6 +20,8 @@ current transaction, releases shards) within --shutdown-timeout-ms; a second one
   --take-over-from GROUP    serve the outbox as --group, taking it over from GROUP (a new layout):
                             GROUP's relays step down, are fenced and reconciled, then this group serves
   --max-batch-bytes N       bytes of records per Kafka transaction (default 16777216)
+  --http ADDR               serve /healthz /readyz /metrics /api/status on ADDR: a port (loopback),
+                            host:port, or off (default 127.0.0.1:9464; taken already → a warning)
   --batch-size N            rows per Kafka transaction (default 500)
   --preset NAME             reliable | throughput | low-latency (default reliable)
   --poll-interval-ms N      safety-net poll (default 1000)
@@ -34,6 +38,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
     shards: { type: 'string' },
     'take-over-from': { type: 'string' },
     'max-batch-bytes': { type: 'string' },
+    http: { type: 'string' },
     'batch-size': { type: 'string' },
     preset: { type: 'string' },
     'poll-interval-ms': { type: 'string' },
@@ -55,6 +60,8 @@ export async function relayCommand(argv: string[]): Promise<number> {
   const retentionDays = integerFlag('retention-days', str('retention-days'), { min: 0 });
   const shutdownMs = integerFlag('shutdown-timeout-ms', str('shutdown-timeout-ms'), { min: 1 }) ?? 30_000;
 
+  const httpGiven = str('http');
+  const http = parseHttpAddress(httpGiven ?? `127.0.0.1:${DEFAULT_HTTP_PORT}`);
   if (values.migrate) await migrate({ db: databaseUrl, schema, logger });
   const relay = createRelay({
     databaseUrl,
@@ -104,5 +111,21 @@ export async function relayCommand(argv: string[]): Promise<number> {
   } catch (err) {
     throw err instanceof OutboxError ? err : new OutboxError('UNKNOWN', `relay failed to start (${redactUrl(databaseUrl)})`, { cause: err });
   }
-  return stopped;
+  let server: Server | undefined;
+  if (http !== 'off') {
+    try {
+      server = await serveRelayHttp(relay, http, logger);
+    } catch (err) {
+      // The default port taken (another relay on this host) is not worth failing for; an address given is.
+      if (httpGiven !== undefined) {
+        await relay.stop();
+        throw new OutboxError('INVALID_ARGUMENT', `--http ${httpGiven}: cannot listen: ${(err as Error).message}`);
+      }
+      logger.warn({ err, port: http.port }, 'http port taken: serving no /healthz /readyz /metrics (give --http another address, or off)');
+    }
+  }
+  const code = await stopped;
+  server?.closeAllConnections();
+  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+  return code;
 }

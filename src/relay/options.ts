@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
+import type { Registry } from 'prom-client';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { OptionsError } from '../errors.js';
 import { checkProducerOverrides, PRODUCER_PRESETS, type KafkaConnection, type ProducerPreset } from '../kafka/config.js';
@@ -59,6 +60,8 @@ export interface RelayOptions {
    * last checkpoints, then serve the outbox. See "Changing the layout" in the README.
    */
   takeOverFrom?: string;
+  /** prom-client registry for the relay's metrics (e.g. the application's). Default: a registry of its own (`relay.metrics`). */
+  metricsRegistry?: Registry;
   logger?: Logger;
 }
 
@@ -93,6 +96,7 @@ export interface ResolvedRelayOptions {
   strict: boolean;
   retention: false | { keepMs: number; intervalMs: number; batchSize: number };
   relayId: string;
+  metricsRegistry: Registry | undefined;
   logger: Logger;
 }
 
@@ -158,7 +162,7 @@ const KNOWN_OPTIONS = new Set<string>([
   'databaseUrl', 'pool', 'brokers', 'kafka', 'schema', 'group', 'shards', 'batchSize', 'maxBatchBytes', 'preset',
   'pollIntervalMs', 'leaseMs', 'maxAttempts', 'rowBackoff', 'failureBackoff', 'checkpointTopic',
   'checkpointReplicationFactor', 'transactionTimeoutMs', 'transactionOperationTimeoutMs', 'strict', 'retention',
-  'relayId', 'logger', 'takeOverFrom',
+  'relayId', 'logger', 'takeOverFrom', 'metricsRegistry',
 ]);
 
 function checkKeys(name: string, value: unknown, known: readonly string[]): void {
@@ -256,6 +260,7 @@ export function resolveRelayOptions(input: RelayOptions): ResolvedRelayOptions {
     strict: input.strict ?? DEFAULTS.strict,
     retention,
     relayId,
+    metricsRegistry: input.metricsRegistry,
     logger: input.logger ?? createLogger(),
   });
 }

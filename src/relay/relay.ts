@@ -12,6 +12,8 @@ import { ShardLeases } from './leases.js';
 import { activeGroupSql, readGroupSql, registerGroupSql } from './sql/leases.js';
 import { activateIfNoneSql } from './sql/take-over.js';
 import { takeOverGroup } from './take-over.js';
+import type { Registry } from 'prom-client';
+import { relayMetrics, type RelayMetrics } from './metrics.js';
 import { unsentTopicsSql } from './sql/unsentTopics.js';
 import { releaseHeldSql } from './sql/claimBatch.js';
 import { readSourceSql } from './sql/source.js';
@@ -40,6 +42,7 @@ export class Relay {
   private stopping: Promise<void> | undefined;
   private loops: Promise<void>[] = [];
   private releasing: Promise<void> | undefined;
+  private readonly metricsOf: RelayMetrics;
   /** The group that took over from this relay's group, once this relay has stepped down. */
   retiredBy: string | null | undefined;
   /** What the start-up check found. */
@@ -49,6 +52,40 @@ export class Relay {
     this.options = resolveRelayOptions(options);
     this.log = this.options.logger.child({ relay: this.options.relayId, group: this.options.group });
     this.events = new RelayEvents(this.log);
+    this.metricsOf = relayMetrics({
+      registry: this.options.metricsRegistry,
+      pool: () => this.pool,
+      sqlSchema: this.options.sqlSchema,
+      shardsOwned: () => this.shards.length,
+    });
+  }
+
+  /** The relay's pool once started (for status reads that belong with it). */
+  get database(): pg.Pool | undefined {
+    return this.pool;
+  }
+
+  /**
+   * Whether the relay can do its work: started and not stopping, its group serves the
+   * outbox, and the database and the brokers answer (each asked with a short timeout). A
+   * relay that owns no shard is a standby of its group and ready.
+   */
+  async readiness(): Promise<{ ready: boolean; reason: string; shards: number[] }> {
+    const reasons: string[] = [];
+    if (!this.context) reasons.push('not started');
+    if (this.controller.signal.aborted) reasons.push(this.retiredBy !== undefined ? `taken over by ${this.retiredBy}` : 'stopping');
+    const timeout = <T>(p: Promise<T>, what: string) =>
+      Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in 2 s`)), 2_000).unref())]);
+    if (reasons.length === 0) {
+      await timeout(this.pool!.query('select 1'), 'database').catch((err: unknown) => reasons.push(`database: ${(err as Error).message}`));
+      await timeout(this.admin!.listTopics(2_000), 'brokers').catch((err: unknown) => reasons.push(`brokers: ${(err as Error).message}`));
+    }
+    return { ready: reasons.length === 0, reason: reasons.join('; ') || (this.shards.length > 0 ? 'publishing' : 'standby: no shard to own'), shards: this.shards };
+  }
+
+  /** The relay's Prometheus registry (the one given as `metricsRegistry`, or its own). */
+  get metrics(): Registry {
+    return this.metricsOf.registry;
   }
 
   /** Shards this relay currently owns. */
@@ -105,6 +142,7 @@ export class Relay {
       source,
       events: this.events,
       releaseHeld: () => this.releaseHeld(),
+      metrics: this.metricsOf,
       onLeaseLost: (shard, token) => {
         if (this.workers.get(shard)?.token === token) this.workers.delete(shard);
         this.leases?.forget(shard, token);

@@ -16,6 +16,7 @@ import { CLAIM_PLAN_SETTINGS, claimBatchSql, type ClaimedRow } from './sql/claim
 import { holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
 import type { TopicCache } from './topics.js';
+import type { RelayMetrics } from './metrics.js';
 import { sleep, type Wakeup } from './wakeup.js';
 
 /** How long a producer dropped after a refused record may take to flush: nothing of it is wanted. */
@@ -33,6 +34,7 @@ export interface ShardContext {
   /** This outbox's source id (`outbox_source.source_id`), sent as header `outbox-source`. */
   source: string;
   events: RelayEventSink;
+  metrics: RelayMetrics;
   /** Lets held rows whose keys are no longer blocked go (see releaseHeldSql); one run at a time per relay. */
   releaseHeld: () => Promise<void>;
   /** Called when a worker finds its lease gone, so the relay stops counting the shard as held. */
@@ -116,6 +118,7 @@ export class ShardWorker {
         const kind = classifyKafkaError(err);
         this.log.warn({ err, kind, failures, retryInMs: delay }, 'shard cycle failed; rebuilding producer and reconciling');
         this.ctx.events.emit('error', { shard: this.shard, error: err });
+        this.ctx.metrics.aborts.inc({ reason: kind });
         await this.discardProducer();
         await sleep(delay * (0.75 + Math.random() * 0.5), this.signal);
       }
@@ -183,6 +186,7 @@ export class ShardWorker {
       log: this.log,
     });
     this.checkpointTopicId = result.topicId;
+    this.ctx.metrics.reconciled.inc(result.checkpoints);
     if (result.foreign > 0) this.ctx.events.emit('error', { shard: this.shard, error: foreignCheckpointError() });
     this.ctx.events.emit('reconciled', { shard: this.shard, checkpoints: result.checkpoints, marked: result.marked });
   }
@@ -344,6 +348,7 @@ export class ShardWorker {
     if (failed) {
       batch.to('aborted');
       if (rowErrors.size === 0) throw failed.reason; // transient or fatal: the producer is rebuilt
+      this.ctx.metrics.aborts.inc({ reason: 'row' });
       await discarding;
       return { kind: 'row-errors', errors: rowErrors };
     }
@@ -377,9 +382,23 @@ export class ShardWorker {
     );
     batch.to('done');
     const durationMs = Date.now() - started;
+    this.observe(items, durationMs);
     this.log.debug({ batch: seq, rows: items.length, durationMs }, 'batch published');
     this.ctx.events.emit('batch', { shard: this.shard, rows: items.length, durationMs });
     return { kind: 'committed' };
+  }
+
+  private observe(items: Item[], durationMs: number): void {
+    const { metrics } = this.ctx;
+    const now = Date.now();
+    const perTopic = new Map<string, number>();
+    for (const { row } of items) {
+      perTopic.set(row.topic, (perTopic.get(row.topic) ?? 0) + 1);
+      metrics.commitToPublish.observe(Math.max(0, now - row.created_at.getTime()) / 1000);
+    }
+    for (const [topic, n] of perTopic) metrics.published.inc({ topic }, n);
+    metrics.batches.inc();
+    metrics.batchDuration.observe(durationMs / 1000);
   }
 
   private async markSent(ids: string[], partitions: number[], offsets: number[], checkpointOffset: number): Promise<number> {

@@ -1,0 +1,109 @@
+import type pg from 'pg';
+import { KafkaAdmin } from '../kafka/admin.js';
+import {
+  consumerOffsetsSql,
+  pendingDeadLettersSql,
+  relayGroupsSql,
+  relayMembersSql,
+  shardOwnersSql,
+  unsentByShardSql,
+  unsentByTopicSql,
+} from '../outbox/sql/inspect.js';
+
+/** A relay whose heartbeat is older than this is not counted as live. */
+const LIVE_HEARTBEAT_SECONDS = 30;
+/** Unsent rows older than this make the outbox DEGRADED. */
+const DEGRADED_AGE_SECONDS = 60;
+
+export type Status = Awaited<ReturnType<typeof collectStatus>>;
+
+/**
+ * The outbox, its relays and its consumers at a glance, with a verdict: what
+ * `outbox-relay status` prints and the relay's `GET /api/status` answers. `q` is the quoted
+ * schema; with `brokers`, consumer lag is computed from the partitions' log end offsets.
+ */
+export async function collectStatus(pool: pg.Pool, q: string, brokers: string | undefined) {
+  const db = await (async () => {
+    const topics = (await pool.query(unsentByTopicSql(q))).rows;
+    const groups = (await pool.query(relayGroupsSql(q))).rows;
+    const serving = groups.find((g) => g.active) as { relay_group: string; shards: number; successor: string | null } | undefined;
+    const shards = serving ? (await pool.query(unsentByShardSql(q), [serving.shards])).rows : [];
+    const owners = serving ? (await pool.query(shardOwnersSql(q), [serving.relay_group])).rows : [];
+    const members = serving ? (await pool.query(relayMembersSql(q), [serving.relay_group])).rows : [];
+    const offsets = (await pool.query(consumerOffsetsSql(q))).rows;
+    const deadLetters = (await pool.query(pendingDeadLettersSql(q))).rows;
+    return { topics, groups, serving, shards, owners, members, offsets, deadLetters };
+  })();
+
+  // Log ends for the consumers' partitions, when the brokers answer.
+  const ends = new Map<string, number>();
+  let brokerError: string | undefined;
+  if (brokers && db.offsets.length > 0) {
+    const admin = new KafkaAdmin({ brokers });
+    try {
+      const byTopic = new Map<string, number[]>();
+      for (const o of db.offsets) byTopic.set(o.topic, [...new Set([...(byTopic.get(o.topic) ?? []), o.partition as number])]);
+      for (const [topic, partitions] of byTopic) {
+        for (const [partition, end] of await admin.endOffsets(topic, partitions, { committed: true, timeoutMs: 5_000 })) ends.set(`${topic}/${partition}`, end);
+      }
+    } catch (err) {
+      brokerError = (err as Error).message;
+    } finally {
+      admin.close();
+    }
+  }
+
+  const unsent = db.topics.map((t) => ({ topic: t.topic as string, state: t.state as string, rows: t.rows as number, oldestSeconds: Math.round(t.oldest_seconds) }));
+  const count = (state: string) => unsent.filter((u) => u.state === state).reduce((a, u) => a + u.rows, 0);
+  const oldest = Math.max(0, ...unsent.map((u) => u.oldestSeconds));
+  const liveMembers = db.members.filter((m) => m.heartbeat_seconds < LIVE_HEARTBEAT_SECONDS);
+  const owners = db.owners.map((o) => ({
+    shard: o.shard as number,
+    owner: o.live ? (o.owner as string) : null,
+    since: o.live ? (o.since as Date).toISOString() : null,
+    leaseExpiresAt: o.live ? (o.lease_expires_at as Date).toISOString() : null,
+  }));
+  const consumers = new Map<string, Array<{ topic: string; partition: number; storedOffset: number; endOffset: number | null; lag: number | null }>>();
+  for (const o of db.offsets) {
+    const end = ends.get(`${o.topic}/${o.partition}`);
+    const stored = Number(o.next_offset);
+    const list = consumers.get(o.group_id) ?? [];
+    list.push({ topic: o.topic, partition: o.partition, storedOffset: stored, endOffset: end ?? null, lag: end === undefined ? null : Math.max(0, end - stored) });
+    consumers.set(o.group_id, list);
+  }
+  const pendingDead = new Map(db.deadLetters.map((d) => [d.group_id as string, d.pending as number]));
+  for (const group of pendingDead.keys()) if (!consumers.has(group)) consumers.set(group, []);
+
+  const stuck: string[] = [];
+  const degraded: string[] = [];
+  if (count('dead') > 0) stuck.push(`${count('dead')} dead row(s) hold back their keys (outbox-relay stuck --state dead)`);
+  const unsentTotal = count('pending') + count('failed') + count('dead');
+  if (unsentTotal > 0 && liveMembers.length === 0) stuck.push(`${unsentTotal} unsent row(s) and no live relay${db.serving ? ` of group ${db.serving.relay_group}` : ''}`);
+  if (!db.serving && unsentTotal > 0) stuck.push('no relay group serves this outbox yet');
+  if (count('failed') > 0) degraded.push(`${count('failed')} row(s) failed and waiting for a retry`);
+  if (oldest > DEGRADED_AGE_SECONDS) degraded.push(`oldest unsent row is ${oldest} s old`);
+  const unowned = owners.filter((o) => o.owner === null).length;
+  if (liveMembers.length > 0 && unowned > 0) degraded.push(`${unowned} shard(s) without an owner`);
+  if (db.serving?.successor) degraded.push(`group ${db.serving.relay_group} is being taken over by ${db.serving.successor}`);
+  for (const [group, pending] of pendingDead) if (pending > 0) degraded.push(`consumer group ${group}: ${pending} dead letter(s) not replayed`);
+  if (brokerError) degraded.push(`brokers did not answer: ${brokerError}`);
+  const verdict = stuck.length > 0 ? 'STUCK' : degraded.length > 0 ? 'DEGRADED' : 'OK';
+  const reason = [...stuck, ...degraded].join('; ') || 'every row is moving';
+
+  const result = {
+    verdict,
+    reason,
+    unsent: { pending: count('pending'), failed: count('failed'), dead: count('dead'), oldestSeconds: oldest, byTopic: unsent },
+    relay: {
+      group: db.serving?.relay_group ?? null,
+      shards: db.serving?.shards ?? null,
+      successor: db.serving?.successor ?? null,
+      byShard: db.shards.map((s) => ({ shard: s.shard, pending: s.pending, failed: s.failed, dead: s.dead, oldestSeconds: Math.round(s.oldest_seconds) })),
+      owners,
+      members: db.members.map((m) => ({ relayId: m.relay_id, startedAt: (m.started_at as Date).toISOString(), heartbeatSeconds: Math.round(m.heartbeat_seconds), live: m.heartbeat_seconds < LIVE_HEARTBEAT_SECONDS })),
+      retiredGroups: db.groups.filter((g) => g.retired_at !== null).map((g) => g.relay_group as string),
+    },
+    consumers: [...consumers].map(([group, partitions]) => ({ group, deadLettersPending: pendingDead.get(group) ?? 0, partitions })),
+  };
+  return result;
+}

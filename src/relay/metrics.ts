@@ -1,0 +1,97 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type pg from 'pg';
+import { OptionsError } from '../errors.js';
+import { unsentByTopicSql } from '../outbox/sql/inspect.js';
+
+/**
+ * The relay's Prometheus metrics. Labels are bounded: topic, state, reason; never ids,
+ * keys or errors. The outbox gauges are read from PostgreSQL when scraped.
+ */
+export interface RelayMetrics {
+  registry: Registry;
+  published: Counter<'topic'>;
+  batches: Counter;
+  batchDuration: Histogram;
+  commitToPublish: Histogram;
+  aborts: Counter<'reason'>;
+  reconciled: Counter;
+}
+
+export function relayMetrics(options: {
+  registry?: Registry;
+  pool: () => pg.Pool | undefined;
+  sqlSchema: string;
+  shardsOwned: () => number;
+}): RelayMetrics {
+  const registry = options.registry ?? new Registry();
+  if (registry.getSingleMetric('relay_batches_total')) {
+    throw new OptionsError('metricsRegistry already holds a relay\'s metrics: give each relay in a process a registry of its own');
+  }
+  const existing = <T>(name: string) => registry.getSingleMetric(name) as T | undefined;
+  if (!existing('process_cpu_seconds_total')) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  new Gauge({
+    name: 'relay_shards_owned',
+    help: 'Shards this relay holds the lease of',
+    registers,
+    collect() {
+      this.set(options.shardsOwned());
+    },
+  });
+  const unsent: Gauge<'topic' | 'state'> = new Gauge({
+    name: 'outbox_unsent_rows',
+    help: 'Outbox rows not yet sent, by topic and state (pending, failed, dead)',
+    labelNames: ['topic', 'state'],
+    registers,
+    collect: () => read(),
+  });
+  const oldest: Gauge<'topic'> = new Gauge({
+    name: 'outbox_oldest_unsent_age_seconds',
+    help: 'Age of the oldest unsent outbox row, by topic',
+    labelNames: ['topic'],
+    registers,
+    collect: () => read(),
+  });
+  // One query serves both gauges; a scrape while the database is down keeps the last values.
+  let reading: Promise<void> | undefined;
+  function read(): Promise<void> {
+    return (reading ??= (async () => {
+      const pool = options.pool();
+      if (!pool) return;
+      try {
+        const { rows } = await pool.query<{ topic: string; state: string; rows: number; oldest_seconds: number }>(unsentByTopicSql(options.sqlSchema));
+        unsent.reset();
+        oldest.reset();
+        const byTopic = new Map<string, number>();
+        for (const r of rows) {
+          unsent.set({ topic: r.topic, state: r.state }, r.rows);
+          byTopic.set(r.topic, Math.max(byTopic.get(r.topic) ?? 0, r.oldest_seconds));
+        }
+        for (const [topic, age] of byTopic) oldest.set({ topic }, age);
+      } catch {
+        // left as they were
+      } finally {
+        reading = undefined;
+      }
+    })());
+  }
+  return {
+    registry,
+    published: new Counter({ name: 'relay_published_records_total', help: 'Records committed to Kafka, by topic', labelNames: ['topic'], registers }),
+    batches: new Counter({ name: 'relay_batches_total', help: 'Kafka transactions committed', registers }),
+    batchDuration: new Histogram({
+      name: 'relay_batch_duration_seconds',
+      help: 'One Kafka transaction: produce, commit, mark rows sent',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    commitToPublish: new Histogram({
+      name: 'relay_commit_to_publish_seconds',
+      help: "From a row's created_at (its writer's transaction) to the Kafka commit that carried it",
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers,
+    }),
+    aborts: new Counter({ name: 'relay_transaction_aborts_total', help: 'Kafka transactions abandoned, by reason: row (a refused record), transient, fatal', labelNames: ['reason'], registers }),
+    reconciled: new Counter({ name: 'relay_checkpoints_reconciled_total', help: 'Checkpoints applied at a take-over of a shard', registers }),
+  };
+}
