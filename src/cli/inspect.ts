@@ -1,11 +1,9 @@
 import pg from 'pg';
-import { CLAIM_CHECK_HEADER } from '../claim-check/store.js';
 import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
 import { collectStatus } from '../ops/status.js';
+import { collectStuck, readRow } from '../ops/inspect.js';
 import {
-  showRowSql,
-  stuckRowsSql,
 } from '../outbox/sql/inspect.js';
 import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
 
@@ -22,7 +20,6 @@ export const SHOW_HELP = `outbox-relay show ID [--json]
 One outbox row in full: state, attempts, errors, headers, a payload preview, and where it
 landed in Kafka when sent. Exit codes: 0 found, 2 bad or unknown id, 1 other errors.`;
 
-const PREVIEW_BYTES = 512;
 const MAX_ID = 9223372036854775807n;
 
 function bad(message: string): never {
@@ -47,28 +44,6 @@ async function withPool<T>(values: Record<string, string | boolean | undefined>,
   }
 }
 
-interface StuckRow {
-  id: string;
-  topic: string;
-  key: string | null;
-  state: string;
-  held: boolean;
-  attempts: number;
-  last_error: string | null;
-  created_at: Date;
-  next_attempt_at: Date;
-  age_seconds: number;
-  blocked_by: string | null;
-}
-
-function heldBack(r: StuckRow): string {
-  if (r.state === 'dead') return `dead after ${r.attempts} attempt(s): ${r.last_error ?? 'no error recorded'}`;
-  if (r.blocked_by !== null) return `waits for row ${r.blocked_by}, an earlier failed or dead row of its key`;
-  if (r.state === 'failed') return `failed, next attempt at ${r.next_attempt_at.toISOString()}: ${r.last_error ?? 'no error recorded'}`;
-  if (r.held) return 'held behind its key; released by the relay shortly';
-  return 'nothing in the database: is a relay of the serving group running and holding its shard?';
-}
-
 export async function stuckCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, {
     'older-than': { type: 'string' },
@@ -89,22 +64,9 @@ export async function stuckCommand(argv: string[]): Promise<number> {
   const limit = integerFlag('limit', values.limit as string | undefined, { min: 1 }) ?? 100;
   if (limit > 10_000) bad('--limit must be at most 10000');
   const q = quoteSchema(schemaFrom(values));
-  const rows = await withPool(values, async (pool) =>
-    (await pool.query<StuckRow>(stuckRowsSql(q), [olderThanMs, state ?? null, (values.topic as string | undefined) ?? null, (values.key as string | undefined) ?? null, limit])).rows,
+  const out = await withPool(values, (pool) =>
+    collectStuck(pool, q, { olderThanMs, state: state ?? null, topic: (values.topic as string | undefined) ?? null, key: (values.key as string | undefined) ?? null, limit }),
   );
-  const out = rows.map((r) => ({
-    id: r.id,
-    topic: r.topic,
-    key: r.key,
-    state: r.state,
-    held: r.held,
-    attempts: r.attempts,
-    lastError: r.last_error,
-    createdAt: r.created_at.toISOString(),
-    ageSeconds: Math.round(r.age_seconds),
-    blockedBy: r.blocked_by,
-    heldBack: heldBack(r),
-  }));
   if (values.json) console.log(JSON.stringify({ olderThanMs, rows: out }));
   else {
     for (const r of out) console.log(`${r.id}\t${r.topic}\t${r.key ?? ''}\t${r.state}\t${r.ageSeconds}s\tattempts ${r.attempts}\t${r.heldBack}`);
@@ -123,38 +85,8 @@ export async function showCommand(argv: string[]): Promise<number> {
   const raw = positionals[0]!;
   if (!/^\d{1,19}$/.test(raw) || BigInt(raw) < 1n || BigInt(raw) > MAX_ID) bad(`row id ${JSON.stringify(raw.slice(0, 40))} is not a positive decimal id`);
   const q = quoteSchema(schemaFrom(values));
-  const rows = await withPool(values, async (pool) => (await pool.query(showRowSql(q), [BigInt(raw).toString(), PREVIEW_BYTES])).rows);
-  const r = rows[0];
-  if (!r) throw new OutboxError('NOT_FOUND', `no outbox row with id ${raw}`);
-  const head = r.payload_head as Buffer | null;
-  const text = head?.toString('utf8');
-  const printable = text !== undefined && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
-  const row = {
-    id: r.id,
-    topic: r.topic,
-    key: r.key,
-    state: r.state,
-    held: r.held,
-    attempts: r.attempts,
-    lastError: r.last_error,
-    createdAt: r.created_at.toISOString(),
-    nextAttemptAt: r.next_attempt_at.toISOString(),
-    sentAt: r.sent_at?.toISOString() ?? null,
-    kafka: r.kafka_partition === null ? null : { partition: r.kafka_partition, offset: r.kafka_offset },
-    eventType: r.event_type,
-    aggregateType: r.aggregate_type,
-    aggregateId: r.aggregate_id,
-    schemaVersion: r.schema_version,
-    traceparent: r.traceparent,
-    headers: r.headers,
-    claimCheck: (r.headers as Record<string, string>)[CLAIM_CHECK_HEADER] !== undefined,
-    payload: {
-      bytes: r.payload_bytes,
-      preview: head === null ? null : printable ? text : head.toString('hex'),
-      encoding: head === null ? null : printable ? 'utf8' : 'hex',
-      truncated: r.payload_bytes !== null && r.payload_bytes > PREVIEW_BYTES,
-    },
-  };
+  const row = await withPool(values, (pool) => readRow(pool, q, BigInt(raw).toString()));
+  if (!row) throw new OutboxError('NOT_FOUND', `no outbox row with id ${raw}`);
   if (values.json) console.log(JSON.stringify(row));
   else {
     for (const [name, value] of Object.entries(row)) {

@@ -2,7 +2,7 @@ import { userInfo } from 'node:os';
 import pg from 'pg';
 import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
-import { auditSql, lockDeadRowsSql, lockRowsByIdSql, retryRowsSql, skipRowsSql } from '../outbox/sql/repair.js';
+import { repairRows } from '../ops/repair.js';
 import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
 
 export const RETRY_HELP = `outbox-relay retry ID... | --dead [--topic T] [--key K] [--since TIME] [--limit N]  --reason "..." [options]
@@ -47,14 +47,6 @@ const FLAGS = {
 } as const;
 
 const MAX_ID = 9223372036854775807n;
-
-interface Row {
-  id: string;
-  topic: string;
-  key: string | null;
-  state: string;
-  attempts: number;
-}
 
 function bad(message: string): never {
   throw new OutboxError('INVALID_ARGUMENT', message);
@@ -114,55 +106,15 @@ async function repair(command: 'retry' | 'skip', argv: string[]): Promise<number
   const q = quoteSchema(schemaFrom(values));
   const pool = new pg.Pool({ connectionString: databaseUrlFrom(values), max: 1 });
   pool.on('error', () => undefined);
-  const client = await pool.connect();
   try {
-    await client.query('begin');
-    const { rows } = filter
-      ? await client.query<Row>(lockDeadRowsSql(q), [filter.topic, filter.key, filter.since, filter.limit])
-      : await client.query<Row>(lockRowsByIdSql(q), [ids]);
-    const found = new Set(rows.map((r) => r.id));
-    const missing = ids.filter((id) => !found.has(id));
-    if (missing.length > 0) throw new OutboxError('NOT_FOUND', `no outbox row with id ${missing.join(', ')}; nothing changed`);
-    const allowed = command === 'retry' ? ['failed', 'dead'] : ['pending', 'failed', 'dead'];
-    const refused = rows.filter((r) => !allowed.includes(r.state));
-    if (refused.length > 0) {
-      throw new OutboxError(
-        'INVALID_ARGUMENT',
-        `${refused.map((r) => `row ${r.id} is ${r.state}`).join(', ')}: ${command} applies to ${allowed.join(', ')} rows; nothing changed`,
-      );
-    }
-    const changed = rows.map((r) => r.id);
-    const to = command === 'retry' ? 'pending' : 'skipped';
-    let audit: string | undefined;
-    if (!dryRun && changed.length > 0) {
-      await client.query(command === 'retry' ? retryRowsSql(q) : skipRowsSql(q), command === 'retry' ? [changed] : [changed, reason]);
-      const counts: Record<string, number> = {};
-      for (const r of rows) counts[r.state] = (counts[r.state] ?? 0) + 1;
-      const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
-        actor,
-        command,
-        changed,
-        filter ? JSON.stringify({ state: 'dead', ...filter }) : null,
-        reason,
-        JSON.stringify({ changed: changed.length, from: counts }),
-      ]);
-      audit = a[0]?.id;
-      await client.query('commit');
-    } else {
-      await client.query('rollback');
-    }
-    const result = { command, dryRun, changed: changed.length, audit: audit ?? null, rows: rows.map((r) => ({ ...r, to })) };
+    const result = await repairRows(pool, q, { command, ids, filter, reason: reason ?? '', actor, dryRun });
     if (values.json) console.log(JSON.stringify(result));
     else {
-      for (const r of rows) console.log(`${r.id}\t${r.topic}\t${r.key ?? ''}\t${r.state} -> ${to}${command === 'retry' ? ` (attempts ${r.attempts} -> 0)` : ''}`);
-      console.log(`${dryRun ? 'would change' : 'changed'} ${changed.length} row(s)${audit ? `; audit ${audit}` : ''}`);
+      for (const r of result.rows) console.log(`${r.id}\t${r.topic}\t${r.key ?? ''}\t${r.state} -> ${r.to}${command === 'retry' ? ` (attempts ${r.attempts} -> 0)` : ''}`);
+      console.log(`${dryRun ? 'would change' : 'changed'} ${result.changed} row(s)${result.audit ? `; audit ${result.audit}` : ''}`);
     }
     return 0;
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
   } finally {
-    client.release();
     await pool.end();
   }
 }

@@ -1,0 +1,89 @@
+import type pg from 'pg';
+import { CLAIM_CHECK_HEADER } from '../claim-check/store.js';
+import { showRowSql, stuckRowsSql } from '../outbox/sql/inspect.js';
+
+const PREVIEW_BYTES = 512;
+
+interface StuckRow {
+  id: string;
+  topic: string;
+  key: string | null;
+  state: string;
+  held: boolean;
+  attempts: number;
+  last_error: string | null;
+  created_at: Date;
+  next_attempt_at: Date;
+  age_seconds: number;
+  blocked_by: string | null;
+}
+
+function heldBack(r: StuckRow): string {
+  if (r.state === 'dead') return `dead after ${r.attempts} attempt(s): ${r.last_error ?? 'no error recorded'}`;
+  if (r.blocked_by !== null) return `waits for row ${r.blocked_by}, an earlier failed or dead row of its key`;
+  if (r.state === 'failed') return `failed, next attempt at ${r.next_attempt_at.toISOString()}: ${r.last_error ?? 'no error recorded'}`;
+  if (r.held) return 'held behind its key; released by the relay shortly';
+  return 'nothing in the database: is a relay of the serving group running and holding its shard?';
+}
+
+export interface StuckFilter {
+  olderThanMs: number;
+  state: string | null;
+  topic: string | null;
+  key: string | null;
+  limit: number;
+}
+
+/** Rows that should have gone and did not, oldest first, with what holds each back (`outbox-relay stuck`, `GET /api/stuck`). */
+export async function collectStuck(pool: pg.Pool, q: string, f: StuckFilter) {
+  const { rows } = await pool.query<StuckRow>(stuckRowsSql(q), [f.olderThanMs, f.state, f.topic, f.key, f.limit]);
+  return rows.map((r) => ({
+    id: r.id,
+    topic: r.topic,
+    key: r.key,
+    state: r.state,
+    held: r.held,
+    attempts: r.attempts,
+    lastError: r.last_error,
+    createdAt: r.created_at.toISOString(),
+    ageSeconds: Math.round(r.age_seconds),
+    blockedBy: r.blocked_by,
+    heldBack: heldBack(r),
+  }));
+}
+
+/** One row in full with a payload preview (`outbox-relay show`, `GET /api/rows/:id`); undefined when there is none. */
+export async function readRow(pool: pg.Pool, q: string, id: string) {
+  const { rows } = await pool.query(showRowSql(q), [id, PREVIEW_BYTES]);
+  const r = rows[0];
+  if (!r) return undefined;
+  const head = r.payload_head as Buffer | null;
+  const text = head?.toString('utf8');
+  const printable = text !== undefined && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
+  return {
+    id: r.id as string,
+    topic: r.topic as string,
+    key: r.key as string | null,
+    state: r.state as string,
+    held: r.held as boolean,
+    attempts: r.attempts as number,
+    lastError: r.last_error as string | null,
+    createdAt: (r.created_at as Date).toISOString(),
+    nextAttemptAt: (r.next_attempt_at as Date).toISOString(),
+    sentAt: (r.sent_at as Date | null)?.toISOString() ?? null,
+    kafka: r.kafka_partition === null ? null : { partition: r.kafka_partition as number, offset: r.kafka_offset as string },
+    eventType: r.event_type as string | null,
+    aggregateType: r.aggregate_type as string | null,
+    aggregateId: r.aggregate_id as string | null,
+    schemaVersion: r.schema_version as number | null,
+    traceparent: r.traceparent as string | null,
+    headers: r.headers as Record<string, string>,
+    claimCheck: (r.headers as Record<string, string>)[CLAIM_CHECK_HEADER] !== undefined,
+    payload: {
+      bytes: r.payload_bytes as number | null,
+      preview: head === null ? null : printable ? text! : head.toString('hex'),
+      encoding: head === null ? null : printable ? 'utf8' : 'hex',
+      truncated: r.payload_bytes !== null && (r.payload_bytes as number) > PREVIEW_BYTES,
+    },
+  };
+}

@@ -1,0 +1,84 @@
+import type pg from 'pg';
+import { OutboxError } from '../errors.js';
+import { auditSql, lockDeadRowsSql, lockRowsByIdSql, retryRowsSql, skipRowsSql } from '../outbox/sql/repair.js';
+
+export interface RepairRequest {
+  command: 'retry' | 'skip';
+  /** Row ids (decimal strings), or: */
+  ids: string[];
+  /** dead rows matching these (retry only). */
+  filter?: { topic: string | null; key: string | null; since: string | null; limit: number } | undefined;
+  reason: string;
+  actor: string;
+  dryRun: boolean;
+}
+
+interface Row {
+  id: string;
+  topic: string;
+  key: string | null;
+  state: string;
+  attempts: number;
+}
+
+export interface RepairResult {
+  command: 'retry' | 'skip';
+  dryRun: boolean;
+  changed: number;
+  audit: string | null;
+  rows: Array<Row & { to: string }>;
+}
+
+/**
+ * One audited repair, in one transaction (the CLI's `retry`/`skip` and the relay's HTTP
+ * routes): the rows are locked, every one must exist and be in a state the command
+ * applies to, or nothing changes (NOT_FOUND / INVALID_ARGUMENT); then they change and an
+ * `operator_actions` row records who, what, why and how many. A dry run changes nothing.
+ */
+export async function repairRows(pool: pg.Pool, q: string, request: RepairRequest): Promise<RepairResult> {
+  const { command, ids, filter, reason, actor, dryRun } = request;
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    const { rows } = filter
+      ? await client.query<Row>(lockDeadRowsSql(q), [filter.topic, filter.key, filter.since, filter.limit])
+      : await client.query<Row>(lockRowsByIdSql(q), [ids]);
+    const found = new Set(rows.map((r) => r.id));
+    const missing = ids.filter((id) => !found.has(id));
+    if (missing.length > 0) throw new OutboxError('NOT_FOUND', `no outbox row with id ${missing.join(', ')}; nothing changed`);
+    const allowed = command === 'retry' ? ['failed', 'dead'] : ['pending', 'failed', 'dead'];
+    const refused = rows.filter((r) => !allowed.includes(r.state));
+    if (refused.length > 0) {
+      throw new OutboxError(
+        'INVALID_ARGUMENT',
+        `${refused.map((r) => `row ${r.id} is ${r.state}`).join(', ')}: ${command} applies to ${allowed.join(', ')} rows; nothing changed`,
+      );
+    }
+    const changed = rows.map((r) => r.id);
+    const to = command === 'retry' ? 'pending' : 'skipped';
+    let audit: string | undefined;
+    if (!dryRun && changed.length > 0) {
+      await client.query(command === 'retry' ? retryRowsSql(q) : skipRowsSql(q), command === 'retry' ? [changed] : [changed, reason]);
+      const counts: Record<string, number> = {};
+      for (const r of rows) counts[r.state] = (counts[r.state] ?? 0) + 1;
+      const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
+        actor,
+        command,
+        changed,
+        filter ? JSON.stringify({ state: 'dead', ...filter }) : null,
+        reason,
+        JSON.stringify({ changed: changed.length, from: counts }),
+      ]);
+      audit = a[0]?.id;
+      await client.query('commit');
+    } else {
+      await client.query('rollback');
+    }
+    return { command, dryRun, changed: changed.length, audit: audit ?? null, rows: rows.map((r) => ({ ...r, to })) };
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
