@@ -2,15 +2,8 @@ import { userInfo } from 'node:os';
 import pg from 'pg';
 import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
-import {
-  auditSql,
-  discardDeadLettersSql,
-  knownGroupSql,
-  listDeadLettersSql,
-  lockDeadLettersSql,
-  requestReplaySql,
-  showDeadLetterSql,
-} from '../outbox/sql/repair.js';
+import { requestDeadLetters } from '../ops/repair.js';
+import { knownGroupSql, listDeadLettersSql, showDeadLetterSql } from '../outbox/sql/repair.js';
 import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
 
 export const DEAD_LETTERS_HELP = `outbox-relay dead-letters <list|show|replay|discard> --group G [options]
@@ -122,45 +115,16 @@ export async function deadLettersCommand(argv: string[]): Promise<number> {
       else for (const [name, value] of Object.entries(out)) console.log(`${name.padEnd(20)} ${typeof value === 'object' && value !== null && !(value instanceof Date) ? JSON.stringify(value) : String(value)}`);
       return 0;
     }
-    const client = await pool.connect();
-    try {
-      await client.query('begin');
-      const { rows } = await client.query<{ id: string; topic: string; replayed: boolean; discarded: boolean }>(lockDeadLettersSql(q), [group, targets]);
-      const found = new Set(rows.map((r) => r.id));
-      const missing = targets.filter((id) => !found.has(id));
-      if (missing.length > 0) throw new OutboxError('NOT_FOUND', `group ${group} has no dead letter ${missing.join(', ')}; nothing changed`);
-      const settled = rows.filter((r) => r.replayed || r.discarded);
-      if (settled.length > 0) bad(`${settled.map((r) => `dead letter ${r.id} is ${r.replayed ? 'replayed' : 'discarded'}`).join(', ')}; nothing changed`);
-      let audit: string | undefined;
-      if (!dryRun) {
-        await client.query(action === 'replay' ? requestReplaySql(q) : discardDeadLettersSql(q), action === 'replay' ? [group, targets] : [group, targets, reason]);
-        const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
-          actor,
-          `dead-letters ${action}`,
-          targets,
-          JSON.stringify({ group }),
-          reason,
-          JSON.stringify({ changed: targets.length }),
-        ]);
-        audit = a[0]?.id;
-        await client.query('commit');
-      } else {
-        await client.query('rollback');
-      }
-      const result = { action, group, dryRun, changed: targets.length, audit: audit ?? null, ids: targets };
+    {
+      const result = await requestDeadLetters(pool, q, { action: action as 'replay' | 'discard', group, ids: targets, reason: reason ?? '', actor, dryRun });
       if (values.json) console.log(JSON.stringify(result));
       else {
         console.log(
           `${dryRun ? 'would ' : ''}${action === 'replay' ? 'request a replay of' : 'discard'} ${targets.length} dead letter(s): ${targets.join(', ')}` +
-            `${audit ? `; audit ${audit}` : ''}${action === 'replay' && !dryRun ? `; a running consumer of group ${group} replays them within seconds` : ''}`,
+            `${result.audit ? `; audit ${result.audit}` : ''}${action === 'replay' && !dryRun ? `; a running consumer of group ${group} replays them within seconds` : ''}`,
         );
       }
       return 0;
-    } catch (err) {
-      await client.query('rollback').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
     }
   } finally {
     await pool.end();

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
 import { collectStatus } from '../ops/status.js';
-import { collectStuck, readRow } from '../ops/inspect.js';
+import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
 import {
 } from '../outbox/sql/inspect.js';
 import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
@@ -24,14 +24,6 @@ const MAX_ID = 9223372036854775807n;
 
 function bad(message: string): never {
   throw new OutboxError('INVALID_ARGUMENT', message);
-}
-
-/** `5m`, `30s`, `1500ms`, `2h`, `1d` → milliseconds. */
-export function parseDuration(raw: string, name: string): number {
-  const match = /^(\d{1,9})(ms|s|m|h|d)$/.exec(raw);
-  if (!match) bad(`--${name} must be a duration such as 30s, 5m, 2h or 1d, got ${JSON.stringify(raw.slice(0, 40))}`);
-  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Number(match[1]) * unit;
 }
 
 async function withPool<T>(values: Record<string, string | boolean | undefined>, run: (pool: pg.Pool) => Promise<T>): Promise<T> {

@@ -22,6 +22,7 @@ current transaction, releases shards) within --shutdown-timeout-ms; a second one
   --max-batch-bytes N       bytes of records per Kafka transaction (default 16777216)
   --http ADDR               serve /healthz /readyz /metrics /api/status on ADDR: a port (loopback),
                             host:port, or off (default 127.0.0.1:9464; taken already → a warning)
+  --admin-token TOKEN       bearer token of the mutating HTTP routes (env OUTBOX_ADMIN_TOKEN; none: read-only)
   --batch-size N            rows per Kafka transaction (default 500)
   --preset NAME             reliable | throughput | low-latency (default reliable)
   --poll-interval-ms N      safety-net poll (default 1000)
@@ -39,6 +40,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
     'take-over-from': { type: 'string' },
     'max-batch-bytes': { type: 'string' },
     http: { type: 'string' },
+    'admin-token': { type: 'string' },
     'batch-size': { type: 'string' },
     preset: { type: 'string' },
     'poll-interval-ms': { type: 'string' },
@@ -114,7 +116,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
   let server: Server | undefined;
   if (http !== 'off') {
     try {
-      server = await serveRelayHttp(relay, http, logger);
+      server = await serveRelayHttp(relay, http, logger, { adminToken: str('admin-token') ?? process.env.OUTBOX_ADMIN_TOKEN });
     } catch (err) {
       // The default port taken (another relay on this host) is not worth failing for; an address given is.
       if (httpGiven !== undefined) {

@@ -1,8 +1,18 @@
 import type pg from 'pg';
+import { OutboxError } from '../errors.js';
 import { CLAIM_CHECK_HEADER } from '../claim-check/store.js';
 import { showRowSql, stuckRowsSql } from '../outbox/sql/inspect.js';
 
 const PREVIEW_BYTES = 512;
+
+/** `5m`, `30s`, `1500ms`, `2h`, `1d` → milliseconds. */
+export function parseDuration(raw: string, name: string): number {
+  const match = /^(\d{1,9})(ms|s|m|h|d)$/.exec(raw);
+  if (!match) throw new OutboxError('INVALID_ARGUMENT', `--${name} must be a duration such as 30s, 5m, 2h or 1d, got ${JSON.stringify(raw.slice(0, 40))}`);
+  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Number(match[1]) * unit;
+}
+
 
 interface StuckRow {
   id: string;

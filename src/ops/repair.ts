@@ -1,6 +1,15 @@
 import type pg from 'pg';
 import { OutboxError } from '../errors.js';
-import { auditSql, lockDeadRowsSql, lockRowsByIdSql, retryRowsSql, skipRowsSql } from '../outbox/sql/repair.js';
+import {
+  auditSql,
+  discardDeadLettersSql,
+  lockDeadLettersSql,
+  lockDeadRowsSql,
+  lockRowsByIdSql,
+  requestReplaySql,
+  retryRowsSql,
+  skipRowsSql,
+} from '../outbox/sql/repair.js';
 
 export interface RepairRequest {
   command: 'retry' | 'skip';
@@ -75,6 +84,56 @@ export async function repairRows(pool: pg.Pool, q: string, request: RepairReques
       await client.query('rollback');
     }
     return { command, dryRun, changed: changed.length, audit: audit ?? null, rows: rows.map((r) => ({ ...r, to })) };
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export interface DeadLetterRequest {
+  action: 'replay' | 'discard';
+  group: string;
+  ids: string[];
+  reason: string;
+  actor: string;
+  dryRun: boolean;
+}
+
+/**
+ * Requests replays of, or discards, a consumer group's dead letters, audited, in one
+ * transaction: every id must be the group's and still pending, or nothing changes.
+ */
+export async function requestDeadLetters(pool: pg.Pool, q: string, r: DeadLetterRequest) {
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    const { rows } = await client.query<{ id: string; topic: string; replayed: boolean; discarded: boolean }>(lockDeadLettersSql(q), [r.group, r.ids]);
+    const found = new Set(rows.map((row) => row.id));
+    const missing = r.ids.filter((id) => !found.has(id));
+    if (missing.length > 0) throw new OutboxError('NOT_FOUND', `group ${r.group} has no dead letter ${missing.join(', ')}; nothing changed`);
+    const settled = rows.filter((row) => row.replayed || row.discarded);
+    if (settled.length > 0) {
+      throw new OutboxError('INVALID_ARGUMENT', `${settled.map((row) => `dead letter ${row.id} is ${row.replayed ? 'replayed' : 'discarded'}`).join(', ')}; nothing changed`);
+    }
+    let audit: string | undefined;
+    if (!r.dryRun) {
+      await client.query(r.action === 'replay' ? requestReplaySql(q) : discardDeadLettersSql(q), r.action === 'replay' ? [r.group, r.ids] : [r.group, r.ids, r.reason]);
+      const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
+        r.actor,
+        `dead-letters ${r.action}`,
+        r.ids,
+        JSON.stringify({ group: r.group }),
+        r.reason,
+        JSON.stringify({ changed: r.ids.length }),
+      ]);
+      audit = a[0]?.id;
+      await client.query('commit');
+    } else {
+      await client.query('rollback');
+    }
+    return { action: r.action, group: r.group, dryRun: r.dryRun, changed: r.ids.length, audit: audit ?? null, ids: r.ids };
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
     throw err;

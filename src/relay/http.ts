@@ -1,7 +1,10 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
+import { repairRows, requestDeadLetters } from '../ops/repair.js';
 import { collectStatus } from '../ops/status.js';
 import type { Relay } from './relay.js';
 
@@ -12,6 +15,64 @@ export interface HttpAddress {
   host: string;
   port: number;
 }
+
+export interface RelayHttpOptions {
+  /**
+   * Bearer token the mutating routes require (`--admin-token`, env OUTBOX_ADMIN_TOKEN).
+   * Without one they answer 403: read-only.
+   */
+  adminToken?: string | undefined;
+}
+
+/** Largest request body accepted, in bytes. */
+const MAX_BODY_BYTES = 16 * 1024;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, `request body over ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  if (size === 0) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'request body is not JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new HttpError(400, 'request body must be a JSON object');
+  return parsed as Record<string, unknown>;
+}
+
+function textField(body: Record<string, unknown>, name: string, max: number, required: boolean): string | undefined {
+  const value = body[name];
+  if (value === undefined && !required) return undefined;
+  if (typeof value !== 'string' || value.length === 0 || value.length > max || value.includes('\u0000')) {
+    throw new HttpError(400, `${name} must be a string of 1-${max} characters`);
+  }
+  return value;
+}
+
+function authorise(req: IncomingMessage, token: string | undefined): void {
+  if (!token) throw new HttpError(403, 'no admin token is configured (--admin-token / OUTBOX_ADMIN_TOKEN): mutating routes are off');
+  const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(token).digest();
+  if (!timingSafeEqual(a, b)) throw new HttpError(401, 'wrong or missing bearer token');
+}
+
+const ID = /^\d{1,18}$/;
 
 /**
  * `--http` values: `off`, a port (on loopback), or `host:port` (`[::1]:9464` for IPv6).
@@ -39,11 +100,54 @@ function send(res: ServerResponse, status: number, body: unknown, contentType = 
  * 503 with the reason), `GET /metrics` (Prometheus text), `GET /api/status` (what
  * `outbox-relay status --json` prints).
  */
-export async function serveRelayHttp(relay: Relay, address: HttpAddress, logger: Logger): Promise<Server> {
+export async function serveRelayHttp(relay: Relay, address: HttpAddress, logger: Logger, options: RelayHttpOptions = {}): Promise<Server> {
+  const q = relay.options.sqlSchema;
+  const pool = () => relay.database ?? (() => { throw new HttpError(503, 'the relay is not started'); })();
+  const mutate = async (req: IncomingMessage, path: string): Promise<unknown> => {
+    authorise(req, options.adminToken);
+    const body = await readJson(req);
+    const reason = textField(body, 'reason', 2000, true)!;
+    const actor = textField(body, 'actor', 200, false) ?? 'http';
+    const row = /^\/api\/rows\/([^/]+)\/(retry|skip)$/.exec(path);
+    if (row) {
+      if (!ID.test(row[1]!)) throw new HttpError(400, 'row id must be a positive decimal id');
+      return repairRows(pool(), q, { command: row[2] as 'retry' | 'skip', ids: [BigInt(row[1]!).toString()], reason, actor, dryRun: body.dryRun === true });
+    }
+    const letter = /^\/api\/dead-letters\/([^/]+)\/(replay|discard)$/.exec(path);
+    if (letter) {
+      if (!ID.test(letter[1]!)) throw new HttpError(400, 'dead-letter id must be a positive decimal id');
+      const group = textField(body, 'group', 255, true)!;
+      return requestDeadLetters(pool(), q, { action: letter[2] as 'replay' | 'discard', group, ids: [BigInt(letter[1]!).toString()], reason, actor, dryRun: body.dryRun === true });
+    }
+    throw new HttpError(404, `no route POST ${path}`);
+  };
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'only GET is served here' });
+    const url = new URL(req.url ?? '/', 'http://relay');
+    const path = url.pathname;
+    if (req.method === 'POST') return send(res, 200, await mutate(req, path));
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'GET, or POST for the mutating routes' });
+    const rowRead = /^\/api\/rows\/([^/]+)$/.exec(path);
+    if (rowRead) {
+      if (!ID.test(rowRead[1]!)) throw new HttpError(400, 'row id must be a positive decimal id');
+      const found = await readRow(pool(), q, BigInt(rowRead[1]!).toString());
+      if (!found) throw new HttpError(404, `no outbox row ${rowRead[1]}`);
+      return send(res, 200, found);
+    }
     switch (path) {
+      case '/api/stuck': {
+        const p = url.searchParams;
+        const state = p.get('state');
+        if (state !== null && !['pending', 'failed', 'dead'].includes(state)) throw new HttpError(400, 'state must be pending, failed or dead');
+        const limit = p.get('limit') === null ? 100 : Number(p.get('limit'));
+        if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new HttpError(400, 'limit must be an integer in 1..10000');
+        let olderThanMs: number;
+        try {
+          olderThanMs = parseDuration(p.get('olderThan') ?? '5m', 'olderThan');
+        } catch (err) {
+          throw new HttpError(400, (err as Error).message);
+        }
+        return send(res, 200, { olderThanMs, rows: await collectStuck(pool(), q, { olderThanMs, state, topic: p.get('topic'), key: p.get('key'), limit }) });
+      }
       case '/healthz':
         return send(res, 200, { status: 'ok' });
       case '/readyz': {
@@ -52,19 +156,17 @@ export async function serveRelayHttp(relay: Relay, address: HttpAddress, logger:
       }
       case '/metrics':
         return send(res, 200, await relay.metrics.metrics(), relay.metrics.contentType);
-      case '/api/status': {
-        const pool = relay.database;
-        if (!pool) return send(res, 503, { error: 'the relay is not started' });
-        return send(res, 200, await collectStatus(pool, relay.options.sqlSchema, String(relay.options.connection.brokers)));
-      }
+      case '/api/status':
+        return send(res, 200, await collectStatus(pool(), q, String(relay.options.connection.brokers)));
       default:
         return send(res, 404, { error: `no route ${path}` });
     }
   };
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      logger.warn({ err, url: req.url }, 'http request failed');
-      if (!res.headersSent) send(res, 500, { error: 'internal error' });
+      const status = err instanceof HttpError ? err.status : err instanceof OutboxError && err.code === 'NOT_FOUND' ? 404 : err instanceof OutboxError && ['INVALID_ARGUMENT', 'INVALID_OPTIONS'].includes(err.code) ? 400 : 500;
+      if (status === 500) logger.warn({ err, url: req.url }, 'http request failed');
+      if (!res.headersSent) send(res, status, { error: status === 500 ? 'internal error' : (err as Error).message });
       else res.destroy();
     });
   });
@@ -78,6 +180,6 @@ export async function serveRelayHttp(relay: Relay, address: HttpAddress, logger:
     });
   });
   const bound = server.address() as AddressInfo;
-  logger.info({ host: bound.address, port: bound.port }, 'http: /healthz /readyz /metrics /api/status');
+  logger.info({ host: bound.address, port: bound.port, mutating: options.adminToken ? 'token' : 'off' }, 'http: /healthz /readyz /metrics /api/status /api/stuck /api/rows');
   return server;
 }

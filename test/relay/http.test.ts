@@ -73,7 +73,7 @@ describe('the relay over HTTP: health, readiness, metrics, status', () => {
       const status = await (await fetch(`${base}/api/status`)).json();
       expect(status).toMatchObject({ verdict: 'STUCK', unsent: { dead: 1 }, relay: { shards: 2 } });
       expect((await fetch(`${base}/nope`)).status).toBe(404);
-      expect((await fetch(`${base}/healthz`, { method: 'POST' })).status).toBe(405);
+      expect((await fetch(`${base}/healthz`, { method: 'PUT' })).status).toBe(405);
     } finally {
       await relay.stop();
     }
@@ -91,5 +91,55 @@ describe('the relay over HTTP: health, readiness, metrics, status', () => {
     const result = await cli('relay', '--http', 'localhost:99999', '--schema', 'unused');
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/--http must be off, a port, or host:port/);
+  });
+
+  it('mutating routes need the bearer token (403 without one configured, 401 when wrong), validate their input, and audit like the CLI', async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 1);
+    const relay = await startRelay(schema, { shards: 1 });
+    const readOnly = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }));
+    const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }), { adminToken: 's3cret-token' });
+    const url = (s: typeof server) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+    const post = (s: typeof server, path: string, body: unknown, token?: string) =>
+      fetch(`${url(s)}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      });
+    try {
+      const { rows } = await pool.query(
+        `insert into ${schema}.messages (topic, key, payload, state, attempts, last_error, created_at) values ($1, 'k', 'x', 'dead', 10, 'was broken', now() - interval '1 hour') returning id::text`,
+        [topic],
+      );
+      const dead = rows[0].id as string;
+      const stuck = (await (await fetch(`${url(server)}/api/stuck?olderThan=10m&state=dead`)).json()) as { rows: unknown[] };
+      expect(stuck.rows).toMatchObject([{ id: dead, state: 'dead', heldBack: expect.stringContaining('was broken') }]);
+      expect(await (await fetch(`${url(server)}/api/rows/${dead}`)).json()).toMatchObject({ id: dead, state: 'dead', payload: { preview: 'x' } });
+      expect((await fetch(`${url(server)}/api/rows/abc`)).status).toBe(400);
+      expect((await fetch(`${url(server)}/api/rows/424242`)).status).toBe(404);
+      expect((await fetch(`${url(server)}/api/stuck?olderThan=soon`)).status).toBe(400);
+
+      expect((await post(readOnly, `/api/rows/${dead}/retry`, { reason: 'r' }, 's3cret-token')).status).toBe(403);
+      expect((await post(server, `/api/rows/${dead}/retry`, { reason: 'r' })).status).toBe(401);
+      expect((await post(server, `/api/rows/${dead}/retry`, { reason: 'r' }, 'wrong')).status).toBe(401);
+      expect((await post(server, `/api/rows/${dead}/retry`, '{not json', 's3cret-token')).status).toBe(400);
+      expect((await post(server, `/api/rows/${dead}/retry`, {}, 's3cret-token')).status).toBe(400); // no reason
+      expect((await post(server, `/api/rows/${dead}/retry`, { reason: 'x'.repeat(20_000) }, 's3cret-token')).status).toBe(413);
+      expect((await post(server, `/api/rows/424242/retry`, { reason: 'r' }, 's3cret-token')).status).toBe(404);
+      expect((await pool.query(`select state from ${schema}.messages where id = $1`, [dead])).rows[0].state).toBe('dead');
+
+      const retried = await post(server, `/api/rows/${dead}/retry`, { reason: 'topic fixed', actor: 'dashboard-user' }, 's3cret-token');
+      expect(retried.status).toBe(200);
+      expect(await retried.json()).toMatchObject({ command: 'retry', changed: 1, rows: [{ id: dead, state: 'dead', to: 'pending' }] });
+      await waitFor(async () => (await pool.query(`select state from ${schema}.messages where id = $1`, [dead])).rows[0].state === 'sent');
+      const { rows: audit } = await pool.query(`select actor, command, row_ids::text[] as ids, reason from ${schema}.operator_actions`);
+      expect(audit).toEqual([{ actor: 'dashboard-user', command: 'retry', ids: [dead], reason: 'topic fixed' }]);
+    } finally {
+      await relay.stop();
+      for (const s of [server, readOnly]) {
+        s.closeAllConnections();
+        await new Promise((resolve) => s.close(resolve));
+      }
+    }
   });
 });
