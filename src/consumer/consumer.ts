@@ -1,3 +1,4 @@
+import { createServer, type Server } from 'node:http';
 import { inspect } from 'node:util';
 import type { TopicPartition } from '@confluentinc/kafka-javascript';
 import type pg from 'pg';
@@ -59,6 +60,9 @@ export class Consumer {
   private revocationTimer: NodeJS.Timeout | undefined;
   private retentionLoop: Promise<void> | undefined;
   private replayLoop: Promise<void> | undefined;
+  private lastLagUpdate = 0;
+  private lagLabels: Array<Record<'group' | 'topic' | 'partition', string>> = [];
+  private readonly servers: Server[] = [];
   private concurrency = 1;
   private rotation = 0;
   /** The consumer's Prometheus metrics (see docs/consumer.md). */
@@ -158,6 +162,10 @@ export class Consumer {
     if (this.revocationTimer) clearInterval(this.revocationTimer);
     await this.retentionLoop;
     await this.replayLoop;
+    for (const server of this.servers.splice(0)) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
     await this.client?.disconnect();
     this.admin?.close();
     if (!this.options.pool) await this.pool?.end();
@@ -176,6 +184,64 @@ export class Consumer {
   /** Partitions this member owns now. */
   assignment(): { topic: string; partition: number; nextOffset: number | undefined; blocked: boolean }[] {
     return [...this.partitions.values()].map((s) => ({ topic: s.topic, partition: s.partition, nextOffset: s.expected, blocked: s.blocked !== undefined }));
+  }
+
+  /** Sets consumer_lag_records for the partitions this member holds (every second, and at each scrape of listen()). */
+  private updateLag(): void {
+    const gauge = this.counters.lag;
+    for (const labels of this.lagLabels) gauge.remove(labels);
+    this.lagLabels = [];
+    const held = [...this.partitions.values()];
+    const positions = this.client?.positions(held.map((s) => ({ topic: s.topic, partition: s.partition }))) ?? new Map<string, number>();
+    for (const s of held) {
+      const high = this.client?.highWatermark(s.topic, s.partition);
+      if (high === undefined || s.expected === undefined) continue;
+      // Fetched up to the end with nothing of it waiting here: caught up, though the log may
+      // end with a transaction marker, which is an offset but never a record to apply.
+      const position = positions.get(`${s.topic}:${s.partition}`);
+      const waiting = this.pending.some((r) => r.topic === s.topic && r.partition === s.partition);
+      const lag = position !== undefined && position >= high && !waiting ? 0 : Math.max(0, high - s.expected);
+      const labels = { group: this.options.groupId, topic: s.topic, partition: String(s.partition) };
+      gauge.set(labels, lag);
+      this.lagLabels.push(labels);
+    }
+  }
+
+  /**
+   * Serves the consumer's metrics (`GET /metrics`, Prometheus text) and `GET /healthz` on
+   * `host:port` (default 127.0.0.1, port 9465). Or mount `consumer.metrics` in the
+   * application's own server. The server closes with `stop()`.
+   */
+  async listen(options: { port?: number; host?: string } = {}): Promise<Server> {
+    const server = createServer((req, res) => {
+      void (async () => {
+        const path = (req.url ?? '/').split('?')[0];
+        if (path === '/metrics') {
+          this.updateLag();
+          const text = await this.metrics.metrics();
+          res.writeHead(200, { 'content-type': this.metrics.contentType });
+          return res.end(text);
+        }
+        if (path === '/healthz') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          return res.end(JSON.stringify({ status: 'ok', partitions: this.partitions.size }));
+        }
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: `no route ${path}` }));
+      })().catch(() => {
+        if (!res.headersSent) res.writeHead(500);
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port ?? 9465, options.host ?? '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.servers.push(server);
+    return server;
   }
 
   /** Resumes a partition stopped by the `block` policy: its failed record is tried again. */
@@ -333,6 +399,11 @@ export class Consumer {
         if (records.length > 0) this.detector.progress(new Set(records.map((r) => key(r.topic, r.partition))));
         await this.process(records);
         if (Date.now() - this.lastOffsetCheck >= this.options.offsetCheckIntervalMs) await this.checkStoredOffsets();
+        // consumer_lag_records, from librdkafka's last fetched watermarks: no round trip.
+        if (Date.now() - this.lastLagUpdate >= 1_000) {
+          this.lastLagUpdate = Date.now();
+          this.updateLag();
+        }
         failures = 0;
       } catch (err) {
         if (this.closing) break;

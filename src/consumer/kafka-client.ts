@@ -140,6 +140,16 @@ export class GroupClient {
     return result;
   }
 
+  /** The partition's high watermark as last fetched (no broker round trip), when known. */
+  highWatermark(topic: string, partition: number): number | undefined {
+    try {
+      const { highOffset } = (this.consumer as unknown as { getWatermarkOffsets(t: string, p: number): { highOffset: number } }).getWatermarkOffsets(topic, partition);
+      return typeof highOffset === 'number' && highOffset >= 0 ? highOffset : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** librdkafka considers the assignment lost (session timed out, poll interval exceeded): the group has moved on. */
   assignmentLost(): boolean {
     try {

@@ -1,4 +1,4 @@
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 
 /** The consumer's Prometheus metrics. Labels are bounded: group, topic, reason — never ids, keys or errors. */
 export interface ConsumerMetrics {
@@ -9,6 +9,7 @@ export interface ConsumerMetrics {
   offsetOutOfRange: Counter<'group' | 'topic' | 'reason'>;
   batchesAborted: Counter<'group' | 'reason'>;
   inboxDeleted: Counter<'group'>;
+  lag: Gauge<'group' | 'topic' | 'partition'>;
 }
 
 /**
@@ -30,5 +31,13 @@ export function consumerMetrics(registry: Registry = new Registry()): ConsumerMe
     ),
     batchesAborted: counter('consumer_batches_aborted_total', 'Batch transactions aborted at the database: handler timeout, or partition lost', ['group', 'reason']),
     inboxDeleted: counter('consumer_inbox_deleted_total', 'Inbox rows deleted by inbox retention', ['group']),
+    lag:
+      (registry.getSingleMetric('consumer_lag_records') as Gauge<'group' | 'topic' | 'partition'> | undefined) ??
+      new Gauge({
+        name: 'consumer_lag_records',
+        help: "Offsets between a partition's log end (as last fetched) and the next offset this consumer will apply",
+        labelNames: ['group', 'topic', 'partition'],
+        registers: [registry],
+      }),
   };
 }
