@@ -228,7 +228,9 @@ export class ShardWorker {
    * down with it; the others go together, cut before `maxBatchBytes`.
    */
   private async publish(rows: ClaimedRow[]): Promise<void> {
-    const topics = await this.ctx.topics.lookup(rows.map((r) => r.topic));
+    let topics = await this.ctx.topics.lookup(rows.map((r) => r.topic));
+    const missing = rows.filter((r) => !topics.get(r.topic)?.exists).map((r) => r.topic);
+    if (missing.length > 0) topics = new Map([...topics, ...(await this.ctx.topics.lookupFresh(missing))]);
     const limit = this.ctx.options.maxRecordBytes;
     const blockedKeys = new Set<string>();
     const retries: Item[] = [];

@@ -23,6 +23,15 @@ export class TopicCache {
 
   constructor(private readonly admin: KafkaAdmin) {}
 
+  /**
+   * Like {@link lookup}, but topics cached as missing are asked again at once: before a
+   * row is failed for its topic, which an operator may just have created.
+   */
+  async lookupFresh(topics: Iterable<string>): Promise<Map<string, Entry>> {
+    for (const t of new Set(topics)) if (this.entries.get(t)?.exists === false) this.entries.delete(t);
+    return this.lookup(topics);
+  }
+
   async lookup(topics: Iterable<string>): Promise<Map<string, Entry>> {
     const now = Date.now();
     const stale = [...new Set(topics)].filter((t) => {
