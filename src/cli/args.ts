@@ -47,3 +47,29 @@ export function integerFlag(name: string, value: string | undefined, options: { 
   if (options.min !== undefined && n < options.min) throw new OutboxError('INVALID_ARGUMENT', `--${name} must be >= ${options.min}, got ${n}`);
   return n;
 }
+
+/** Bad input: exit 2, nothing changed. */
+export function bad(message: string): never {
+  throw new OutboxError('INVALID_ARGUMENT', message);
+}
+
+const MAX_ID = 9223372036854775807n;
+
+/** Positive decimal ids (a bigint column's range), deduplicated, in canonical form; `what` names them in errors. */
+export function parseIds(raw: readonly string[], what: string): string[] {
+  return [
+    ...new Set(
+      raw.map((r) => {
+        if (!/^\d{1,19}$/.test(r) || BigInt(r) < 1n || BigInt(r) > MAX_ID) bad(`${what} ${JSON.stringify(r.slice(0, 40))} is not a positive decimal id`);
+        return BigInt(r).toString();
+      }),
+    ),
+  ];
+}
+
+/** A text flag of 1-`max` characters without NUL, or undefined when not given. */
+export function textFlag(value: unknown, name: string, max: number): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length === 0 || value.length > max || value.includes('\u0000')) bad(`--${name} must be 1-${max} characters`);
+  return value;
+}

@@ -2,9 +2,10 @@ import { userInfo } from 'node:os';
 import pg from 'pg';
 import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
+import { preview, PREVIEW_BYTES } from '../ops/inspect.js';
 import { requestDeadLetters } from '../ops/repair.js';
 import { knownGroupSql, listDeadLettersSql, showDeadLetterSql } from '../outbox/sql/repair.js';
-import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { bad, databaseUrlFrom, integerFlag, parse, parseIds, schemaFrom, textFlag } from './args.js';
 
 export const DEAD_LETTERS_HELP = `outbox-relay dead-letters <list|show|replay|discard> --group G [options]
 
@@ -35,31 +36,6 @@ const FLAGS = {
   'dry-run': { type: 'boolean' },
 } as const;
 
-const MAX_ID = 9223372036854775807n;
-const PREVIEW_BYTES = 512;
-
-function bad(message: string): never {
-  throw new OutboxError('INVALID_ARGUMENT', message);
-}
-
-function ids(raw: string[]): string[] {
-  if (raw.length === 0) bad('give dead-letter ids');
-  return [
-    ...new Set(
-      raw.map((r) => {
-        if (!/^\d{1,19}$/.test(r) || BigInt(r) < 1n || BigInt(r) > MAX_ID) bad(`dead-letter id ${JSON.stringify(r.slice(0, 40))} is not a positive decimal id`);
-        return BigInt(r).toString();
-      }),
-    ),
-  ];
-}
-
-function text(value: unknown, name: string, max: number): string | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || value.length === 0 || value.length > max || value.includes('\u0000')) bad(`--${name} must be 1-${max} characters`);
-  return value;
-}
-
 export async function deadLettersCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, FLAGS);
   const [action, ...rest] = positionals;
@@ -68,15 +44,16 @@ export async function deadLettersCommand(argv: string[]): Promise<number> {
     return values.help || action === 'help' ? 0 : 2;
   }
   if (!['list', 'show', 'replay', 'discard'].includes(action)) bad(`unknown action ${JSON.stringify(action)}: use list, show, replay or discard`);
-  const group = text(values.group, 'group', 255) ?? bad('--group is required');
+  const group = textFlag(values.group, 'group', 255) ?? bad('--group is required');
   const limit = integerFlag('limit', values.limit as string | undefined, { min: 1 }) ?? 100;
   if (limit > 10_000) bad('--limit must be at most 10000');
   const mutating = action === 'replay' || action === 'discard';
   const dryRun = values['dry-run'] === true;
-  const reason = text(values.reason, 'reason', 2000);
+  const reason = textFlag(values.reason, 'reason', 2000);
   if (mutating && reason === undefined && !dryRun) bad('--reason is required: say why, it is recorded in operator_actions');
-  const actor = text(values.actor, 'actor', 200) ?? userInfo().username;
-  const targets = action === 'list' ? [] : ids(rest);
+  const actor = textFlag(values.actor, 'actor', 200) ?? userInfo().username;
+  if (action !== 'list' && rest.length === 0) bad('give dead-letter ids');
+  const targets = action === 'list' ? [] : parseIds(rest, 'dead-letter id');
   if (action === 'show' && targets.length !== 1) bad('show takes one dead-letter id');
   if (action === 'list' && rest.length > 0) bad(`unexpected argument ${JSON.stringify(rest[0])}`);
 
@@ -102,15 +79,8 @@ export async function deadLettersCommand(argv: string[]): Promise<number> {
       const { rows } = await pool.query(showDeadLetterSql(q), [targets[0], group, PREVIEW_BYTES]);
       const r = rows[0];
       if (!r) throw new OutboxError('NOT_FOUND', `group ${group} has no dead letter ${targets[0]}`);
-      const head = r.value_head as Buffer | null;
-      const textValue = head?.toString('utf8');
-      const printable = textValue !== undefined && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(textValue);
-      const { value_head: _, key, ...fields } = r;
-      const out = {
-        ...fields,
-        key: (key as Buffer | null)?.toString('utf8') ?? null,
-        value: { bytes: r.value_bytes, preview: head === null ? null : printable ? textValue : head.toString('hex'), encoding: head === null ? null : printable ? 'utf8' : 'hex' },
-      };
+      const { value_head: head, key, ...fields } = r;
+      const out = { ...fields, key: (key as Buffer | null)?.toString('utf8') ?? null, value: preview(head as Buffer | null, r.value_bytes as number | null) };
       if (values.json) console.log(JSON.stringify(out));
       else for (const [name, value] of Object.entries(out)) console.log(`${name.padEnd(20)} ${typeof value === 'object' && value !== null && !(value instanceof Date) ? JSON.stringify(value) : String(value)}`);
       return 0;

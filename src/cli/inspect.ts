@@ -5,7 +5,7 @@ import { collectStatus } from '../ops/status.js';
 import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
 import {
 } from '../outbox/sql/inspect.js';
-import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { bad, databaseUrlFrom, integerFlag, parse, parseIds, schemaFrom } from './args.js';
 
 export const STUCK_HELP = `outbox-relay stuck [--older-than 5m] [--state pending|failed|dead] [--topic T] [--key K] [--limit N] [--json]
 
@@ -20,11 +20,6 @@ export const SHOW_HELP = `outbox-relay show ID [--json]
 One outbox row in full: state, attempts, errors, headers, a payload preview, and where it
 landed in Kafka when sent. Exit codes: 0 found, 2 bad or unknown id, 1 other errors.`;
 
-const MAX_ID = 9223372036854775807n;
-
-function bad(message: string): never {
-  throw new OutboxError('INVALID_ARGUMENT', message);
-}
 
 async function withPool<T>(values: Record<string, string | boolean | undefined>, run: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const pool = new pg.Pool({ connectionString: databaseUrlFrom(values), max: 1 });
@@ -75,9 +70,9 @@ export async function showCommand(argv: string[]): Promise<number> {
   }
   if (positionals.length !== 1) bad('give one row id');
   const raw = positionals[0]!;
-  if (!/^\d{1,19}$/.test(raw) || BigInt(raw) < 1n || BigInt(raw) > MAX_ID) bad(`row id ${JSON.stringify(raw.slice(0, 40))} is not a positive decimal id`);
+  const [id] = parseIds([raw], 'row id');
   const q = quoteSchema(schemaFrom(values));
-  const row = await withPool(values, (pool) => readRow(pool, q, BigInt(raw).toString()));
+  const row = await withPool(values, (pool) => readRow(pool, q, id!));
   if (!row) throw new OutboxError('NOT_FOUND', `no outbox row with id ${raw}`);
   if (values.json) console.log(JSON.stringify(row));
   else {

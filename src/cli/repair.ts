@@ -1,9 +1,8 @@
 import { userInfo } from 'node:os';
 import pg from 'pg';
 import { quoteSchema } from '../db/identifiers.js';
-import { OutboxError } from '../errors.js';
 import { repairRows } from '../ops/repair.js';
-import { databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { bad, databaseUrlFrom, integerFlag, parse, parseIds, schemaFrom, textFlag } from './args.js';
 
 export const RETRY_HELP = `outbox-relay retry ID... | --dead [--topic T] [--key K] [--since TIME] [--limit N]  --reason "..." [options]
 
@@ -46,26 +45,6 @@ const FLAGS = {
   limit: { type: 'string' },
 } as const;
 
-const MAX_ID = 9223372036854775807n;
-
-function bad(message: string): never {
-  throw new OutboxError('INVALID_ARGUMENT', message);
-}
-
-function parseIds(positionals: string[]): string[] {
-  const ids = positionals.map((raw) => {
-    if (!/^\d{1,19}$/.test(raw) || BigInt(raw) < 1n || BigInt(raw) > MAX_ID) bad(`row id ${JSON.stringify(raw.slice(0, 40))} is not a positive decimal id`);
-    return BigInt(raw).toString();
-  });
-  return [...new Set(ids)];
-}
-
-function text(value: unknown, name: string, max: number): string | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || value.length === 0 || value.length > max || value.includes('\u0000')) bad(`--${name} must be 1-${max} characters`);
-  return value;
-}
-
 export function retryCommand(argv: string[]): Promise<number> {
   return repair('retry', argv);
 }
@@ -82,9 +61,9 @@ async function repair(command: 'retry' | 'skip', argv: string[]): Promise<number
   }
   // Everything that needs no database is checked first: bad input changes nothing.
   const dryRun = values['dry-run'] === true;
-  const reason = text(values.reason, 'reason', 2000);
+  const reason = textFlag(values.reason, 'reason', 2000);
   if (reason === undefined && !dryRun) bad('--reason is required: say why, it is recorded in operator_actions');
-  const actor = text(values.actor, 'actor', 200) ?? userInfo().username;
+  const actor = textFlag(values.actor, 'actor', 200) ?? userInfo().username;
   const byFilter = values.dead === true;
   if (command === 'skip' && byFilter) bad('skip takes row ids, not --dead');
   if (byFilter && positionals.length > 0) bad('give row ids or --dead with filters, not both');
@@ -92,11 +71,11 @@ async function repair(command: 'retry' | 'skip', argv: string[]): Promise<number
   if (!byFilter && (values.topic !== undefined || values.key !== undefined || values.since !== undefined || values.limit !== undefined)) {
     bad('--topic, --key, --since and --limit filter --dead');
   }
-  const ids = byFilter ? [] : parseIds(positionals);
+  const ids = byFilter ? [] : parseIds(positionals, 'row id');
   const filter = byFilter
     ? {
-        topic: text(values.topic, 'topic', 249) ?? null,
-        key: text(values.key, 'key', 10_000) ?? null,
+        topic: textFlag(values.topic, 'topic', 249) ?? null,
+        key: textFlag(values.key, 'key', 10_000) ?? null,
         since: values.since === undefined ? null : parseTime(values.since as string),
         limit: integerFlag('limit', values.limit as string | undefined, { min: 1 }) ?? 1000,
       }

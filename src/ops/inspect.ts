@@ -3,7 +3,16 @@ import { OutboxError } from '../errors.js';
 import { CLAIM_CHECK_HEADER } from '../claim-check/store.js';
 import { showRowSql, stuckRowsSql } from '../outbox/sql/inspect.js';
 
-const PREVIEW_BYTES = 512;
+/** Bytes of a payload or value shown by `show` and the API. */
+export const PREVIEW_BYTES = 512;
+
+/** The first bytes of a payload as text when they read as UTF-8 text, else as hex. */
+export function preview(head: Buffer | null, bytes: number | null) {
+  if (head === null) return { bytes, preview: null, encoding: null, truncated: false };
+  const text = head.toString('utf8');
+  const printable = !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
+  return { bytes, preview: printable ? text : head.toString('hex'), encoding: printable ? 'utf8' : 'hex', truncated: bytes !== null && bytes > PREVIEW_BYTES };
+}
 
 /** `5m`, `30s`, `1500ms`, `2h`, `1d` → milliseconds. */
 export function parseDuration(raw: string, name: string): number {
@@ -67,9 +76,6 @@ export async function readRow(pool: pg.Pool, q: string, id: string) {
   const { rows } = await pool.query(showRowSql(q), [id, PREVIEW_BYTES]);
   const r = rows[0];
   if (!r) return undefined;
-  const head = r.payload_head as Buffer | null;
-  const text = head?.toString('utf8');
-  const printable = text !== undefined && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
   return {
     id: r.id as string,
     topic: r.topic as string,
@@ -89,11 +95,6 @@ export async function readRow(pool: pg.Pool, q: string, id: string) {
     traceparent: r.traceparent as string | null,
     headers: r.headers as Record<string, string>,
     claimCheck: (r.headers as Record<string, string>)[CLAIM_CHECK_HEADER] !== undefined,
-    payload: {
-      bytes: r.payload_bytes as number | null,
-      preview: head === null ? null : printable ? text! : head.toString('hex'),
-      encoding: head === null ? null : printable ? 'utf8' : 'hex',
-      truncated: r.payload_bytes !== null && (r.payload_bytes as number) > PREVIEW_BYTES,
-    },
+    payload: preview(r.payload_head as Buffer | null, r.payload_bytes as number | null),
   };
 }
