@@ -60,7 +60,6 @@ export class Consumer {
   private revocationTimer: NodeJS.Timeout | undefined;
   private retentionLoop: Promise<void> | undefined;
   private replayLoop: Promise<void> | undefined;
-  private lastLagUpdate = 0;
   private lagLabels: Array<Record<'group' | 'topic' | 'partition', string>> = [];
   private readonly servers: Server[] = [];
   private concurrency = 1;
@@ -131,6 +130,7 @@ export class Consumer {
         },
       );
     }
+    this.counters.lagUpdaters.add(this.updateLag);
     this.replayLoop = serveReplayRequests(
       { pool: this.pool, groupId: o.groupId, handler: o.handler, schema: o.schema, inbox: o.inbox, handlerTimeoutMs: o.handlerTimeoutMs, logger: this.logger },
       this.abort.signal,
@@ -162,6 +162,8 @@ export class Consumer {
     if (this.revocationTimer) clearInterval(this.revocationTimer);
     await this.retentionLoop;
     await this.replayLoop;
+    this.counters.lagUpdaters.delete(this.updateLag);
+    for (const labels of this.lagLabels.splice(0)) this.counters.lag.remove(labels);
     for (const server of this.servers.splice(0)) {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -186,8 +188,8 @@ export class Consumer {
     return [...this.partitions.values()].map((s) => ({ topic: s.topic, partition: s.partition, nextOffset: s.expected, blocked: s.blocked !== undefined }));
   }
 
-  /** Sets consumer_lag_records for the partitions this member holds (every second, and at each scrape of listen()). */
-  private updateLag(): void {
+  /** Sets consumer_lag_records for the partitions this member holds; run when the registry is scraped. */
+  private readonly updateLag = (): void => {
     const gauge = this.counters.lag;
     for (const labels of this.lagLabels) gauge.remove(labels);
     this.lagLabels = [];
@@ -205,7 +207,7 @@ export class Consumer {
       gauge.set(labels, lag);
       this.lagLabels.push(labels);
     }
-  }
+  };
 
   /**
    * Serves the consumer's metrics (`GET /metrics`, Prometheus text) and `GET /healthz` on
@@ -217,7 +219,6 @@ export class Consumer {
       void (async () => {
         const path = (req.url ?? '/').split('?')[0];
         if (path === '/metrics') {
-          this.updateLag();
           const text = await this.metrics.metrics();
           res.writeHead(200, { 'content-type': this.metrics.contentType });
           return res.end(text);
@@ -399,11 +400,6 @@ export class Consumer {
         if (records.length > 0) this.detector.progress(new Set(records.map((r) => key(r.topic, r.partition))));
         await this.process(records);
         if (Date.now() - this.lastOffsetCheck >= this.options.offsetCheckIntervalMs) await this.checkStoredOffsets();
-        // consumer_lag_records, from librdkafka's last fetched watermarks: no round trip.
-        if (Date.now() - this.lastLagUpdate >= 1_000) {
-          this.lastLagUpdate = Date.now();
-          this.updateLag();
-        }
         failures = 0;
       } catch (err) {
         if (this.closing) break;

@@ -10,13 +10,20 @@ export interface ConsumerMetrics {
   batchesAborted: Counter<'group' | 'reason'>;
   inboxDeleted: Counter<'group'>;
   lag: Gauge<'group' | 'topic' | 'partition'>;
+  /** Called at each scrape to set `lag`: one per running consumer on this registry. */
+  lagUpdaters: Set<() => void>;
 }
+
+/** The lag updaters of each registry, so one gauge serves every consumer sharing it. */
+const updaters = new WeakMap<Registry, Set<() => void>>();
 
 /**
  * The metrics on `registry`, created on first use: several consumers (groups) may share one
  * registry, each counting under its own `group` label.
  */
 export function consumerMetrics(registry: Registry = new Registry()): ConsumerMetrics {
+  const lagUpdaters = updaters.get(registry) ?? new Set<() => void>();
+  updaters.set(registry, lagUpdaters);
   const counter = <L extends string>(name: string, help: string, labelNames: L[]): Counter<L> =>
     (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [registry] });
   return {
@@ -38,6 +45,11 @@ export function consumerMetrics(registry: Registry = new Registry()): ConsumerMe
         help: "Offsets between a partition's log end (as last fetched) and the next offset this consumer will apply",
         labelNames: ['group', 'topic', 'partition'],
         registers: [registry],
+        // Computed when scraped, from what librdkafka last fetched: no broker round trip.
+        collect: () => {
+          for (const update of lagUpdaters) update();
+        },
       }),
+    lagUpdaters,
   };
 }
