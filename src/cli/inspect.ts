@@ -103,7 +103,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
   if (positionals.length > 0) bad(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const q = quoteSchema(schemaFrom(values));
   const brokers = (values.brokers as string | undefined) ?? process.env.KAFKA_BROKERS;
-  const result = await withPool(values, (pool) => collectStatus(pool, q, brokers));
+  const result = await withPool(values, (pool) => collectStatus(pool, q, brokers ? { brokers } : undefined));
   const { verdict, reason } = result;
   const oldest = result.unsent.oldestSeconds;
   const unsent = result.unsent.byTopic;

@@ -108,11 +108,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
     });
   });
 
-  try {
-    await relay.start();
-  } catch (err) {
-    throw err instanceof OutboxError ? err : new OutboxError('UNKNOWN', `relay failed to start (${redactUrl(databaseUrl)})`, { cause: err });
-  }
+  // Served before start(): /healthz answers (and /readyz says why not ready) during a take-over or a reconcile.
   let server: Server | undefined;
   if (http !== 'off') {
     try {
@@ -120,11 +116,17 @@ export async function relayCommand(argv: string[]): Promise<number> {
     } catch (err) {
       // The default port taken (another relay on this host) is not worth failing for; an address given is.
       if (httpGiven !== undefined) {
-        await relay.stop();
         throw new OutboxError('INVALID_ARGUMENT', `--http ${httpGiven}: cannot listen: ${(err as Error).message}`);
       }
       logger.warn({ err, port: http.port }, 'http port taken: serving no /healthz /readyz /metrics (give --http another address, or off)');
     }
+  }
+  try {
+    await relay.start();
+  } catch (err) {
+    server?.closeAllConnections();
+    server?.close();
+    throw err instanceof OutboxError ? err : new OutboxError('UNKNOWN', `relay failed to start (${redactUrl(databaseUrl)})`, { cause: err });
   }
   const code = await stopped;
   server?.closeAllConnections();

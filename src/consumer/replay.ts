@@ -154,7 +154,15 @@ export async function serveReplayRequests(
       const { rows } = await target.pool.query<{ id: string }>(requestedReplaysSql(q), [target.groupId, 100]);
       for (const { id } of rows) {
         if (signal.aborted) break;
-        const result = await replayDeadLetter(target, id);
+        let result: ReplayResult;
+        try {
+          result = await replayDeadLetter(target, id);
+        } catch (err) {
+          // Not even the failure could be recorded: the request is dropped rather than
+          // retried every few seconds for ever; the operator sees it still pending.
+          await target.pool.query(clearReplayRequestSql(q), [id]).catch(() => undefined);
+          throw err;
+        }
         if (result.status === 'missing') await target.pool.query(clearReplayRequestSql(q), [id]);
         onResult(result);
       }

@@ -19,7 +19,9 @@ export function parseDuration(raw: string, name: string): number {
   const match = /^(\d{1,9})(ms|s|m|h|d)$/.exec(raw);
   if (!match) throw new OutboxError('INVALID_ARGUMENT', `--${name} must be a duration such as 30s, 5m, 2h or 1d, got ${JSON.stringify(raw.slice(0, 40))}`);
   const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Number(match[1]) * unit;
+  const ms = Number(match[1]) * unit;
+  if (ms > 3_650 * 86_400_000) throw new OutboxError('INVALID_ARGUMENT', `--${name} must be at most 3650d, got ${raw}`);
+  return ms;
 }
 
 

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { KafkaAdmin } from '../kafka/admin.js';
+import type { KafkaConnection } from '../kafka/config.js';
 import {
   consumerOffsetsSql,
   pendingDeadLettersSql,
@@ -20,9 +21,10 @@ export type Status = Awaited<ReturnType<typeof collectStatus>>;
 /**
  * The outbox, its relays and its consumers at a glance, with a verdict: what
  * `outbox-relay status` prints and the relay's `GET /api/status` answers. `q` is the quoted
- * schema; with `brokers`, consumer lag is computed from the partitions' log end offsets.
+ * schema; with `kafka` (brokers, and the TLS/SASL properties), consumer lag is computed
+ * from the partitions' log end offsets, one request for all of them.
  */
-export async function collectStatus(pool: pg.Pool, q: string, brokers: string | undefined) {
+export async function collectStatus(pool: pg.Pool, q: string, kafka: KafkaConnection | undefined) {
   const db = await (async () => {
     const topics = (await pool.query(unsentByTopicSql(q))).rows;
     const groups = (await pool.query(relayGroupsSql(q))).rows;
@@ -38,8 +40,8 @@ export async function collectStatus(pool: pg.Pool, q: string, brokers: string | 
   // Log ends for the consumers' partitions, when the brokers answer.
   const ends = new Map<string, number>();
   let brokerError: string | undefined;
-  if (brokers && db.offsets.length > 0) {
-    const admin = new KafkaAdmin({ brokers });
+  if (kafka && db.offsets.length > 0) {
+    const admin = new KafkaAdmin(kafka);
     try {
       const byTopic = new Map<string, number[]>();
       for (const o of db.offsets) byTopic.set(o.topic, [...new Set([...(byTopic.get(o.topic) ?? []), o.partition as number])]);

@@ -100,7 +100,12 @@ function send(res: ServerResponse, status: number, body: unknown, contentType = 
  * 503 with the reason), `GET /metrics` (Prometheus text), `GET /api/status` (what
  * `outbox-relay status --json` prints).
  */
-export async function serveRelayHttp(relay: Relay, address: HttpAddress, logger: Logger, options: RelayHttpOptions = {}): Promise<Server> {
+export async function serveRelayHttp(
+  relay: Relay,
+  address: HttpAddress,
+  logger: Logger = relay.options.logger,
+  options: RelayHttpOptions = {},
+): Promise<Server> {
   const q = relay.options.sqlSchema;
   const pool = () => relay.database ?? (() => { throw new HttpError(503, 'the relay is not started'); })();
   const mutate = async (req: IncomingMessage, path: string): Promise<unknown> => {
@@ -135,18 +140,18 @@ export async function serveRelayHttp(relay: Relay, address: HttpAddress, logger:
     }
     switch (path) {
       case '/api/stuck': {
-        const p = url.searchParams;
-        const state = p.get('state');
+        const given = (name: string) => url.searchParams.get(name) || null;
+        const state = given('state');
         if (state !== null && !['pending', 'failed', 'dead'].includes(state)) throw new HttpError(400, 'state must be pending, failed or dead');
-        const limit = p.get('limit') === null ? 100 : Number(p.get('limit'));
+        const limit = given('limit') === null ? 100 : Number(given('limit'));
         if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new HttpError(400, 'limit must be an integer in 1..10000');
         let olderThanMs: number;
         try {
-          olderThanMs = parseDuration(p.get('olderThan') ?? '5m', 'olderThan');
+          olderThanMs = parseDuration(given('olderThan') ?? '5m', 'olderThan');
         } catch (err) {
           throw new HttpError(400, (err as Error).message);
         }
-        return send(res, 200, { olderThanMs, rows: await collectStuck(pool(), q, { olderThanMs, state, topic: p.get('topic'), key: p.get('key'), limit }) });
+        return send(res, 200, { olderThanMs, rows: await collectStuck(pool(), q, { olderThanMs, state, topic: given('topic'), key: given('key'), limit }) });
       }
       case '/healthz':
         return send(res, 200, { status: 'ok' });
@@ -157,7 +162,7 @@ export async function serveRelayHttp(relay: Relay, address: HttpAddress, logger:
       case '/metrics':
         return send(res, 200, await relay.metrics.metrics(), relay.metrics.contentType);
       case '/api/status':
-        return send(res, 200, await collectStatus(pool(), q, String(relay.options.connection.brokers)));
+        return send(res, 200, await collectStatus(pool(), q, relay.options.connection));
       default:
         return send(res, 404, { error: `no route ${path}` });
     }

@@ -9,6 +9,8 @@ import { unsentByTopicSql } from '../outbox/sql/inspect.js';
  */
 export interface RelayMetrics {
   registry: Registry;
+  /** Takes the relay's metrics off the registry (on stop), so another relay may use it. */
+  unregister(): void;
   published: Counter<'topic'>;
   batches: Counter;
   batchDuration: Histogram;
@@ -16,6 +18,9 @@ export interface RelayMetrics {
   aborts: Counter<'reason'>;
   reconciled: Counter;
 }
+
+/** The unsent gauges are read from PostgreSQL at most this often. */
+const READ_INTERVAL_MS = 5_000;
 
 export function relayMetrics(options: {
   registry?: Registry;
@@ -54,10 +59,13 @@ export function relayMetrics(options: {
   });
   // One query serves both gauges; a scrape while the database is down keeps the last values.
   let reading: Promise<void> | undefined;
+  let readAt = 0;
   function read(): Promise<void> {
     return (reading ??= (async () => {
       const pool = options.pool();
-      if (!pool) return;
+      // Scrapes more often than every few seconds are served the last reading.
+      if (!pool || Date.now() - readAt < READ_INTERVAL_MS) return;
+      readAt = Date.now();
       try {
         const { rows } = await pool.query<{ topic: string; state: string; rows: number; oldest_seconds: number }>(unsentByTopicSql(options.sqlSchema));
         unsent.reset();
@@ -75,8 +83,22 @@ export function relayMetrics(options: {
       }
     })());
   }
+  const names = [
+    'relay_shards_owned',
+    'outbox_unsent_rows',
+    'outbox_oldest_unsent_age_seconds',
+    'relay_published_records_total',
+    'relay_batches_total',
+    'relay_batch_duration_seconds',
+    'relay_commit_to_publish_seconds',
+    'relay_transaction_aborts_total',
+    'relay_checkpoints_reconciled_total',
+  ];
   return {
     registry,
+    unregister: () => {
+      for (const name of names) registry.removeSingleMetric(name);
+    },
     published: new Counter({ name: 'relay_published_records_total', help: 'Records committed to Kafka, by topic', labelNames: ['topic'], registers }),
     batches: new Counter({ name: 'relay_batches_total', help: 'Kafka transactions committed', registers }),
     batchDuration: new Histogram({

@@ -488,6 +488,7 @@ export class Relay {
     await this.wakeup?.stop();
     this.admin?.close();
     if (!this.options.pool) await this.pool?.end().catch(() => undefined);
+    if (this.options.metricsRegistry) this.metricsOf.unregister();
     this.log.info('relay stopped');
   }
 

@@ -1,5 +1,17 @@
-// Read-only statements of the on-call commands (outbox-relay stuck / show). Filters are
-// bound parameters, never part of the text.
+// Read-only statements of the on-call commands (outbox-relay stuck / show / status) and the
+// unsent gauges. Filters are bound parameters, never part of the text.
+
+/**
+ * Every unsent row, through the three partial indexes that together cover them (publishable,
+ * held, dead): the cost follows the unsent rows, however many sent rows are kept. A plain
+ * `state in (...)` filter could use none of them and would scan the table.
+ */
+const unsent = (schema: string) => `(
+  select * from ${schema}.messages where state in ('pending', 'failed') and not held
+  union all
+  select * from ${schema}.messages where held and state in ('pending', 'failed')
+  union all
+  select * from ${schema}.messages where state = 'dead')`;
 
 /**
  * Unsent rows older than `$1` ms, oldest first, with what holds each back: its own state,
@@ -10,9 +22,8 @@ select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.
        extract(epoch from now() - m.created_at)::float8 as age_seconds,
        (select min(e.id)::text from ${schema}.messages e
          where m.key is not null and e.key = m.key and e.id < m.id and e.state in ('failed', 'dead')) as blocked_by
-  from ${schema}.messages m
- where m.state in ('pending', 'failed', 'dead')
-   and m.created_at < now() - $1::bigint * interval '1 millisecond'
+  from ${unsent(schema)} m
+ where m.created_at < now() - $1::bigint * interval '1 millisecond'
    and ($2::text is null or m.state = $2::text)
    and ($3::text is null or m.topic = $3::text)
    and ($4::text is null or m.key = $4::text)
@@ -30,8 +41,7 @@ select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.
 /** Unsent rows per topic and state, with the oldest one's age. */
 export const unsentByTopicSql = (schema: string) => `
 select topic, state, count(*)::int as rows, extract(epoch from now() - min(created_at))::float8 as oldest_seconds
-  from ${schema}.messages
- where state in ('pending', 'failed', 'dead')
+  from ${unsent(schema)} m
  group by topic, state
  order by topic, state`;
 
@@ -42,8 +52,7 @@ select (case when key is null then id % $1::int else (hashtext(key) & 2147483647
        count(*) filter (where state = 'failed')::int as failed,
        count(*) filter (where state = 'dead')::int as dead,
        extract(epoch from now() - min(created_at))::float8 as oldest_seconds
-  from ${schema}.messages
- where state in ('pending', 'failed', 'dead')
+  from ${unsent(schema)} m
  group by 1
  order by 1`;
 
