@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import pg from 'pg';
 import { OutboxError } from '../errors.js';
 
 /** Options every command takes. Flags win over environment variables, which win over defaults. */
@@ -72,4 +73,15 @@ export function textFlag(value: unknown, name: string, max: number): string | un
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || value.length === 0 || value.length > max || value.includes('\u0000')) bad(`--${name} must be 1-${max} characters`);
   return value;
+}
+
+/** Runs `run` with a one-connection pool on the command's database, closed afterwards. */
+export async function withPool<T>(values: { 'database-url'?: string | boolean | undefined }, run: (pool: pg.Pool) => Promise<T>): Promise<T> {
+  const pool = new pg.Pool({ connectionString: databaseUrlFrom(values), max: 1 });
+  pool.on('error', () => undefined);
+  try {
+    return await run(pool);
+  } finally {
+    await pool.end();
+  }
 }

@@ -1,11 +1,10 @@
 import { userInfo } from 'node:os';
-import pg from 'pg';
 import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
 import { preview, PREVIEW_BYTES } from '../ops/inspect.js';
 import { requestDeadLetters } from '../ops/repair.js';
 import { knownGroupSql, listDeadLettersSql, showDeadLetterSql } from '../outbox/sql/repair.js';
-import { bad, databaseUrlFrom, integerFlag, parse, parseIds, schemaFrom, textFlag } from './args.js';
+import { bad, integerFlag, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
 
 export const DEAD_LETTERS_HELP = `outbox-relay dead-letters <list|show|replay|discard> --group G [options]
 
@@ -58,9 +57,7 @@ export async function deadLettersCommand(argv: string[]): Promise<number> {
   if (action === 'list' && rest.length > 0) bad(`unexpected argument ${JSON.stringify(rest[0])}`);
 
   const q = quoteSchema(schemaFrom(values));
-  const pool = new pg.Pool({ connectionString: databaseUrlFrom(values), max: 1 });
-  pool.on('error', () => undefined);
-  try {
+  return withPool(values, async (pool) => {
     const { rows: known } = await pool.query<{ known: boolean }>(knownGroupSql(q), [group]);
     if (!known[0]?.known) throw new OutboxError('NOT_FOUND', `no consumer group ${JSON.stringify(group)} here: no stored offsets and no dead letters`);
     if (action === 'list') {
@@ -96,7 +93,5 @@ export async function deadLettersCommand(argv: string[]): Promise<number> {
       }
       return 0;
     }
-  } finally {
-    await pool.end();
-  }
+  });
 }

@@ -1,11 +1,10 @@
-import pg from 'pg';
 import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
 import { collectStatus } from '../ops/status.js';
 import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
 import {
 } from '../outbox/sql/inspect.js';
-import { bad, databaseUrlFrom, integerFlag, parse, parseIds, schemaFrom } from './args.js';
+import { bad, integerFlag, parse, parseIds, schemaFrom, withPool } from './args.js';
 
 export const STUCK_HELP = `outbox-relay stuck [--older-than 5m] [--state pending|failed|dead] [--topic T] [--key K] [--limit N] [--json]
 
@@ -20,16 +19,6 @@ export const SHOW_HELP = `outbox-relay show ID [--json]
 One outbox row in full: state, attempts, errors, headers, a payload preview, and where it
 landed in Kafka when sent. Exit codes: 0 found, 2 bad or unknown id, 1 other errors.`;
 
-
-async function withPool<T>(values: Record<string, string | boolean | undefined>, run: (pool: pg.Pool) => Promise<T>): Promise<T> {
-  const pool = new pg.Pool({ connectionString: databaseUrlFrom(values), max: 1 });
-  pool.on('error', () => undefined);
-  try {
-    return await run(pool);
-  } finally {
-    await pool.end();
-  }
-}
 
 export async function stuckCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, {

@@ -1,8 +1,7 @@
 import { userInfo } from 'node:os';
-import pg from 'pg';
 import { quoteSchema } from '../db/identifiers.js';
 import { repairRows } from '../ops/repair.js';
-import { bad, databaseUrlFrom, integerFlag, parse, parseIds, schemaFrom, textFlag } from './args.js';
+import { bad, integerFlag, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
 
 export const RETRY_HELP = `outbox-relay retry ID... | --dead [--topic T] [--key K] [--since TIME] [--limit N]  --reason "..." [options]
 
@@ -83,19 +82,13 @@ async function repair(command: 'retry' | 'skip', argv: string[]): Promise<number
   if (filter && filter.limit > 100_000) bad('--limit must be at most 100000');
 
   const q = quoteSchema(schemaFrom(values));
-  const pool = new pg.Pool({ connectionString: databaseUrlFrom(values), max: 1 });
-  pool.on('error', () => undefined);
-  try {
-    const result = await repairRows(pool, q, { command, ids, filter, reason: reason ?? '', actor, dryRun });
-    if (values.json) console.log(JSON.stringify(result));
-    else {
-      for (const r of result.rows) console.log(`${r.id}\t${r.topic}\t${r.key ?? ''}\t${r.state} -> ${r.to}${command === 'retry' ? ` (attempts ${r.attempts} -> 0)` : ''}`);
-      console.log(`${dryRun ? 'would change' : 'changed'} ${result.changed} row(s)${result.audit ? `; audit ${result.audit}` : ''}`);
-    }
-    return 0;
-  } finally {
-    await pool.end();
+  const result = await withPool(values, (pool) => repairRows(pool, q, { command, ids, filter, reason: reason ?? '', actor, dryRun }));
+  if (values.json) console.log(JSON.stringify(result));
+  else {
+    for (const r of result.rows) console.log(`${r.id}\t${r.topic}\t${r.key ?? ''}\t${r.state} -> ${r.to}${command === 'retry' ? ` (attempts ${r.attempts} -> 0)` : ''}`);
+    console.log(`${dryRun ? 'would change' : 'changed'} ${result.changed} row(s)${result.audit ? `; audit ${result.audit}` : ''}`);
   }
+  return 0;
 }
 
 function parseTime(raw: string): string {
