@@ -6,7 +6,10 @@
 // `outbox-relay status`, and is repaired with `outbox-relay retry` during the run. Ends with
 // a consistency line.
 //
-//   npm run demo [-- --orders 2000 --rate 400]
+//   npm run demo [-- --orders 2000 --rate 400 --hold 60]
+//
+// The relay's dashboard is served at the printed address (port 9464 when it is free);
+// `--hold S` keeps it up S seconds after the consistency line.
 import Kafka from '@confluentinc/kafka-javascript';
 import type { Message } from '@confluentinc/kafka-javascript';
 import { execFile } from 'node:child_process';
@@ -15,12 +18,19 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
 import { createConsumer } from '../src/consumer/index.js';
-import { createLogger, createRelay, enqueue, migrate, serveRelayHttp } from '../src/index.js';
+import { createLogger, createRelay, DEFAULT_HTTP_PORT, enqueue, migrate, serveRelayHttp } from '../src/index.js';
 import { KafkaAdmin } from '../src/kafka/admin.js';
 
-const { values } = parseArgs({ options: { orders: { type: 'string', default: '2000' }, rate: { type: 'string', default: '400' } } });
+const { values } = parseArgs({
+  options: { orders: { type: 'string', default: '2000' }, rate: { type: 'string', default: '400' }, hold: { type: 'string', default: '0' } },
+});
 const ORDERS = Number(values.orders);
 const RATE = Number(values.rate); // orders per second
+const HOLD_SECONDS = Number(values.hold);
+if (!Number.isInteger(HOLD_SECONDS) || HOLD_SECONDS < 0 || HOLD_SECONDS > 86_400) {
+  console.error(`--hold must be a number of seconds in 0..86400, got ${JSON.stringify(values.hold)}`);
+  process.exit(2);
+}
 const databaseUrl = process.env.DATABASE_URL!;
 const brokers = process.env.KAFKA_BROKERS!;
 const run = Date.now().toString(36);
@@ -58,9 +68,12 @@ const relay = createRelay({
   rowBackoff: { minMs: 200, maxMs: 500 },
 });
 await relay.start();
-const http = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, logger);
+// The relay's usual port when it is free, any port otherwise.
+const http = await serveRelayHttp(relay, { host: '127.0.0.1', port: DEFAULT_HTTP_PORT }, logger).catch(() =>
+  serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, logger),
+);
 const httpBase = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
-console.log(`demo: relay HTTP at ${httpBase} (/healthz /readyz /metrics /api/status /api/stuck)`);
+console.log(`demo: dashboard at ${httpBase}/ (and /healthz /readyz /metrics /api/status /api/stuck)`);
 
 const consumer = createConsumer({
   databaseUrl,
@@ -164,6 +177,9 @@ const repair = (async () => {
   }
   const status = JSON.parse((await outboxRelay('status', '--json')).stdout) as { verdict: string; reason: string };
   console.log(`on-call: outbox-relay status → ${status.verdict}: ${status.reason}`);
+  const listed = (await (await fetch(`${httpBase}/api/stuck?state=dead&olderThan=0s`)).json()) as { rows: Array<{ id: string; heldBack: string }> };
+  const shown = listed.rows.find((r) => r.id === poisonId);
+  console.log(`on-call: the dashboard's stuck list shows row ${poisonId} ${shown ? `dead (${shown.heldBack})` : 'NOT (unexpected)'}`);
   const admin2 = new KafkaAdmin({ brokers });
   await admin2.createTopic({ topic: poisonTopic, num_partitions: 1, replication_factor: 1 });
   admin2.close();
@@ -188,6 +204,10 @@ reading = false;
 await readLoop;
 clearInterval(progress);
 await consumer.stop();
+if (HOLD_SECONDS > 0) {
+  console.log(`demo: the dashboard stays up at ${httpBase}/ for ${HOLD_SECONDS} s`);
+  await new Promise((resolve) => setTimeout(resolve, HOLD_SECONDS * 1000));
+}
 http.closeAllConnections();
 await new Promise((resolve) => http.close(resolve));
 await relay.stop();

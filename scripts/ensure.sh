@@ -7,7 +7,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 log() { echo "[ensure] $*" >&2; }
 
-apt_packages=(zlib1g-dev libssl-dev libzstd-dev libcurl4-openssl-dev libsasl2-dev liblz4-dev build-essential python3)
+# chromium: the dashboard's browser test (Debian's build, driven by playwright-core).
+apt_packages=(zlib1g-dev libssl-dev libzstd-dev libcurl4-openssl-dev libsasl2-dev liblz4-dev build-essential python3 chromium)
 missing=()
 if command -v dpkg-query >/dev/null; then
   for p in "${apt_packages[@]}"; do

@@ -1,9 +1,9 @@
 import { userInfo } from 'node:os';
 import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
-import { preview, PREVIEW_BYTES } from '../ops/inspect.js';
+import { assertKnownGroup, listDeadLetters, preview, PREVIEW_BYTES } from '../ops/inspect.js';
 import { requestDeadLetters } from '../ops/repair.js';
-import { knownGroupSql, listDeadLettersSql, showDeadLetterSql } from '../outbox/sql/repair.js';
+import { showDeadLetterSql } from '../outbox/sql/repair.js';
 import { bad, integerFlag, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
 
 export const DEAD_LETTERS_HELP = `outbox-relay dead-letters <list|show|replay|discard> --group G [options]
@@ -58,16 +58,12 @@ export async function deadLettersCommand(argv: string[]): Promise<number> {
 
   const q = quoteSchema(schemaFrom(values));
   return withPool(values, async (pool) => {
-    const { rows: known } = await pool.query<{ known: boolean }>(knownGroupSql(q), [group]);
-    if (!known[0]?.known) throw new OutboxError('NOT_FOUND', `no consumer group ${JSON.stringify(group)} here: no stored offsets and no dead letters`);
+    if (action !== 'list') await assertKnownGroup(pool, q, group);
     if (action === 'list') {
-      const { rows } = await pool.query(listDeadLettersSql(q), [group, (values.topic as string | undefined) ?? null, values.all === true, limit]);
+      const rows = await listDeadLetters(pool, q, { group, topic: (values.topic as string | undefined) ?? null, all: values.all === true, limit });
       if (values.json) console.log(JSON.stringify({ group, deadLetters: rows }));
       else {
-        for (const r of rows) {
-          const state = r.replayed_at ? 'replayed' : r.discarded_at ? 'discarded' : r.replay_requested_at ? 'replay requested' : 'pending';
-          console.log(`${r.id}\t${r.topic}[${r.partition}]@${r.offset}\t${state}\tattempts ${r.attempts}\t${r.error}`);
-        }
+        for (const r of rows) console.log(`${r.id}\t${r.topic}[${r.partition}]@${r.offset}\t${r.state}\tattempts ${r.attempts}\t${r.error}`);
         console.log(`${rows.length} dead letter(s)`);
       }
       return 0;

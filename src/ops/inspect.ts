@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { OutboxError } from '../errors.js';
 import { CLAIM_CHECK_HEADER } from '../claim-check/store.js';
 import { showRowSql, stuckRowsSql } from '../outbox/sql/inspect.js';
+import { knownGroupSql, listDeadLettersSql } from '../outbox/sql/repair.js';
 
 /** Bytes of a payload or value shown by `show` and the API. */
 export const PREVIEW_BYTES = 512;
@@ -99,4 +100,34 @@ export async function readRow(pool: pg.Pool, q: string, id: string) {
     claimCheck: (r.headers as Record<string, string>)[CLAIM_CHECK_HEADER] !== undefined,
     payload: preview(r.payload_head as Buffer | null, r.payload_bytes as number | null),
   };
+}
+
+export interface DeadLetterFilter {
+  group: string;
+  topic: string | null;
+  /** Replayed and discarded ones too. */
+  all: boolean;
+  limit: number;
+}
+
+/** A dead letter's state, in the words `dead-letters list` prints. */
+function deadLetterState(r: { replayed_at: unknown; discarded_at: unknown; replay_requested_at: unknown }) {
+  return r.replayed_at ? 'replayed' : r.discarded_at ? 'discarded' : r.replay_requested_at ? 'replay requested' : 'pending';
+}
+
+/** NOT_FOUND unless the consumer group has stored offsets or dead letters here. */
+export async function assertKnownGroup(pool: pg.Pool, q: string, group: string): Promise<void> {
+  const { rows } = await pool.query<{ known: boolean }>(knownGroupSql(q), [group]);
+  if (!rows[0]?.known) throw new OutboxError('NOT_FOUND', `no consumer group ${JSON.stringify(group)} here: no stored offsets and no dead letters`);
+}
+
+/**
+ * A consumer group's dead letters, newest first: what `dead-letters list --json` prints and
+ * `GET /api/dead-letters` answers. An unknown group (no stored offsets, no dead letters) is
+ * NOT_FOUND.
+ */
+export async function listDeadLetters(pool: pg.Pool, q: string, f: DeadLetterFilter) {
+  await assertKnownGroup(pool, q, f.group);
+  const { rows } = await pool.query(listDeadLettersSql(q), [f.group, f.topic, f.all, f.limit]);
+  return rows.map((r) => ({ ...r, state: deadLetterState(r) }));
 }

@@ -1,9 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
+import { collectStuck, listDeadLetters, parseDuration, readRow } from '../ops/inspect.js';
 import { repairRows, requestDeadLetters } from '../ops/repair.js';
 import { collectStatus } from '../ops/status.js';
 import type { Relay } from './relay.js';
@@ -74,6 +75,36 @@ function authorise(req: IncomingMessage, token: string | undefined): void {
 
 const ID = /^\d{1,18}$/;
 
+/** How often the dashboard's history is sampled (see RelayActivity). */
+const SAMPLE_MS = 2_000;
+
+/** The dashboard's files, shipped in the package beside `dist/` (and `src/`): no build step, no CDN. */
+const DASHBOARD_FILES: Record<string, string> = {
+  '/': 'index.html',
+  '/dashboard/app.js': 'app.js',
+  '/dashboard/style.css': 'style.css',
+};
+const CONTENT_TYPES: Record<string, string> = {
+  html: 'text/html; charset=utf-8',
+  js: 'text/javascript; charset=utf-8',
+  css: 'text/css; charset=utf-8',
+};
+/** The page runs only its own script and talks only to this server. */
+const DASHBOARD_HEADERS = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
+async function loadDashboard(): Promise<Map<string, { body: Buffer; type: string }>> {
+  const dir = new URL('../../dashboard/', import.meta.url);
+  const files = new Map<string, { body: Buffer; type: string }>();
+  for (const [route, name] of Object.entries(DASHBOARD_FILES)) {
+    files.set(route, { body: await readFile(new URL(name, dir)), type: CONTENT_TYPES[name.split('.').pop()!]! });
+  }
+  return files;
+}
+
 /**
  * `--http` values: `off`, a port (on loopback), or `host:port` (`[::1]:9464` for IPv6).
  * Loopback unless an address is given.
@@ -95,10 +126,11 @@ function send(res: ServerResponse, status: number, body: unknown, contentType = 
 }
 
 /**
- * The relay's HTTP surface, read-only: `GET /healthz` (the process answers), `GET /readyz`
- * (database and brokers answer, the relay runs and its group serves the outbox: 200, or
- * 503 with the reason), `GET /metrics` (Prometheus text), `GET /api/status` (what
- * `outbox-relay status --json` prints).
+ * The relay's HTTP surface: `GET /` the dashboard, `GET /healthz` (the process answers),
+ * `GET /readyz` (database and brokers answer, the relay runs and its group serves the
+ * outbox: 200, or 503 with the reason), `GET /metrics` (Prometheus text), `GET /api/status`,
+ * `/api/stuck`, `/api/rows/:id`, `/api/dead-letters?group=G` (the CLI's JSON),
+ * `/api/activity` (the dashboard's history); the POST routes repair, with the admin token.
  */
 export async function serveRelayHttp(
   relay: Relay,
@@ -107,6 +139,7 @@ export async function serveRelayHttp(
   options: RelayHttpOptions = {},
 ): Promise<Server> {
   const q = relay.options.sqlSchema;
+  const dashboard = await loadDashboard();
   const pool = () => relay.database ?? (() => { throw new HttpError(503, 'the relay is not started'); })();
   const mutate = async (req: IncomingMessage, path: string): Promise<unknown> => {
     authorise(req, options.adminToken);
@@ -131,6 +164,11 @@ export async function serveRelayHttp(
     const path = url.pathname;
     if (req.method === 'POST') return send(res, 200, await mutate(req, path));
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'GET, or POST for the mutating routes' });
+    const file = dashboard.get(path);
+    if (file) {
+      res.writeHead(200, { 'content-type': file.type, 'content-length': file.body.length, 'cache-control': 'no-cache', ...DASHBOARD_HEADERS });
+      return res.end(req.method === 'HEAD' ? undefined : file.body);
+    }
     const rowRead = /^\/api\/rows\/([^/]+)$/.exec(path);
     if (rowRead) {
       if (!ID.test(rowRead[1]!)) throw new HttpError(400, 'row id must be a positive decimal id');
@@ -152,6 +190,16 @@ export async function serveRelayHttp(
           throw new HttpError(400, (err as Error).message);
         }
         return send(res, 200, { olderThanMs, rows: await collectStuck(pool(), q, { olderThanMs, state, topic: given('topic'), key: given('key'), limit }) });
+      }
+      case '/api/activity':
+        return send(res, 200, relay.activity.snapshot());
+      case '/api/dead-letters': {
+        const group = url.searchParams.get('group');
+        if (!group || group.length > 255) throw new HttpError(400, 'group is required (a consumer group id)');
+        const limit = url.searchParams.get('limit') ? Number(url.searchParams.get('limit')) : 100;
+        if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new HttpError(400, 'limit must be an integer in 1..10000');
+        const topic = url.searchParams.get('topic') || null;
+        return send(res, 200, { group, deadLetters: await listDeadLetters(pool(), q, { group, topic, all: url.searchParams.get('all') === 'true', limit }) });
       }
       case '/healthz':
         return send(res, 200, { status: 'ok' });
@@ -184,7 +232,15 @@ export async function serveRelayHttp(
       resolve();
     });
   });
+  // The dashboard's history, sampled while the server runs.
+  const sample = async () => {
+    if (relay.database) relay.activity.sample(await relay.outboxTotals());
+  };
+  void sample().catch(() => undefined);
+  const sampler = setInterval(() => void sample().catch(() => undefined), SAMPLE_MS);
+  sampler.unref();
+  server.on('close', () => clearInterval(sampler));
   const bound = server.address() as AddressInfo;
-  logger.info({ host: bound.address, port: bound.port, mutating: options.adminToken ? 'token' : 'off' }, 'http: /healthz /readyz /metrics /api/status /api/stuck /api/rows');
+  logger.info({ host: bound.address, port: bound.port, mutating: options.adminToken ? 'token' : 'off' }, 'http: dashboard at / ; /healthz /readyz /metrics /api/status /api/stuck /api/rows /api/dead-letters /api/activity');
   return server;
 }

@@ -17,6 +17,8 @@ export interface RelayMetrics {
   commitToPublish: Histogram;
   aborts: Counter<'reason'>;
   reconciled: Counter;
+  /** The outbox gauges summed over topics (read as a scrape would: at most every 5 s). */
+  outboxTotals(): Promise<{ pending: number; failed: number; dead: number; oldestSeconds: number }>;
 }
 
 /** The unsent gauges are read from PostgreSQL at most this often. */
@@ -61,10 +63,10 @@ export function relayMetrics(options: {
   let reading: Promise<void> | undefined;
   let readAt = 0;
   function read(): Promise<void> {
+    const pool = options.pool();
+    // Scrapes more often than every few seconds are served the last reading.
+    if (!pool || Date.now() - readAt < READ_INTERVAL_MS) return reading ?? Promise.resolve();
     return (reading ??= (async () => {
-      const pool = options.pool();
-      // Scrapes more often than every few seconds are served the last reading.
-      if (!pool || Date.now() - readAt < READ_INTERVAL_MS) return;
       readAt = Date.now();
       try {
         const { rows } = await pool.query<{ topic: string; state: string; rows: number; oldest_seconds: number }>(unsentByTopicSql(options.sqlSchema));
@@ -96,6 +98,15 @@ export function relayMetrics(options: {
   ];
   return {
     registry,
+    async outboxTotals() {
+      const totals = { pending: 0, failed: 0, dead: 0, oldestSeconds: 0 };
+      for (const v of (await unsent.get()).values) {
+        const state = v.labels.state as 'pending' | 'failed' | 'dead';
+        if (state in totals) totals[state] += v.value;
+      }
+      for (const v of (await oldest.get()).values) totals.oldestSeconds = Math.max(totals.oldestSeconds, v.value);
+      return totals;
+    },
     unregister: () => {
       for (const name of names) registry.removeSingleMetric(name);
     },

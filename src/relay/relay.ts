@@ -7,6 +7,8 @@ import { KafkaAdmin } from '../kafka/admin.js';
 import { isKafkaError, KAFKA_CODES } from '../kafka/errors.js';
 import { TransactionalProducer } from '../kafka/producer.js';
 import type { Logger } from '../log.js';
+import { loadTracing } from '../tracing.js';
+import { RelayActivity } from './activity.js';
 import { RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
 import { activeGroupSql, readGroupSql, registerGroupSql } from './sql/leases.js';
@@ -43,6 +45,8 @@ export class Relay {
   private loops: Promise<void>[] = [];
   private releasing: Promise<void> | undefined;
   private readonly metricsOf: RelayMetrics;
+  /** This relay's recent history, for the dashboard (see RelayActivity). */
+  readonly activity = new RelayActivity();
   /** The group that took over from this relay's group, once this relay has stepped down. */
   retiredBy: string | null | undefined;
   /** What the start-up check found. */
@@ -84,6 +88,11 @@ export class Relay {
   }
 
   /** The relay's Prometheus registry (the one given as `metricsRegistry`, or its own). */
+  /** Unsent rows by state and the oldest unsent age, as the gauges last read them. */
+  outboxTotals(): ReturnType<RelayMetrics['outboxTotals']> {
+    return this.metricsOf.outboxTotals();
+  }
+
   get metrics(): Registry {
     return this.metricsOf.registry;
   }
@@ -143,6 +152,8 @@ export class Relay {
       events: this.events,
       releaseHeld: () => this.releaseHeld(),
       metrics: this.metricsOf,
+      tracing: await loadTracing(),
+      activity: this.activity,
       onLeaseLost: (shard, token) => {
         if (this.workers.get(shard)?.token === token) this.workers.delete(shard);
         this.leases?.forget(shard, token);

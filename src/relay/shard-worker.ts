@@ -11,11 +11,13 @@ import { foreignCheckpointError, markCheckpointSent, reconcileShard } from './re
 import type { RelayEventSink } from './events.js';
 import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
-import { recordSize, toRecord } from './records.js';
+import { recordSize, toRecord, withTraceparent } from './records.js';
 import { CLAIM_PLAN_SETTINGS, claimBatchSql, type ClaimedRow } from './sql/claimBatch.js';
 import { holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
 import type { TopicCache } from './topics.js';
+import type { Tracing } from '../tracing.js';
+import type { RelayActivity } from './activity.js';
 import type { RelayMetrics } from './metrics.js';
 import { sleep, type Wakeup } from './wakeup.js';
 
@@ -35,6 +37,10 @@ export interface ShardContext {
   source: string;
   events: RelayEventSink;
   metrics: RelayMetrics;
+  /** A span per Kafka transaction, its context written into the records' traceparent. */
+  tracing: Tracing;
+  /** The dashboard's history: records published by partition. */
+  activity: RelayActivity;
   /** Lets held rows whose keys are no longer blocked go (see releaseHeldSql); one run at a time per relay. */
   releaseHeld: () => Promise<void>;
   /** Called when a worker finds its lease gone, so the relay stops counting the shard as held. */
@@ -242,7 +248,7 @@ export class ShardWorker {
       if (row.key !== null && blockedKeys.has(row.key)) continue;
       const record = toRecord(row, this.ctx.source, this.log);
       const topic = topics.get(row.topic);
-      const size = recordSize(record);
+      const size = recordSize(row, record);
       // One transaction carries at most maxBatchBytes; the rest (a prefix cut, so per-key
       // order holds) goes in the next batch.
       if (row.state !== 'failed' && items.length > 0 && bytes + size > this.ctx.options.maxBatchBytes) break;
@@ -319,18 +325,33 @@ export class ShardWorker {
     return false;
   }
 
-  /** One Kafka transaction: records + checkpoint, commit, then mark sent. */
+  /** One Kafka transaction, in its span (see Tracing): records + checkpoint, commit, then mark sent. */
   private async transact(items: Item[]): Promise<TransactOutcome> {
-    const { options } = this.ctx;
     if (!this.producer) await this.takeOver();
     const producer = this.producer;
     if (!producer) return { kind: 'stopped' };
+    const span = this.ctx.tracing.startPublish(
+      items.map((i) => i.row),
+      { 'outbox.relay.group': this.ctx.options.group, 'outbox.relay.shard': this.shard },
+    );
+    try {
+      const outcome = await this.transactWith(producer, items, span.traceparent);
+      span.end(outcome.kind === 'row-errors' ? new Error(`the broker refused ${outcome.errors.size} of ${items.length} records`) : undefined);
+      return outcome;
+    } catch (err) {
+      span.end(err);
+      throw err;
+    }
+  }
+
+  private async transactWith(producer: TransactionalProducer, items: Item[], traceparent: string | undefined): Promise<TransactOutcome> {
+    const { options } = this.ctx;
     const batch = new BatchLifecycle();
     const seq = ++this.batchSeq;
     const started = Date.now();
     await producer.begin();
     batch.to('producing');
-    const deliveries = items.map((item) => producer.produce(item.record));
+    const deliveries = items.map((item) => producer.produce(traceparent === undefined ? item.record : withTraceparent(item.record, traceparent)));
     // A record refused for itself (too large for the topic, not allowed) dooms the
     // transaction, and librdkafka keeps the records queued behind it until their delivery
     // timeout: an abort would wait that long. So the producer is dropped at the first such
@@ -384,14 +405,15 @@ export class ShardWorker {
     );
     batch.to('done');
     const durationMs = Date.now() - started;
-    this.observe(items, durationMs);
+    this.observe(items, delivered, durationMs);
     this.log.debug({ batch: seq, rows: items.length, durationMs }, 'batch published');
     this.ctx.events.emit('batch', { shard: this.shard, rows: items.length, durationMs });
     return { kind: 'committed' };
   }
 
-  private observe(items: Item[], durationMs: number): void {
+  private observe(items: Item[], delivered: Delivered[], durationMs: number): void {
     const { metrics } = this.ctx;
+    this.ctx.activity.recordPublished(items.map((i) => i.row.topic), delivered.map((d) => d.partition));
     const now = Date.now();
     const perTopic = new Map<string, number>();
     for (const { row } of items) {

@@ -35,6 +35,16 @@ export async function startRelay(schema: string, overrides: Partial<RelayOptions
   return relay;
 }
 
+/** Runs a relay until no row of the outbox is pending or failed, then stops it. */
+export async function drainOutbox(pool: pg.Pool, schema: string, overrides: Partial<RelayOptions> = {}): Promise<void> {
+  const relay = await startRelay(schema, overrides);
+  try {
+    await waitAllSent(pool, schema);
+  } finally {
+    await relay.stop();
+  }
+}
+
 /** Waits until no row is pending or failed. */
 export async function waitAllSent(pool: pg.Pool, schema: string, timeoutMs = 60_000): Promise<void> {
   await waitFor(

@@ -49,6 +49,12 @@ describe('the relay over HTTP: health, readiness, metrics, status', () => {
       expect(ready.status).toBe(200);
       expect(await ready.json()).toMatchObject({ ready: true, reason: 'publishing', shards: [0, 1] });
 
+      // The unsent gauges are read at most every 5 s: wait for a reading with the dead row.
+      const scrape = async () => parseMetrics(await (await fetch(`${base}/metrics`)).text());
+      await waitFor(async () => (await scrape()).some((m) => m.name === 'outbox_unsent_rows' && m.labels.state === 'dead' && m.value === 1), {
+        timeoutMs: 15_000,
+        message: 'the dead row in outbox_unsent_rows',
+      });
       const response = await fetch(`${base}/metrics`);
       expect(response.headers.get('content-type')).toMatch(/^text\/plain; version=0.0.4/);
       const text = await response.text();

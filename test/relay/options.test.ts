@@ -3,7 +3,7 @@ import { OptionsError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { encodedSize, validateEvent } from '../../src/outbox/validate.js';
 import { RELAY_OPTION_BOUNDS, resolveRelayOptions, type RelayOptions } from '../../src/relay/options.js';
-import { recordSize, toRecord } from '../../src/relay/records.js';
+import { recordSize, toRecord, withTraceparent } from '../../src/relay/records.js';
 import type { ClaimedRow } from '../../src/relay/sql/claimBatch.js';
 
 const base: RelayOptions = { databaseUrl: 'postgres://x', brokers: 'b:9092' };
@@ -76,13 +76,24 @@ describe('the one size rule', () => {
   });
   const log = createLogger({ level: 'silent' });
 
-  it('enqueue counts what the relay counts, with the source id at its longest', () => {
+  it.each([
+    ['with a traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'],
+    ['without one (the relay may add its publish span\'s)', null],
+  ])('enqueue counts what the relay counts, with the source id at its longest, %s', (_, traceparent) => {
     for (const bytes of [0, 1, 127, 128, 16_383, 16_384, 999_000]) {
       const payload = Buffer.alloc(bytes, 7);
-      const relayed = recordSize(toRecord(row(payload, 'x'.repeat(200)), 'x'.repeat(200), log));
-      expect(encodedSize(validateEvent(event(payload), { maxMessageBytes: 2_000_000 }))).toBe(relayed);
+      const longest = { ...row(payload, 'x'.repeat(200)), traceparent };
+      const relayed = recordSize(longest, toRecord(longest, 'x'.repeat(200), log));
+      expect(encodedSize(validateEvent({ ...event(payload), traceparent: traceparent ?? undefined }, { maxMessageBytes: 2_000_000 }))).toBe(relayed);
       // With the default source id (a UUID) the relay's figure is smaller, never larger.
-      expect(recordSize(toRecord(row(payload, 'u'.repeat(36)), 'u'.repeat(36), log))).toBeLessThan(relayed);
+      const uuid = { ...row(payload, 'u'.repeat(36)), traceparent };
+      expect(recordSize(uuid, toRecord(uuid, 'u'.repeat(36), log))).toBeLessThan(relayed);
     }
+  });
+  it('a record given the publish span\'s traceparent is exactly as large as counted', () => {
+    const untraced = { ...row(Buffer.alloc(1000, 7), 'u'.repeat(36)), traceparent: null };
+    const record = toRecord(untraced, 'u'.repeat(36), log);
+    const traced = withTraceparent(record, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+    expect(recordSize({ traceparent: 'set' }, traced)).toBe(recordSize(untraced, record));
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { freshSchema, inTransaction } from '../helpers/db.js';
 import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../helpers/relay.js';
+import { drainOutbox, expectExactlyOnce, expectPerKeyOrder } from '../helpers/relay.js';
 import { useTestServices } from '../helpers/services.js';
 
 describe('relay', () => {
@@ -33,12 +33,7 @@ describe('relay', () => {
         )),
       );
     }
-    const relay = await startRelay(schema);
-    try {
-      await waitAllSent(pool, schema);
-    } finally {
-      await relay.stop();
-    }
+    await drainOutbox(pool, schema);
     const read = await readTopic(connection, topic, 3, { expected: ids.length });
     expectExactlyOnce(read, ids);
     expectPerKeyOrder(read);

@@ -1,0 +1,157 @@
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enqueue } from '../../src/outbox/enqueue.js';
+import { serveRelayHttp } from '../../src/relay/http.js';
+import { createLogger } from '../../src/log.js';
+import { createEffectsTable, effectHandler, testConsumer } from '../consumer/harness.js';
+import { freshSchema, inTransaction } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
+import { startRelay } from '../helpers/relay.js';
+import { useTestServices } from '../helpers/services.js';
+import { waitFor } from '../helpers/wait.js';
+
+/** Debian's Chromium, installed by scripts/ensure.sh; CHROMIUM_PATH overrides. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+/** Where the test leaves its screenshot. */
+const OUTPUT = join(process.cwd(), 'test-results', 'dashboard');
+const TOKEN = 'dashboard-test-token';
+
+describe('the dashboard in a real browser', () => {
+  const { pool, admin, consumers } = useTestServices({ poolSize: 8 });
+  let browser: BrowserContext;
+  let profile: string;
+
+  beforeAll(async () => {
+    profile = await mkdtemp(join(tmpdir(), 'outbox-relay-chromium-'));
+    browser = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: { width: 1280, height: 800 },
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await rm(profile, { recursive: true, force: true });
+  });
+
+  it('draws throughput and backlog from real traffic, lists a dead row, and Retry with the token gets it sent', async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 3);
+    const relay = await startRelay(schema, { shards: 2 });
+    const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }), { adminToken: TOKEN });
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    // Real traffic while the page is open: orders of a few customers, one of them hot.
+    let writing = true;
+    const writer = (async () => {
+      for (let n = 0; writing; n++) {
+        await inTransaction(pool, (client) =>
+          enqueue(client, Array.from({ length: 25 }, (_, i) => ({ topic, key: i % 3 === 0 ? 'customer-hot' : `customer-${(n * 25 + i) % 17}`, payload: { n, i } })), { schema }),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
+    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
+    consumers.push(consumer);
+    await consumer.start();
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    try {
+      // A poison row: dead, holding its key back.
+      const { rows } = await pool.query<{ id: string }>(
+        `insert into ${schema}.messages (topic, key, payload, state, attempts, last_error)
+         values ($1, 'customer-poison', '{"poison":true}', 'dead', 10, 'handler said no') returning id::text`,
+        [topic],
+      );
+      const deadId = rows[0]!.id;
+
+      await page.goto(base);
+      await page.waitForSelector('body[data-loaded="true"]', { timeout: 20_000 });
+      // The charts draw with non-zero data: records published per second, and a backlog.
+      await waitFor(
+        async () => Number(await page.getAttribute('#chart-throughput', 'data-max')) > 0 && Number(await page.getAttribute('#chart-throughput', 'data-points')) > 1,
+        { timeoutMs: 30_000, message: 'the throughput chart draws a line of records published' },
+      );
+      expect(Number(await page.textContent('#rate'))).toBeGreaterThan(0);
+      await waitFor(async () => Number(await page.getAttribute('#chart-backlog', 'data-max')) > 0, { timeoutMs: 30_000, message: 'the backlog chart shows the dead row' });
+      await waitFor(async () => (await page.locator('#partitions .bar').count()) > 0, { timeoutMs: 20_000, message: 'the partition histogram' });
+      expect(await page.textContent('#verdict')).toBe('STUCK');
+      await page.waitForSelector('#lag tbody tr[data-group]', { timeout: 20_000 });
+
+      // The dead row is listed, with its error; Retry without the token is refused in the page.
+      const row = page.locator(`#stuck tr[data-id="${deadId}"]`);
+      await row.waitFor({ timeout: 20_000 });
+      expect(await row.getAttribute('data-state')).toBe('dead');
+      expect(await row.textContent()).toContain('handler said no');
+      await row.locator('button[data-action="retry"]').click();
+      await waitFor(async () => /admin token/.test((await page.textContent('#message')) ?? ''), { timeoutMs: 5_000 });
+      expect((await pool.query(`select state from ${schema}.messages where id = $1`, [deadId])).rows[0].state).toBe('dead');
+
+      await mkdir(OUTPUT, { recursive: true });
+      await page.screenshot({ path: join(OUTPUT, 'dashboard.png'), fullPage: true });
+
+      // With the token and a reason, Retry sends it, audited as the dashboard's.
+      await page.fill('#token', TOKEN);
+      await page.fill('#action-reason', 'poison fixed upstream');
+      await row.locator('button[data-action="retry"]').click();
+      await waitFor(async () => /retry row \d+: done/.test((await page.textContent('#message')) ?? ''), { timeoutMs: 10_000, message: 'the retry confirmed in the page' });
+      await waitFor(async () => (await pool.query(`select state from ${schema}.messages where id = $1`, [deadId])).rows[0].state === 'sent', {
+        timeoutMs: 30_000,
+        message: 'the retried row sent',
+      });
+      await row.waitFor({ state: 'detached', timeout: 20_000 });
+      const audit = await pool.query(`select actor, command, reason from ${schema}.operator_actions`);
+      expect(audit.rows).toEqual([{ actor: 'dashboard', command: 'retry', reason: 'poison fixed upstream' }]);
+      // The token is kept in the tab, not asked again after a reload.
+      await page.reload();
+      expect(await page.inputValue('#token')).toBe(TOKEN);
+      expect(errors).toEqual([]);
+    } finally {
+      writing = false;
+      await writer;
+      await page.close();
+      await new Promise((resolve) => server.close(resolve));
+      await relay.stop();
+    }
+  });
+
+  it('the page comes from the package with a strict content policy, and needs nothing from outside', async () => {
+    const schema = await freshSchema(pool);
+    const relay = await startRelay(schema, { shards: 1 });
+    const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const page = await browser.newPage();
+    const outside: string[] = [];
+    page.on('request', (r) => !r.url().startsWith(base) && outside.push(r.url()));
+    try {
+      const response = await fetch(base);
+      expect(response.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(response.headers.get('content-security-policy')).toContain("default-src 'none'");
+      expect((await fetch(`${base}/dashboard/app.js`)).headers.get('content-type')).toMatch(/^text\/javascript/);
+      expect((await fetch(`${base}/dashboard/../package.json`)).status).toBe(404);
+      await page.goto(base);
+      await page.waitForSelector('body[data-loaded="true"]', { timeout: 20_000 });
+      expect(await page.textContent('#verdict')).toBe('OK');
+      expect(outside).toEqual([]);
+    } finally {
+      await page.close();
+      await new Promise((resolve) => server.close(resolve));
+      await relay.stop();
+    }
+  });
+});
