@@ -1,8 +1,9 @@
 import type pg from 'pg';
+import type { Queryable } from '../db/queryable.js';
 import { OutboxError } from '../errors.js';
 import { CLAIM_CHECK_HEADER } from '../claim-check/store.js';
-import { showRowSql, stuckRowsSql } from '../outbox/sql/inspect.js';
-import { knownGroupSql, listDeadLettersSql } from '../outbox/sql/repair.js';
+import { knownTopicSql, showRowSql, stuckRowsSql } from '../outbox/sql/inspect.js';
+import { knownGroupSql, knownGroupTopicSql, listDeadLettersSql } from '../outbox/sql/repair.js';
 
 /** Bytes of a payload or value shown by `show` and the API. */
 export const PREVIEW_BYTES = 512;
@@ -59,6 +60,7 @@ export interface StuckFilter {
 /** Rows that should have gone and did not, oldest first, with what holds each back (`outbox-relay stuck`, `GET /api/stuck`). */
 export async function collectStuck(pool: pg.Pool, q: string, f: StuckFilter) {
   const { rows } = await pool.query<StuckRow>(stuckRowsSql(q), [f.olderThanMs, f.state, f.topic, f.key, f.limit]);
+  if (rows.length === 0 && f.topic !== null) await assertKnownTopic(pool, q, f.topic);
   return rows.map((r) => ({
     id: r.id,
     topic: r.topic,
@@ -115,6 +117,15 @@ function deadLetterState(r: { replayed_at: unknown; discarded_at: unknown; repla
   return r.replayed_at ? 'replayed' : r.discarded_at ? 'discarded' : r.replay_requested_at ? 'replay requested' : 'pending';
 }
 
+/**
+ * NOT_FOUND unless the outbox holds a row of `topic`: a misspelt topic filter is bad input,
+ * not an empty answer. Asked only when the filter matched nothing (see knownTopicSql).
+ */
+export async function assertKnownTopic(pool: Queryable, q: string, topic: string): Promise<void> {
+  const { rows } = await pool.query<{ known: boolean }>(knownTopicSql(q), [topic]);
+  if (!rows[0]?.known) throw new OutboxError('NOT_FOUND', `no outbox row has topic ${JSON.stringify(topic)}: check its name (outbox-relay status lists the topics with unsent rows)`);
+}
+
 /** NOT_FOUND unless the consumer group has stored offsets or dead letters here. */
 export async function assertKnownGroup(pool: pg.Pool, q: string, group: string): Promise<void> {
   const { rows } = await pool.query<{ known: boolean }>(knownGroupSql(q), [group]);
@@ -129,5 +140,9 @@ export async function assertKnownGroup(pool: pg.Pool, q: string, group: string):
 export async function listDeadLetters(pool: pg.Pool, q: string, f: DeadLetterFilter) {
   await assertKnownGroup(pool, q, f.group);
   const { rows } = await pool.query(listDeadLettersSql(q), [f.group, f.topic, f.all, f.limit]);
+  if (rows.length === 0 && f.topic !== null) {
+    const { rows: known } = await pool.query<{ known: boolean }>(knownGroupTopicSql(q), [f.group, f.topic]);
+    if (!known[0]?.known) throw new OutboxError('NOT_FOUND', `consumer group ${JSON.stringify(f.group)} has no offsets and no dead letters of topic ${JSON.stringify(f.topic)}`);
+  }
   return rows.map((r) => ({ ...r, state: deadLetterState(r) }));
 }

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { assertKnownTopic } from './inspect.js';
 import { OutboxError } from '../errors.js';
 import {
   auditSql,
@@ -52,6 +53,7 @@ export async function repairRows(pool: pg.Pool, q: string, request: RepairReques
     const { rows } = filter
       ? await client.query<Row>(lockDeadRowsSql(q), [filter.topic, filter.key, filter.since, filter.limit])
       : await client.query<Row>(lockRowsByIdSql(q), [ids]);
+    if (rows.length === 0 && filter?.topic) await assertKnownTopic(client, q, filter.topic);
     const found = new Set(rows.map((r) => r.id));
     const missing = ids.filter((id) => !found.has(id));
     if (missing.length > 0) throw new OutboxError('NOT_FOUND', `no outbox row with id ${missing.join(', ')}; nothing changed`);

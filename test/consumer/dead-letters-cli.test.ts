@@ -66,6 +66,7 @@ describe('outbox-relay dead-letters: the consumer side of on-call', () => {
       ['dead-letters', 'replay', 'x1', '--group', groupId, '--reason', 'r'],
       ['dead-letters', 'discard', six!.id, '--group', groupId], // no reason
       ['dead-letters', 'list', '--group', 'no-such-group'],
+      ['dead-letters', 'list', '--group', groupId, '--topic', 'no-such-topic'],
       ['dead-letters', 'list'],
       ['dead-letters', 'purge', '--group', groupId],
     ]) {

@@ -55,6 +55,7 @@ describe('outbox-relay stuck and show: what on-call sees', () => {
     [['stuck', '--state', 'sent']],
     [['stuck', '--limit', '0']],
     [['stuck', '--limit', '99999999']],
+    [['stuck', '--topic', 'no-such-topic']],
     [['show', 'abc']],
     [['show', '0']],
     [['show', '99999999999999999999']],

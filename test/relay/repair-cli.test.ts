@@ -79,6 +79,7 @@ describe('outbox-relay retry and skip: audited repairs that keep per-key order',
       ['retry', '--dead', '--since', 'yesterday', '--reason', 'r'],
       ['retry', '--dead', '--limit', '0', '--reason', 'r'],
       ['retry', dead!, '--topic', 't', '--reason', 'r'],
+      ['retry', '--dead', '--topic', 'no-such-topic', '--reason', 'r'], // unknown topic
     ]) {
       const result = await cli(...args, '--schema', schema);
       expect({ args, code: result.code }).toEqual({ args, code: 2 });

@@ -30,6 +30,13 @@ select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.
  order by m.id
  limit $5::int`;
 
+/**
+ * Whether the outbox holds any row of topic `$1`. No index leads by topic, so this may read
+ * the table: it is asked only when a filter by topic matched nothing.
+ */
+export const knownTopicSql = (schema: string) => `
+select exists (select 1 from ${schema}.messages where topic = $1::text) as known`;
+
 /** One row in full, the payload cut to `$2` bytes. */
 export const showRowSql = (schema: string) => `
 select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.created_at, m.next_attempt_at, m.sent_at,

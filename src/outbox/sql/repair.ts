@@ -74,6 +74,11 @@ update ${schema}.dead_letters set discarded_at = now(), discard_reason = $3::tex
  where group_id = $1::text and id = any($2::bigint[])`;
 
 /** Whether a consumer group is known here: offsets or dead letters. */
+/** Whether consumer group `$1` has stored offsets or dead letters of topic `$2`. */
+export const knownGroupTopicSql = (schema: string) => `
+select exists (select 1 from ${schema}.consumer_offsets where group_id = $1::text and topic = $2::text)
+    or exists (select 1 from ${schema}.dead_letters where group_id = $1::text and topic = $2::text) as known`;
+
 export const knownGroupSql = (schema: string) => `
 select exists (select 1 from ${schema}.consumer_offsets where group_id = $1::text)
     or exists (select 1 from ${schema}.dead_letters where group_id = $1::text) as known`;
