@@ -73,14 +73,28 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   if (!databaseUrl || !kafkaBrokers) throw new Error('test services did not come up');
 
-  // Schemas of earlier runs were kept for inspection; this run starts clean.
+  // Schemas of earlier runs were kept for inspection; this run starts clean. A schema is
+  // named after the test process that made it (uniqueName): those of a run still going on
+  // this machine, beside this one, are left to it.
   const client = new pg.Client({ connectionString: databaseUrl });
   await client.connect();
   const { rows } = await client.query<{ nspname: string }>(`select nspname from pg_namespace where nspname like 't\\_%'`);
-  for (const { nspname } of rows) await client.query(`drop schema "${nspname}" cascade`);
+  for (const { nspname } of rows) {
+    if (!processAlive(Number(/^t_(\d+)_/.exec(nspname)?.[1]))) await client.query(`drop schema "${nspname}" cascade`);
+  }
   await client.end();
 
   project.provide('databaseUrl', databaseUrl);
   project.provide('kafkaBrokers', kafkaBrokers);
   return teardown;
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
