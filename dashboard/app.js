@@ -26,7 +26,7 @@ async function api(path, init) {
   } catch {
     body = { error: `${response.status} ${response.statusText}` };
   }
-  if (!response.ok) throw new Error(body.error ?? `${response.status} ${response.statusText}`);
+  if (!response.ok) throw Object.assign(new Error(body.error ?? `${response.status} ${response.statusText}`), { status: response.status });
   return body;
 }
 
@@ -82,6 +82,13 @@ function drawChart(svg, series) {
   return max;
 }
 
+/** A histogram bar `percent` wide; styled through the DOM, which the content policy allows. */
+function fill(percent) {
+  const bar = el('span', { class: 'fill' });
+  bar.style.width = `${percent.toFixed(1)}%`;
+  return bar;
+}
+
 function renderActivity(activity) {
   const samples = activity.samples;
   const rates = [];
@@ -90,7 +97,9 @@ function renderActivity(activity) {
     rates.push(dt > 0 ? Math.max(0, samples[i].published - samples[i - 1].published) / dt : 0);
   }
   const recent = rates.slice(-5);
-  $('rate').textContent = recent.length ? number(Math.round(recent.reduce((a, b) => a + b, 0) / recent.length)) : '–';
+  const rate = recent.length ? Math.round(recent.reduce((a, b) => a + b, 0) / recent.length) : null;
+  $('rate').textContent = number(rate);
+  $('rate').dataset.value = String(rate ?? '');
   const span = samples.length > 1 ? `last ${age((samples.at(-1).t - samples[0].t) / 1000)}` : 'collecting…';
   const maxRate = drawChart($('chart-throughput'), [{ values: rates, area: true }]);
   $('throughput-span').textContent = span;
@@ -110,7 +119,7 @@ function renderActivity(activity) {
       'div',
       { class: 'bar', 'data-topic': p.topic, 'data-partition': String(p.partition), 'data-records': String(p.records) },
       el('span', { class: 'label', title: `${p.topic}[${p.partition}]` }, `${p.topic}[${p.partition}]`),
-      el('span', {}, el('span', { class: 'fill', style: `display:block;width:${((p.records / most) * 100).toFixed(1)}%` })),
+      el('span', {}, fill((p.records / most) * 100)),
       el('span', { class: 'n' }, number(p.records)),
     ),
   );
@@ -161,20 +170,22 @@ function renderStatus(status) {
 }
 
 /** A mutating call: needs the token and a reason, reports what changed or why not. */
-async function act(path, description, extra = {}) {
+async function act(path, description, extra = {}, { confirmText } = {}) {
   const token = $('token').value.trim();
   const reason = $('action-reason').value.trim();
   if (!token) return message('Enter the admin token first (the relay\'s --admin-token).', 'error');
   if (!reason) return message('Enter a reason first: every repair is audited.', 'error');
-  sessionStorage.setItem(TOKEN_KEY, token);
+  if (confirmText && !window.confirm(confirmText)) return message(`${description}: cancelled`);
   try {
     const result = await api(path, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify({ reason, actor: 'dashboard', ...extra }),
     });
+    sessionStorage.setItem(TOKEN_KEY, token);
     message(`${description}: done${result.audit ? ` (audit ${result.audit})` : ''}`, 'ok');
   } catch (err) {
+    if (err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
     message(`${description}: ${err.message}`, 'error');
   }
   await refresh();
@@ -198,7 +209,14 @@ function renderStuck(rows) {
         {},
         el('button', { 'data-action': 'retry', onclick: () => act(`/api/rows/${r.id}/retry`, `retry row ${r.id}`) }, 'Retry'),
         ' ',
-        el('button', { 'data-action': 'skip', onclick: () => act(`/api/rows/${r.id}/skip`, `skip row ${r.id}`) }, 'Skip'),
+        el(
+          'button',
+          {
+            'data-action': 'skip',
+            onclick: () => act(`/api/rows/${r.id}/skip`, `skip row ${r.id}`, {}, { confirmText: `Skip row ${r.id} for good? It will never be published; its key moves on.` }),
+          },
+          'Skip',
+        ),
       ),
     ),
   );
@@ -226,15 +244,17 @@ function renderDeadLetters(letters) {
   );
 }
 
+const STUCK_LIMIT = 50;
+
+/** Dead rows first, then failed, then pending for over a minute: what needs a hand comes first. */
 async function stuckRows() {
   const lists = await Promise.all([
-    api('/api/stuck?state=dead&olderThan=0s&limit=50'),
-    api('/api/stuck?state=failed&olderThan=0s&limit=50'),
-    api('/api/stuck?state=pending&olderThan=1m&limit=50'),
+    api(`/api/stuck?state=dead&olderThan=0s&limit=${STUCK_LIMIT}`),
+    api(`/api/stuck?state=failed&olderThan=0s&limit=${STUCK_LIMIT}`),
+    api(`/api/stuck?state=pending&olderThan=1m&limit=${STUCK_LIMIT}`),
   ]);
-  const rows = lists.flatMap((l) => l.rows);
-  rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
-  return rows.slice(0, 50);
+  const more = lists.some((l) => l.rows.length === STUCK_LIMIT);
+  return { rows: lists.flatMap((l) => l.rows).slice(0, STUCK_LIMIT * 2), more };
 }
 
 let refreshing;
@@ -244,7 +264,8 @@ async function refresh() {
       const [status, activity, stuck] = await Promise.all([api('/api/status'), api('/api/activity'), stuckRows()]);
       renderStatus(status);
       renderActivity(activity);
-      renderStuck(stuck);
+      renderStuck(stuck.rows);
+      $('stuck-count').textContent = stuck.rows.length ? `${stuck.rows.length}${stuck.more ? '+ (the first of each state; outbox-relay stuck lists all)' : ''}` : '';
       const groups = status.consumers.filter((c) => c.deadLettersPending > 0).map((c) => c.group);
       const letters = await Promise.all(groups.map(async (group) => (await api(`/api/dead-letters?group=${encodeURIComponent(group)}&limit=50`)).deadLetters.map((d) => ({ group, ...d }))));
       renderDeadLetters(letters.flat());
@@ -260,5 +281,8 @@ async function refresh() {
 }
 
 $('token').value = sessionStorage.getItem(TOKEN_KEY) ?? '';
+for (const id of ['token', 'action-reason']) $(id).addEventListener('input', () => message(''));
 refresh();
-setInterval(refresh, REFRESH_MS);
+// A hidden tab stops polling; it catches up when shown again.
+setInterval(() => document.visibilityState === 'visible' && refresh(), REFRESH_MS);
+document.addEventListener('visibilitychange', () => document.visibilityState === 'visible' && refresh());

@@ -5,26 +5,42 @@ import type * as Otel from '@opentelemetry/api';
  * optional peer dependency) and registered a tracer provider; a no-op otherwise.
  *
  * One trace runs from the writer's transaction to the consumer's handler:
- *   - the row's `traceparent` (the writer's span, stored with the row) is linked from the
- *     relay's span of the Kafka transaction that carries the row: one span per transaction,
- *     with one link per row, since a transaction carries rows of many traces;
- *   - that span's context is written into the record's `traceparent` header;
- *   - the consumer runs the handler in a span whose parent is the record's `traceparent`,
- *     made the active context, so what the handler traces (its SQL) nests under it.
- * Without a registered provider the API hands out non-recording spans with no valid
- * context: the record then keeps the row's own `traceparent`, as without the API.
+ *   - for each row with a `traceparent` (the writer's span, stored with the row) the relay
+ *     records a `create` span, child of it, and writes that span's context into the
+ *     record's `traceparent` header;
+ *   - each Kafka transaction is a `send` span of its own, linked to the rows' traceparents
+ *     (a transaction carries rows of many traces, so it can be the child of none), and the
+ *     `create` spans link to it; a row without a traceparent gets the `send` span's;
+ *   - the consumer runs each handler call in a `process` span whose parent is the record's
+ *     `traceparent`, made the active context, so what the handler traces (its SQL) nests
+ *     under it; the span ends with the attempt's real outcome.
+ * Without a registered provider the API hands out non-recording spans that carry their
+ * parent's context: records keep the row's own `traceparent`, as without the API.
  */
 export interface Tracing {
-  /** A span for one Kafka transaction of the relay, linked to each row's traceparent. */
-  startPublish(rows: ReadonlyArray<{ topic: string; traceparent: string | null }>, attributes: Record<string, string | number>): PublishSpan;
-  /** Runs `fn` as the active span of processing `record`, child of its traceparent. */
-  inProcessSpan<T>(record: ProcessedRecord, group: string, fn: () => Promise<T>): Promise<T>;
+  /** The spans of one Kafka transaction of the relay (see above). */
+  startTransaction(rows: ReadonlyArray<TracedRow>, attributes: Record<string, string | number>): TransactionSpans;
+  /** A span for one handler call on `record`, child of its traceparent. */
+  startProcess(record: ProcessedRecord, group: string): ProcessSpan;
 }
 
-export interface PublishSpan {
-  /** The span's context as a W3C traceparent, to put on the records; undefined when nothing is recorded. */
-  readonly traceparent: string | undefined;
-  /** Ends the span; `error` marks it failed. */
+export interface TracedRow {
+  id: string;
+  topic: string;
+  traceparent: string | null;
+}
+
+export interface TransactionSpans {
+  /** The traceparent for row `index`'s record; undefined when nothing is recorded and the row has none. */
+  traceparentFor(index: number): string | undefined;
+  /** Ends every span of the transaction; `error` marks them failed. */
+  end(error?: unknown): void;
+}
+
+export interface ProcessSpan {
+  /** Runs `fn` with the span as the active context. */
+  run<T>(fn: () => Promise<T>): Promise<T>;
+  /** Ends the span; `error` marks it failed. Ending twice is harmless. */
   end(error?: unknown): void;
 }
 
@@ -54,62 +70,87 @@ export function formatTraceparent(context: { traceId: string; spanId: string; tr
   return `00-${context.traceId}-${context.spanId}-${(context.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
 }
 
-const NOOP_SPAN: PublishSpan = { traceparent: undefined, end: () => undefined };
-
 export const NOOP_TRACING: Tracing = {
-  startPublish: () => NOOP_SPAN,
-  inProcessSpan: (_record, _group, fn) => fn(),
+  startTransaction: (rows) => ({ traceparentFor: (i) => rows[i]?.traceparent ?? undefined, end: () => undefined }),
+  startProcess: () => ({ run: (fn) => fn(), end: () => undefined }),
 };
+
+/** Links kept per transaction span: the SDK's default span limit; the rest are counted in an attribute. */
+const MAX_LINKS = 128;
 
 function remoteContext(traceparent: string | null | undefined): Otel.SpanContext | undefined {
   const fields = parseTraceparent(traceparent);
   return fields ? { ...fields, isRemote: true } : undefined;
 }
 
-function markFailed(api: typeof Otel, span: Otel.Span, error: unknown): void {
-  const exception = error instanceof Error ? error : new Error(String(error));
-  span.recordException(exception);
-  span.setStatus({ code: api.SpanStatusCode.ERROR, message: exception.message });
+function endSpan(api: typeof Otel, span: Otel.Span, error: unknown): void {
+  if (error !== undefined) {
+    const exception = error instanceof Error ? error : new Error(String(error));
+    span.recordException(exception);
+    span.setStatus({ code: api.SpanStatusCode.ERROR, message: exception.message });
+  }
+  span.end();
 }
 
 function otelTracing(api: typeof Otel): Tracing {
   const tracer = () => api.trace.getTracer(TRACER_NAME);
+  const format = (span: Otel.Span) => {
+    const context = span.spanContext();
+    return api.trace.isSpanContextValid(context) ? formatTraceparent(context) : undefined;
+  };
+  const messaging = (operation: 'create' | 'send' | 'process', topic: string | undefined) => ({
+    'messaging.system': 'kafka',
+    'messaging.operation.type': operation,
+    'messaging.operation.name': operation,
+    ...(topic !== undefined ? { 'messaging.destination.name': topic } : {}),
+  });
   return {
-    startPublish(rows, attributes) {
-      const links: Otel.Link[] = [];
-      for (const row of rows) {
-        const context = remoteContext(row.traceparent);
-        if (context) links.push({ context });
-      }
+    startTransaction(rows, attributes) {
+      const contexts = rows.map((row) => remoteContext(row.traceparent));
+      const links = contexts.filter((c): c is Otel.SpanContext => c !== undefined).map((context) => ({ context }));
       const topics = [...new Set(rows.map((r) => r.topic))];
-      // A root span: the transaction belongs to no single writer's trace; links tie it to all.
-      const span = tracer().startSpan(
-        topics.length === 1 ? `send ${topics[0]}` : 'send',
+      const topic = topics.length === 1 ? topics[0] : undefined;
+      const send = tracer().startSpan(
+        topic !== undefined ? `send ${topic}` : 'send',
         {
           kind: api.SpanKind.PRODUCER,
           root: true,
-          links,
+          links: links.slice(0, MAX_LINKS),
           attributes: {
-            'messaging.system': 'kafka',
-            'messaging.operation.type': 'send',
-            'messaging.operation.name': 'send',
+            ...messaging('send', topic),
             'messaging.batch.message_count': rows.length,
-            ...(topics.length === 1 ? { 'messaging.destination.name': topics[0] } : {}),
+            ...(links.length > MAX_LINKS ? { 'outbox.links_dropped': links.length - MAX_LINKS } : {}),
             ...attributes,
           },
         },
         api.ROOT_CONTEXT,
       );
-      const context = span.spanContext();
+      const sendTraceparent = format(send);
+      const creates = rows.map((row, i) => {
+        const parent = contexts[i];
+        if (!parent) return undefined;
+        return tracer().startSpan(
+          `create ${row.topic}`,
+          {
+            kind: api.SpanKind.PRODUCER,
+            links: [{ context: send.spanContext() }],
+            attributes: { ...messaging('create', row.topic), 'messaging.message.id': row.id },
+          },
+          api.trace.setSpanContext(api.ROOT_CONTEXT, parent),
+        );
+      });
       return {
-        traceparent: api.trace.isSpanContextValid(context) ? formatTraceparent(context) : undefined,
+        traceparentFor: (i) => {
+          const create = creates[i];
+          return (create ? format(create) : undefined) ?? sendTraceparent ?? rows[i]?.traceparent ?? undefined;
+        },
         end(error) {
-          if (error !== undefined) markFailed(api, span, error);
-          span.end();
+          for (const create of creates) if (create) endSpan(api, create, error);
+          endSpan(api, send, error);
         },
       };
     },
-    async inProcessSpan(record, group, fn) {
+    startProcess(record, group) {
       const parent = remoteContext(record.headers.traceparent);
       const parentContext = parent ? api.trace.setSpanContext(api.ROOT_CONTEXT, parent) : api.ROOT_CONTEXT;
       const span = tracer().startSpan(
@@ -117,10 +158,7 @@ function otelTracing(api: typeof Otel): Tracing {
         {
           kind: api.SpanKind.CONSUMER,
           attributes: {
-            'messaging.system': 'kafka',
-            'messaging.operation.type': 'process',
-            'messaging.operation.name': 'process',
-            'messaging.destination.name': record.topic,
+            ...messaging('process', record.topic),
             'messaging.destination.partition.id': String(record.partition),
             'messaging.kafka.offset': record.offset,
             'messaging.consumer.group.name': group,
@@ -129,14 +167,16 @@ function otelTracing(api: typeof Otel): Tracing {
         },
         parentContext,
       );
-      try {
-        return await api.context.with(api.trace.setSpan(parentContext, span), fn);
-      } catch (err) {
-        markFailed(api, span, err);
-        throw err;
-      } finally {
-        span.end();
-      }
+      const active = api.trace.setSpan(parentContext, span);
+      let ended = false;
+      return {
+        run: (fn) => api.context.with(active, fn),
+        end(error) {
+          if (ended) return;
+          ended = true;
+          endSpan(api, span, error);
+        },
+      };
     },
   };
 }

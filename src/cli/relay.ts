@@ -20,8 +20,9 @@ current transaction, releases shards) within --shutdown-timeout-ms; a second one
   --take-over-from GROUP    serve the outbox as --group, taking it over from GROUP (a new layout):
                             GROUP's relays step down, are fenced and reconciled, then this group serves
   --max-batch-bytes N       bytes of records per Kafka transaction (default 16777216)
-  --http ADDR               serve /healthz /readyz /metrics /api/status on ADDR: a port (loopback),
-                            host:port, or off (default 127.0.0.1:9464; taken already → a warning)
+  --http ADDR               serve the dashboard (/), /healthz /readyz /metrics and the /api routes on
+                            ADDR: a port (loopback), host:port, or off (default 127.0.0.1:9464;
+                            taken already → a warning)
   --admin-token TOKEN       bearer token of the mutating HTTP routes (env OUTBOX_ADMIN_TOKEN; none: read-only)
   --batch-size N            rows per Kafka transaction (default 500)
   --preset NAME             reliable | throughput | low-latency (default reliable)

@@ -2,6 +2,7 @@ import pRetry, { AbortError } from 'p-retry';
 import type pg from 'pg';
 import { coerceError, describeError, OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Tracing } from '../tracing.js';
 import type { FailurePolicy, RecordHandler } from './options.js';
 import type { ConsumedRecord } from './record.js';
 import { advanceOffsetSql } from './sql/advanceOffset.js';
@@ -11,13 +12,15 @@ import { loadOffsetsSql } from './sql/loadOffsets.js';
 import { lockOffsetSql } from './sql/lockOffset.js';
 import { readOffsetSql } from './sql/readOffset.js';
 import { settleDeadLettersSql } from './sql/settleDeadLetters.js';
-import { inTransaction, raceHandler, TRANSACTION_START, type BatchConnection } from './transaction.js';
+import { inTransaction, raceHandler, TRANSACTION_START, type BatchConnection, type HandlerRun } from './transaction.js';
 
 export interface ApplyContext {
   pool: pg.Pool;
   q: string;
   groupId: string;
   handler: RecordHandler;
+  /** A span per handler call (see Tracing). */
+  tracing: Tracing;
   inbox: boolean;
   maxAttempts: number;
   retryMinDelayMs: number;
@@ -204,7 +207,19 @@ async function runHandler(ctx: ApplyContext, connection: BatchConnection, record
   // A handler is started only with its whole time before the poll deadline, so that no
   // batch of this member is open when the group hands its partitions to another.
   if (ctx.pollDeadline() - Date.now() < ctx.handlerTimeoutMs) throw new PollDeadline();
-  const run = await raceHandler(connection, () => ctx.handler(record, connection.tx), ctx.handlerTimeoutMs);
+  // The span ends with the call's outcome as judged here (a timeout, a swallowed error),
+  // not when a hung handler's promise settles, if ever.
+  const span = ctx.tracing.startProcess(record, ctx.groupId);
+  try {
+    await judgeHandler(ctx, connection, record, index, await raceHandler(connection, () => span.run(() => ctx.handler(record, connection.tx)), ctx.handlerTimeoutMs));
+    span.end();
+  } catch (err) {
+    span.end(err instanceof HandlerFailure ? err.cause : err);
+    throw err;
+  }
+}
+
+async function judgeHandler(ctx: ApplyContext, connection: BatchConnection, record: ConsumedRecord, index: number, run: HandlerRun): Promise<void> {
   if (run.kind === 'expired') await connection.abort('handler-timeout');
   if (connection.aborted === 'revoked') throw new PartitionRevoked(`assignment lost while the handler ran (offset ${record.offset}); batch aborted`);
   if (connection.aborted === 'handler-timeout') {

@@ -9,11 +9,11 @@ import { OptionsError, OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import type { KafkaConnection } from '../kafka/config.js';
 import { createLogger, type Logger } from '../log.js';
-import { loadTracing } from '../tracing.js';
+import { loadTracing, NOOP_TRACING, type Tracing } from '../tracing.js';
 import { applyRecords, PartitionRevoked, PollDeadline, type ApplyContext, type BatchOutcome } from './apply.js';
 import { ConsumerEmitter, type ConsumerEventName, type ConsumerEvents } from './events.js';
 import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from './kafka-client.js';
-import { pollMarginMs, resolveConsumerOptions, type ConsumerOptions, type RecordHandler, type ResolvedConsumerOptions } from './options.js';
+import { pollMarginMs, resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';
 import { replayDeadLetters, serveReplayRequests, type ReplayFilter, type ReplayResult } from './replay.js';
 import { readPartitionLogs } from './incarnation.js';
@@ -70,8 +70,8 @@ export class Consumer {
   private readonly counters: ConsumerMetrics;
   /** Stored offsets and their topic incarnations; set up by `start()`. */
   private positions!: StoredPositions;
-  /** The user's handler, run in a span per record once `start()` has loaded tracing. */
-  private handler: RecordHandler;
+  /** Spans of handler calls; loaded by `start()` (see Tracing). */
+  private tracing: Tracing = NOOP_TRACING;
 
   constructor(input: ConsumerOptions) {
     this.options = resolveConsumerOptions(input);
@@ -81,7 +81,6 @@ export class Consumer {
     this.detector = new StallDetector(this.options.stallTimeoutMs);
     this.counters = consumerMetrics(this.options.metricsRegistry);
     this.metrics = this.counters.registry;
-    this.handler = this.options.handler;
   }
 
   /** Subscribes to a typed event; returns the unsubscribe function. */
@@ -106,8 +105,7 @@ export class Consumer {
       throw new OptionsError(`partitionConcurrency (${o.partitionConcurrency}) must be at most the pool size - 1 (${poolSize - 1})`);
     }
     this.concurrency = o.partitionConcurrency ?? poolSize - 1;
-    const tracing = await loadTracing();
-    this.handler = (record, tx) => tracing.inProcessSpan(record, o.groupId, () => o.handler(record, tx));
+    this.tracing = await loadTracing();
     const { rows } = await this.pool.query<{ table: string | null }>(`select to_regclass($1::text) as table`, [`${this.options.q}.consumer_offsets`]);
     if (!rows[0]?.table) {
       throw new OutboxError('NOT_FOUND', `table ${this.options.schema}.consumer_offsets does not exist: run \`outbox-relay migrate\` first`);
@@ -138,7 +136,7 @@ export class Consumer {
     }
     this.counters.lagUpdaters.add(this.updateLag);
     this.replayLoop = serveReplayRequests(
-      { pool: this.pool, groupId: o.groupId, handler: this.handler, schema: o.schema, inbox: o.inbox, handlerTimeoutMs: o.handlerTimeoutMs, logger: this.logger },
+      { pool: this.pool, groupId: o.groupId, handler: o.handler, tracing: this.tracing, schema: o.schema, inbox: o.inbox, handlerTimeoutMs: o.handlerTimeoutMs, logger: this.logger },
       this.abort.signal,
       (result) => this.logger.info({ deadLetter: result.id, status: result.status }, 'requested dead-letter replay done'),
     );
@@ -263,7 +261,8 @@ export class Consumer {
       {
         pool: this.pool,
         groupId: this.options.groupId,
-        handler: this.handler,
+        handler: this.options.handler,
+        tracing: this.tracing,
         schema: this.options.schema,
         inbox: this.options.inbox,
         handlerTimeoutMs: this.options.handlerTimeoutMs,
@@ -497,7 +496,8 @@ export class Consumer {
       pool: this.pool!,
       q: o.q,
       groupId: o.groupId,
-      handler: this.handler,
+      handler: o.handler,
+      tracing: this.tracing,
       inbox: o.inbox,
       maxAttempts: o.maxAttempts,
       retryMinDelayMs: o.retryMinDelayMs,

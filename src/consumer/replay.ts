@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { describeError, OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { NOOP_TRACING, type Tracing } from '../tracing.js';
 import type { RecordHandler } from './options.js';
 import { decodeHeaders, type ConsumedRecord } from './record.js';
 import { claimInboxSql } from './sql/claimInbox.js';
@@ -29,6 +30,8 @@ export interface ReplayTarget {
   /** Longest a replayed handler may run; past it its transaction is aborted at the database. Default 30,000 ms. */
   handlerTimeoutMs?: number;
   logger?: Logger;
+  /** A span per handler call (see Tracing). Default none. */
+  tracing?: Tracing;
 }
 
 export interface ReplayFilter {
@@ -92,15 +95,22 @@ export async function replayDeadLetter(target: ReplayTarget, id: number | string
         const locked = await connection.query(lockDeadLetterSql(q), [key]);
         if (locked.rows.length === 0) throw new Retracted();
         if (status === 'replayed') {
-          const run = await raceHandler(connection, () => target.handler(record, connection.tx), timeoutMs);
-          if (run.kind === 'expired') {
-            await connection.abort('handler-timeout');
-            throw new OutboxError('HANDLER_TIMEOUT', `handler did not finish within ${timeoutMs} ms; its transaction was aborted`);
-          }
-          if (run.kind === 'failed') throw run.error;
-          if (connection.misuse) throw connection.misuse;
-          if (connection.transactionEnded || connection.transactionFailed) {
-            throw new OutboxError('TX_CONTROL_REFUSED', 'the handler ended or aborted the replay transaction');
+          const span = (target.tracing ?? NOOP_TRACING).startProcess(record, target.groupId);
+          try {
+            const run = await raceHandler(connection, () => span.run(() => target.handler(record, connection.tx)), timeoutMs);
+            if (run.kind === 'expired') {
+              await connection.abort('handler-timeout');
+              throw new OutboxError('HANDLER_TIMEOUT', `handler did not finish within ${timeoutMs} ms; its transaction was aborted`);
+            }
+            if (run.kind === 'failed') throw run.error;
+            if (connection.misuse) throw connection.misuse;
+            if (connection.transactionEnded || connection.transactionFailed) {
+              throw new OutboxError('TX_CONTROL_REFUSED', 'the handler ended or aborted the replay transaction');
+            }
+            span.end();
+          } catch (err) {
+            span.end(err);
+            throw err;
           }
         }
         await connection.query(markReplayedSql(q), [key]);

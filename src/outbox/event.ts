@@ -89,12 +89,10 @@ export function recordHeaders(fields: HeaderFields): { headers: Array<[string, s
 /**
  * The relay's header values at their largest, for sizing a record before its row exists:
  * the largest bigint id, the longest source id `outbox_source` allows (200 characters;
- * the default, a UUID, has 36), a timestamp, and a traceparent (a row without one gets the
- * relay's publish span's when tracing is on).
+ * the default, a UUID, has 36) and a timestamp.
  */
 export const LARGEST_RELAY_FIELDS = {
   id: '9223372036854775807',
   source: 'x'.repeat(200),
   createdAt: '2000-01-01T00:00:00.000Z',
-  traceparent: `00-${'0'.repeat(32)}-${'0'.repeat(16)}-00`,
 } as const;

@@ -120,8 +120,7 @@ export function encodedSize(event: EncodedEvent): number {
     aggregateType: event.aggregateType,
     aggregateId: event.aggregateId,
     schemaVersion: event.schemaVersion,
-    // The relay writes its publish span's traceparent when tracing is on, whether the row has one or not.
-    traceparent: event.traceparent ?? LARGEST_RELAY_FIELDS.traceparent,
+    traceparent: event.traceparent,
     headers: event.headers,
   });
   return recordBytes(event.key, event.payload, headers);

@@ -91,18 +91,36 @@ const CONTENT_TYPES: Record<string, string> = {
 };
 /** The page runs only its own script and talks only to this server. */
 const DASHBOARD_HEADERS = {
-  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
 };
 
-async function loadDashboard(): Promise<Map<string, { body: Buffer; type: string }>> {
+/** The dashboard's files, or why they cannot be served (then `/` answers 503 and the rest of the server runs). */
+async function loadDashboard(): Promise<Map<string, { body: Buffer; type: string }> | Error> {
   const dir = new URL('../../dashboard/', import.meta.url);
   const files = new Map<string, { body: Buffer; type: string }>();
-  for (const [route, name] of Object.entries(DASHBOARD_FILES)) {
-    files.set(route, { body: await readFile(new URL(name, dir)), type: CONTENT_TYPES[name.split('.').pop()!]! });
+  try {
+    for (const [route, name] of Object.entries(DASHBOARD_FILES)) {
+      files.set(route, { body: await readFile(new URL(name, dir)), type: CONTENT_TYPES[name.split('.').pop()!]! });
+    }
+  } catch (err) {
+    return err as Error;
   }
   return files;
+}
+
+/** How long one `/api/status` answer serves every caller: open dashboards poll it. */
+const STATUS_CACHE_MS = 2_000;
+
+const LOOPBACK_HOST = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?$/i;
+
+/**
+ * A server bound to loopback answers only requests that name a loopback host, so a web
+ * page whose name was re-pointed at 127.0.0.1 (DNS rebinding) cannot read the API.
+ */
+function loopbackOnly(host: string): boolean {
+  return host === '127.0.0.1' || host === '::1' || host === 'localhost' || host.startsWith('127.');
 }
 
 /**
@@ -140,6 +158,9 @@ export async function serveRelayHttp(
 ): Promise<Server> {
   const q = relay.options.sqlSchema;
   const dashboard = await loadDashboard();
+  if (dashboard instanceof Error) logger.error({ err: dashboard }, "http: the dashboard's files cannot be read; GET / answers 503, the other routes are served");
+  const loopback = loopbackOnly(address.host);
+  let status: { at: number; value: ReturnType<typeof collectStatus> } | undefined;
   const pool = () => relay.database ?? (() => { throw new HttpError(503, 'the relay is not started'); })();
   const mutate = async (req: IncomingMessage, path: string): Promise<unknown> => {
     authorise(req, options.adminToken);
@@ -160,11 +181,15 @@ export async function serveRelayHttp(
     throw new HttpError(404, `no route POST ${path}`);
   };
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    if (loopback && !LOOPBACK_HOST.test(req.headers.host ?? '')) throw new HttpError(421, 'this server answers only requests for a loopback host name (localhost, 127.0.0.1, [::1])');
     const url = new URL(req.url ?? '/', 'http://relay');
     const path = url.pathname;
     if (req.method === 'POST') return send(res, 200, await mutate(req, path));
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'GET, or POST for the mutating routes' });
-    const file = dashboard.get(path);
+    if (dashboard instanceof Error) {
+      if (Object.hasOwn(DASHBOARD_FILES, path)) return send(res, 503, { error: `the dashboard's files cannot be read: ${dashboard.message}` });
+    }
+    const file = dashboard instanceof Error ? undefined : dashboard.get(path);
     if (file) {
       res.writeHead(200, { 'content-type': file.type, 'content-length': file.body.length, 'cache-control': 'no-cache', ...DASHBOARD_HEADERS });
       return res.end(req.method === 'HEAD' ? undefined : file.body);
@@ -209,8 +234,14 @@ export async function serveRelayHttp(
       }
       case '/metrics':
         return send(res, 200, await relay.metrics.metrics(), relay.metrics.contentType);
-      case '/api/status':
-        return send(res, 200, await collectStatus(pool(), q, relay.options.connection));
+      case '/api/status': {
+        if (!status || Date.now() - status.at > STATUS_CACHE_MS) {
+          const value = collectStatus(pool(), q, relay.options.connection);
+          status = { at: Date.now(), value };
+          value.catch(() => (status = undefined));
+        }
+        return send(res, 200, await status.value);
+      }
       default:
         return send(res, 404, { error: `no route ${path}` });
     }

@@ -16,6 +16,7 @@ export interface RelayMetrics {
   batchDuration: Histogram;
   commitToPublish: Histogram;
   aborts: Counter<'reason'>;
+  shardFailures: Counter<'reason'>;
   reconciled: Counter;
   /** The outbox gauges summed over topics (read as a scrape would: at most every 5 s). */
   outboxTotals(): Promise<{ pending: number; failed: number; dead: number; oldestSeconds: number }>;
@@ -94,6 +95,7 @@ export function relayMetrics(options: {
     'relay_batch_duration_seconds',
     'relay_commit_to_publish_seconds',
     'relay_transaction_aborts_total',
+    'relay_shard_failures_total',
     'relay_checkpoints_reconciled_total',
   ];
   return {
@@ -125,6 +127,12 @@ export function relayMetrics(options: {
       registers,
     }),
     aborts: new Counter({ name: 'relay_transaction_aborts_total', help: 'Kafka transactions abandoned, by reason: row (a refused record), transient, fatal', labelNames: ['reason'], registers }),
+    shardFailures: new Counter({
+      name: 'relay_shard_failures_total',
+      help: "Shard cycles that failed (database or broker errors, a transaction's among them): the producer is rebuilt and the shard reconciled, by reason: transient, fatal, row",
+      labelNames: ['reason'],
+      registers,
+    }),
     reconciled: new Counter({ name: 'relay_checkpoints_reconciled_total', help: 'Checkpoints applied at a take-over of a shard', registers }),
   };
 }

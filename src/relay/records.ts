@@ -3,7 +3,6 @@ import { HEADER, recordHeaders } from '../outbox/event.js';
 import { recordBytes } from '../kafka/record-size.js';
 import type { ProduceRecord } from '../kafka/producer.js';
 import type { ClaimedRow } from './sql/claimBatch.js';
-import { formatTraceparent } from '../tracing.js';
 
 /**
  * The Kafka record for an outbox row: key, payload bytes, the relay's headers then the
@@ -31,22 +30,20 @@ export function toRecord(row: ClaimedRow, source: string, log: Logger): ProduceR
   return { topic: row.topic, key: row.key, value: row.payload, headers: headers.map(([name, value]) => ({ [name]: value })) };
 }
 
-/**
- * The size the relay counts for a row's record, under the one size rule (see recordBytes):
- * a row without a traceparent is counted with one, since tracing gives its record the
- * publish span's (enqueue counts it the same way).
- */
-export function recordSize(row: Pick<ClaimedRow, 'traceparent'>, record: ProduceRecord): number {
-  const bytes = recordBytes(record.key, record.value, record.headers.flatMap((h) => Object.entries(h) as Array<[string, string | Buffer]>));
-  return bytes + (row.traceparent === null ? TRACEPARENT_HEADER_BYTES : 0);
+/** The record's size under the one size rule (see recordBytes). */
+export function recordSize(record: ProduceRecord): number {
+  return recordBytes(record.key, record.value, record.headers.flatMap((h) => Object.entries(h) as Array<[string, string | Buffer]>));
 }
 
-/** What a traceparent header adds to a record that has none: name, version-00 value, header overhead. */
-export const TRACEPARENT_HEADER_BYTES = recordBytes(null, null, [[HEADER.traceparent, formatTraceparent({ traceId: '0'.repeat(32), spanId: '0'.repeat(16), traceFlags: 0 })]]) - recordBytes(null, null, []);
-
-/** `record` carrying `traceparent` as its (only) traceparent header. */
-export function withTraceparent(record: ProduceRecord, traceparent: string): ProduceRecord {
+/**
+ * `record` carrying `traceparent` (the tracing's, see Tracing) as its only traceparent
+ * header. A record that would then exceed `limit` (a row without a traceparent of its own,
+ * close to the limit) is sent as it is: tracing never makes a record too large.
+ */
+export function tracedRecord(record: ProduceRecord, own: string | null, traceparent: string | undefined, limit: number): ProduceRecord {
+  if (traceparent === undefined || traceparent === own) return record;
   const headers = record.headers.filter((h) => !Object.hasOwn(h, HEADER.traceparent));
   headers.push({ [HEADER.traceparent]: traceparent });
-  return { ...record, headers };
+  const traced = { ...record, headers };
+  return recordSize(traced) <= limit ? traced : record;
 }

@@ -87,12 +87,12 @@ export class Relay {
     return { ready: reasons.length === 0, reason: reasons.join('; ') || (this.shards.length > 0 ? 'publishing' : 'standby: no shard to own'), shards: this.shards };
   }
 
-  /** The relay's Prometheus registry (the one given as `metricsRegistry`, or its own). */
   /** Unsent rows by state and the oldest unsent age, as the gauges last read them. */
   outboxTotals(): ReturnType<RelayMetrics['outboxTotals']> {
     return this.metricsOf.outboxTotals();
   }
 
+  /** The relay's Prometheus registry (the one given as `metricsRegistry`, or its own). */
   get metrics(): Registry {
     return this.metricsOf.registry;
   }

@@ -11,7 +11,7 @@ import { foreignCheckpointError, markCheckpointSent, reconcileShard } from './re
 import type { RelayEventSink } from './events.js';
 import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
-import { recordSize, toRecord, withTraceparent } from './records.js';
+import { recordSize, toRecord, tracedRecord } from './records.js';
 import { CLAIM_PLAN_SETTINGS, claimBatchSql, type ClaimedRow } from './sql/claimBatch.js';
 import { holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
@@ -124,7 +124,7 @@ export class ShardWorker {
         const kind = classifyKafkaError(err);
         this.log.warn({ err, kind, failures, retryInMs: delay }, 'shard cycle failed; rebuilding producer and reconciling');
         this.ctx.events.emit('error', { shard: this.shard, error: err });
-        this.ctx.metrics.aborts.inc({ reason: kind });
+        this.ctx.metrics.shardFailures.inc({ reason: kind });
         await this.discardProducer();
         await sleep(delay * (0.75 + Math.random() * 0.5), this.signal);
       }
@@ -248,7 +248,7 @@ export class ShardWorker {
       if (row.key !== null && blockedKeys.has(row.key)) continue;
       const record = toRecord(row, this.ctx.source, this.log);
       const topic = topics.get(row.topic);
-      const size = recordSize(row, record);
+      const size = recordSize(record);
       // One transaction carries at most maxBatchBytes; the rest (a prefix cut, so per-key
       // order holds) goes in the next batch.
       if (row.state !== 'failed' && items.length > 0 && bytes + size > this.ctx.options.maxBatchBytes) break;
@@ -330,28 +330,36 @@ export class ShardWorker {
     if (!this.producer) await this.takeOver();
     const producer = this.producer;
     if (!producer) return { kind: 'stopped' };
-    const span = this.ctx.tracing.startPublish(
+    const span = this.ctx.tracing.startTransaction(
       items.map((i) => i.row),
       { 'outbox.relay.group': this.ctx.options.group, 'outbox.relay.shard': this.shard },
     );
+    const batch = new BatchLifecycle();
     try {
-      const outcome = await this.transactWith(producer, items, span.traceparent);
+      const outcome = await this.transactWith(producer, batch, items, (i) => span.traceparentFor(i));
       span.end(outcome.kind === 'row-errors' ? new Error(`the broker refused ${outcome.errors.size} of ${items.length} records`) : undefined);
       return outcome;
     } catch (err) {
       span.end(err);
+      // A Kafka transaction was open and is abandoned (aborted when the producer is rebuilt).
+      if (['producing', 'committing', 'aborted'].includes(batch.state)) this.ctx.metrics.aborts.inc({ reason: classifyKafkaError(err) });
       throw err;
     }
   }
 
-  private async transactWith(producer: TransactionalProducer, items: Item[], traceparent: string | undefined): Promise<TransactOutcome> {
+  private async transactWith(
+    producer: TransactionalProducer,
+    batch: BatchLifecycle,
+    items: Item[],
+    traceparentFor: (index: number) => string | undefined,
+  ): Promise<TransactOutcome> {
     const { options } = this.ctx;
-    const batch = new BatchLifecycle();
     const seq = ++this.batchSeq;
     const started = Date.now();
     await producer.begin();
     batch.to('producing');
-    const deliveries = items.map((item) => producer.produce(traceparent === undefined ? item.record : withTraceparent(item.record, traceparent)));
+    const limit = options.maxRecordBytes;
+    const deliveries = items.map((item, i) => producer.produce(tracedRecord(item.record, item.row.traceparent, traceparentFor(i), limit)));
     // A record refused for itself (too large for the topic, not allowed) dooms the
     // transaction, and librdkafka keeps the records queued behind it until their delivery
     // timeout: an abort would wait that long. So the producer is dropped at the first such

@@ -1,4 +1,5 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,19 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const OUTPUT = join(process.cwd(), 'test-results', 'dashboard');
 const TOKEN = 'dashboard-test-token';
 
+/** A GET of `path` exactly as written (fetch would normalise it), with a chosen Host header. */
+function rawGet(base: string, path: string, host?: string): Promise<{ status: number }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path, headers: host ? { host } : {} }, (res) => {
+      res.resume();
+      resolve({ status: res.statusCode ?? 0 });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe('the dashboard in a real browser', () => {
   const { pool, admin, consumers } = useTestServices({ poolSize: 8 });
   let browser: BrowserContext;
@@ -39,6 +53,7 @@ describe('the dashboard in a real browser', () => {
         '--disable-background-networking',
         '--disable-component-update',
         '--disable-sync',
+        '--disable-dev-shm-usage',
       ],
     });
   });
@@ -64,7 +79,19 @@ describe('the dashboard in a real browser', () => {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     })();
-    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
+    // The finance consumer, which cannot apply one record: it becomes a dead letter.
+    const apply = effectHandler(schema);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 2,
+      retryMinDelayMs: 10,
+      retryMaxDelayMs: 20,
+      handler: async (record, tx) => {
+        if (record.value?.toString().includes('unpayable')) throw new Error('account closed');
+        await apply(record, tx);
+      },
+    });
     consumers.push(consumer);
     await consumer.start();
     const page = await browser.newPage();
@@ -79,6 +106,7 @@ describe('the dashboard in a real browser', () => {
         [topic],
       );
       const deadId = rows[0]!.id;
+      await inTransaction(pool, (client) => enqueue(client, [{ topic, key: 'customer-9', payload: { invoice: 'unpayable' } }], { schema }));
 
       await page.goto(base);
       await page.waitForSelector('body[data-loaded="true"]', { timeout: 20_000 });
@@ -87,11 +115,15 @@ describe('the dashboard in a real browser', () => {
         async () => Number(await page.getAttribute('#chart-throughput', 'data-max')) > 0 && Number(await page.getAttribute('#chart-throughput', 'data-points')) > 1,
         { timeoutMs: 30_000, message: 'the throughput chart draws a line of records published' },
       );
-      expect(Number(await page.textContent('#rate'))).toBeGreaterThan(0);
+      expect(Number(await page.getAttribute('#rate', 'data-value'))).toBeGreaterThan(0);
       await waitFor(async () => Number(await page.getAttribute('#chart-backlog', 'data-max')) > 0, { timeoutMs: 30_000, message: 'the backlog chart shows the dead row' });
       await waitFor(async () => (await page.locator('#partitions .bar').count()) > 0, { timeoutMs: 20_000, message: 'the partition histogram' });
       expect(await page.textContent('#verdict')).toBe('STUCK');
       await page.waitForSelector('#lag tbody tr[data-group]', { timeout: 20_000 });
+      const letter = page.locator('#dead-letters tbody tr[data-id]');
+      await letter.waitFor({ timeout: 30_000 });
+      expect(await letter.textContent()).toContain('account closed');
+      expect(await letter.locator('button[data-action="replay"]').count()).toBe(1);
 
       // The dead row is listed, with its error; Retry without the token is refused in the page.
       const row = page.locator(`#stuck tr[data-id="${deadId}"]`);
@@ -102,12 +134,11 @@ describe('the dashboard in a real browser', () => {
       await waitFor(async () => /admin token/.test((await page.textContent('#message')) ?? ''), { timeoutMs: 5_000 });
       expect((await pool.query(`select state from ${schema}.messages where id = $1`, [deadId])).rows[0].state).toBe('dead');
 
-      await mkdir(OUTPUT, { recursive: true });
-      await page.screenshot({ path: join(OUTPUT, 'dashboard.png'), fullPage: true });
-
       // With the token and a reason, Retry sends it, audited as the dashboard's.
       await page.fill('#token', TOKEN);
       await page.fill('#action-reason', 'poison fixed upstream');
+      await mkdir(OUTPUT, { recursive: true });
+      await page.screenshot({ path: join(OUTPUT, 'dashboard.png'), fullPage: true });
       await row.locator('button[data-action="retry"]').click();
       await waitFor(async () => /retry row \d+: done/.test((await page.textContent('#message')) ?? ''), { timeoutMs: 10_000, message: 'the retry confirmed in the page' });
       await waitFor(async () => (await pool.query(`select state from ${schema}.messages where id = $1`, [deadId])).rows[0].state === 'sent', {
@@ -143,7 +174,12 @@ describe('the dashboard in a real browser', () => {
       expect(response.headers.get('content-type')).toMatch(/^text\/html/);
       expect(response.headers.get('content-security-policy')).toContain("default-src 'none'");
       expect((await fetch(`${base}/dashboard/app.js`)).headers.get('content-type')).toMatch(/^text\/javascript/);
-      expect((await fetch(`${base}/dashboard/../package.json`)).status).toBe(404);
+      // Only the shipped files, whatever the path says; only loopback host names.
+      for (const path of ['/dashboard/../package.json', '/dashboard/%2e%2e/package.json', '/dashboard/app.js/../../package.json', '/../../etc/passwd']) {
+        expect({ path, status: (await rawGet(base, path)).status }).toEqual({ path, status: 404 });
+      }
+      expect((await rawGet(base, '/api/status', 'attacker.example')).status).toBe(421);
+      expect((await rawGet(base, '/', 'localhost')).status).toBe(200);
       await page.goto(base);
       await page.waitForSelector('body[data-loaded="true"]', { timeout: 20_000 });
       expect(await page.textContent('#verdict')).toBe('OK');

@@ -3,7 +3,7 @@ import { OptionsError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { encodedSize, validateEvent } from '../../src/outbox/validate.js';
 import { RELAY_OPTION_BOUNDS, resolveRelayOptions, type RelayOptions } from '../../src/relay/options.js';
-import { recordSize, toRecord, withTraceparent } from '../../src/relay/records.js';
+import { recordSize, toRecord, tracedRecord } from '../../src/relay/records.js';
 import type { ClaimedRow } from '../../src/relay/sql/claimBatch.js';
 
 const base: RelayOptions = { databaseUrl: 'postgres://x', brokers: 'b:9092' };
@@ -76,24 +76,30 @@ describe('the one size rule', () => {
   });
   const log = createLogger({ level: 'silent' });
 
-  it.each([
-    ['with a traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'],
-    ['without one (the relay may add its publish span\'s)', null],
-  ])('enqueue counts what the relay counts, with the source id at its longest, %s', (_, traceparent) => {
+  it('enqueue counts what the relay counts, with the source id at its longest', () => {
     for (const bytes of [0, 1, 127, 128, 16_383, 16_384, 999_000]) {
       const payload = Buffer.alloc(bytes, 7);
-      const longest = { ...row(payload, 'x'.repeat(200)), traceparent };
-      const relayed = recordSize(longest, toRecord(longest, 'x'.repeat(200), log));
-      expect(encodedSize(validateEvent({ ...event(payload), traceparent: traceparent ?? undefined }, { maxMessageBytes: 2_000_000 }))).toBe(relayed);
+      const relayed = recordSize(toRecord(row(payload, 'x'.repeat(200)), 'x'.repeat(200), log));
+      expect(encodedSize(validateEvent(event(payload), { maxMessageBytes: 2_000_000 }))).toBe(relayed);
       // With the default source id (a UUID) the relay's figure is smaller, never larger.
-      const uuid = { ...row(payload, 'u'.repeat(36)), traceparent };
-      expect(recordSize(uuid, toRecord(uuid, 'u'.repeat(36), log))).toBeLessThan(relayed);
+      expect(recordSize(toRecord(row(payload, 'u'.repeat(36)), 'u'.repeat(36), log))).toBeLessThan(relayed);
     }
   });
-  it('a record given the publish span\'s traceparent is exactly as large as counted', () => {
+  it('tracing never makes a record too large: a header that does not fit is left out', () => {
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
     const untraced = { ...row(Buffer.alloc(1000, 7), 'u'.repeat(36)), traceparent: null };
     const record = toRecord(untraced, 'u'.repeat(36), log);
-    const traced = withTraceparent(record, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
-    expect(recordSize({ traceparent: 'set' }, traced)).toBe(recordSize(untraced, record));
+    const size = recordSize(record);
+    const traced = tracedRecord(record, null, traceparent, 2 * size);
+    expect(traced.headers).toContainEqual({ traceparent });
+    const grown = recordSize(traced);
+    expect(grown).toBeGreaterThan(size);
+    expect(recordSize(tracedRecord(record, null, traceparent, grown))).toBe(grown);
+    expect(tracedRecord(record, null, traceparent, grown - 1)).toBe(record);
+    // A row's own traceparent is replaced by one of the same size, so never left out.
+    const own = toRecord(row(Buffer.alloc(1000, 7), 'u'.repeat(36)), 'u'.repeat(36), log);
+    const replaced = tracedRecord(own, row(Buffer.alloc(0), '').traceparent, traceparent.replace('b7ad', 'c8be'), recordSize(own));
+    expect(recordSize(replaced)).toBe(recordSize(own));
+    expect(replaced.headers.filter((h) => 'traceparent' in h)).toEqual([{ traceparent: traceparent.replace('b7ad', 'c8be') }]);
   });
 });

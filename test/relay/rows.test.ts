@@ -174,11 +174,15 @@ describe('relay and the rows it is given', () => {
       // Written past enqueue, the same record is counted by the relay by the same rule, with
       // the real source id and row id in place of the longest ones enqueue must assume.
       const { rows: src } = await pool.query(`select source_id from ${schema}.outbox_source`);
-      const relayCount = (id: number, bytes: number) => {
-        const row = { id: String(id), topic, key: 'sized', payload: Buffer.alloc(bytes), headers: { tenant: 'acme' }, event_type: 'Sized', aggregate_type: null,
-          aggregate_id: null, schema_version: null, traceparent: null, created_at: new Date(), attempts: 0, state: 'pending' as const };
-        return recordSize(row, toRecord(row, src[0].source_id as string, createLogger({ level: 'silent' })));
-      };
+      const relayCount = (id: number, bytes: number) =>
+        recordSize(
+          toRecord(
+            { id: String(id), topic, key: 'sized', payload: Buffer.alloc(bytes), headers: { tenant: 'acme' }, event_type: 'Sized', aggregate_type: null,
+              aggregate_id: null, schema_version: null, traceparent: null, created_at: new Date(), attempts: 0, state: 'pending' },
+            src[0].source_id as string,
+            createLogger({ level: 'silent' }),
+          ),
+        );
       const largestFor = (id: number) => {
         let bytes = lo;
         while (relayCount(id, bytes + 1) <= limit) bytes += 1;

@@ -46,20 +46,26 @@ describe('tracing: one trace from the writer through Kafka into the handler', ()
 
   const same = (a: SpanContext | undefined, b: SpanContext | undefined) => a?.traceId === b?.traceId && a?.spanId === b?.spanId;
 
-  it("the relay's transaction span links each row's traceparent, the record carries that span, and the handler runs in its child span", async () => {
+  const ofTopic = (topic: string, kind: SpanKind, name?: string) =>
+    exporter.getFinishedSpans().filter((s) => s.kind === kind && s.attributes['messaging.destination.name'] === topic && (name === undefined || s.name.startsWith(name)));
+  const tracer = trace.getTracer('order-service');
+  const writerSpan = (name: string) => {
+    const span = tracer.startSpan(name);
+    span.end();
+    return span.spanContext();
+  };
+
+  it("one trace runs from the writer's span through the relay's create span into the handler's process span and what the handler traces", async () => {
     const schema = await freshSchema(pool);
     await createEffectsTable(pool, schema);
     const topic = await freshTopic(admin, 2);
-    const tracer = trace.getTracer('order-service');
     // Three orders, each written in a span of the order service; a fourth row has no trace.
-    const writerSpans = [1, 2, 3].map((i) => tracer.startSpan(`place order ${i}`));
-    const traceparents = writerSpans.map((s) => formatTraceparent(s.spanContext()));
-    writerSpans.forEach((s) => s.end());
+    const writers = [1, 2, 3].map((i) => writerSpan(`place order ${i}`));
     const ids = await inTransaction(pool, (client) =>
       enqueue(
         client,
         [
-          ...traceparents.map((tp, i) => ({ topic, key: `order-${i}`, payload: `order-${i}`, traceparent: tp })),
+          ...writers.map((w, i) => ({ topic, key: `order-${i}`, payload: `order-${i}`, traceparent: formatTraceparent(w) })),
           { topic, key: 'untraced', payload: 'untraced' },
         ],
         { schema },
@@ -67,31 +73,39 @@ describe('tracing: one trace from the writer through Kafka into the handler', ()
     );
     await drainOutbox(pool, schema);
 
-    const spans = () => exporter.getFinishedSpans();
-    const publishSpans = spans().filter((s) => s.kind === SpanKind.PRODUCER && s.instrumentationScope.name === 'outbox-relay');
-    expect(publishSpans.length).toBeGreaterThan(0);
-    // Every writer span is linked from the span of the transaction that carried its row.
-    for (const [i, writer] of writerSpans.entries()) {
-      expect(publishSpans.some((p) => p.links.some((l) => same(l.context, writer.spanContext()))), `order ${i + 1}`).toBe(true);
+    const sends = ofTopic(topic, SpanKind.PRODUCER, 'send');
+    const creates = ofTopic(topic, SpanKind.PRODUCER, 'create');
+    expect(sends.length).toBeGreaterThan(0);
+    for (const send of sends) {
+      expect(send.parentSpanContext).toBeUndefined();
+      expect(send.attributes['messaging.system']).toBe('kafka');
+      expect(send.status.code).toBe(SpanStatusCode.UNSET);
     }
-    for (const p of publishSpans) {
-      expect(p.parentSpanContext).toBeUndefined();
-      expect(p.attributes['messaging.system']).toBe('kafka');
-      expect(p.attributes['messaging.destination.name']).toBe(topic);
-      expect(p.status.code).not.toBe(SpanStatusCode.ERROR);
+    // Each writer span has a create span as its child, linked to its transaction's send
+    // span, and the send span links back to the writer.
+    expect(creates).toHaveLength(writers.length);
+    for (const [i, writer] of writers.entries()) {
+      const create = creates.find((c) => c.parentSpanContext?.spanId === writer.spanId);
+      expect(create, `create span of order ${i + 1}`).toBeDefined();
+      expect(create!.spanContext().traceId).toBe(writer.traceId);
+      expect(create!.attributes['messaging.message.id']).toBe(ids[i]);
+      const send = sends.find((p) => same(p.spanContext(), create!.links[0]?.context));
+      expect(send, `send span of order ${i + 1}`).toBeDefined();
+      expect(send!.links.some((l) => same(l.context, writer))).toBe(true);
     }
 
-    // Each record's traceparent is its transaction's span, the untraced row's included.
+    // A traced row's record carries its create span; the untraced row's, its send span.
     const records = await readTopic(kafkaConnection(), topic, 2, { expected: ids.length });
     expect(records).toHaveLength(ids.length);
     for (const record of records) {
       const header = parseTraceparent(headerValue(record, 'traceparent'));
       expect(header, String(record.key)).toBeDefined();
-      expect(publishSpans.some((p) => same(p.spanContext(), { ...header!, isRemote: true }))).toBe(true);
+      const carrier = String(record.key) === 'untraced' ? sends : creates;
+      expect(carrier.some((p) => same(p.spanContext(), { ...header!, isRemote: true })), String(record.key)).toBe(true);
     }
 
-    // The consumer's handler runs in a span whose parent is the record's traceparent; what
-    // the handler traces itself nests under that span.
+    // The handler runs in a span whose parent is the record's traceparent; what the handler
+    // traces itself nests under that span.
     const handler = effectHandler(schema);
     const consumer = testConsumer({
       schema,
@@ -112,47 +126,79 @@ describe('tracing: one trace from the writer through Kafka into the handler', ()
     } finally {
       await consumer.stop();
     }
-    const processSpans = spans().filter((s) => s.kind === SpanKind.CONSUMER);
-    expect(processSpans).toHaveLength(ids.length);
+    const processes = ofTopic(topic, SpanKind.CONSUMER);
     for (const record of records) {
       const header = parseTraceparent(headerValue(record, 'traceparent'))!;
-      const process = processSpans.find((s) => s.attributes['messaging.kafka.offset'] === Number(record.offset) && s.attributes['messaging.destination.partition.id'] === String(record.partition));
-      expect(process, `process span of ${String(record.key)}`).toBeDefined();
-      expect(process!.name).toBe(`process ${topic}`);
-      expect(process!.parentSpanContext?.spanId).toBe(header.spanId);
-      expect(process!.spanContext().traceId).toBe(header.traceId);
-      const ledger = spans().find((s: ReadableSpan) => s.name === 'ledger write' && s.parentSpanContext?.spanId === process!.spanContext().spanId);
+      const at = processes.filter((s) => s.attributes['messaging.kafka.offset'] === Number(record.offset) && s.attributes['messaging.destination.partition.id'] === String(record.partition));
+      expect(at, `process span of ${String(record.key)}`).toHaveLength(1);
+      const process = at[0]!;
+      expect(process.name).toBe(`process ${topic}`);
+      expect(process.parentSpanContext?.spanId).toBe(header.spanId);
+      expect(process.spanContext().traceId).toBe(header.traceId);
+      const ledger = exporter.getFinishedSpans().find((s: ReadableSpan) => s.name === 'ledger write' && s.parentSpanContext?.spanId === process.spanContext().spanId);
       expect(ledger, `ledger span under ${String(record.key)}`).toBeDefined();
+    }
+    // The writers' traces are the ones the ledger writes are in.
+    for (const writer of writers) {
+      expect(processes.some((p) => p.spanContext().traceId === writer.traceId)).toBe(true);
     }
   });
 
-  it("a handler's failure is recorded on its span, and the record's effect is applied once on the retry", async () => {
+  it("a transaction of more rows than a span may link still puts every row's record in its writer's trace, and counts the links left out", async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 1);
+    const writers = Array.from({ length: 200 }, (_, i) => writerSpan(`order ${i}`));
+    await inTransaction(pool, (client) =>
+      enqueue(client, writers.map((w, i) => ({ topic, key: `k${i % 10}`, payload: String(i), traceparent: formatTraceparent(w) })), { schema }),
+    );
+    await drainOutbox(pool, schema, { shards: 1 });
+    const sends = ofTopic(topic, SpanKind.PRODUCER, 'send');
+    const rows = sends.reduce((n, s) => n + Number(s.attributes['messaging.batch.message_count']), 0);
+    expect(rows).toBe(200);
+    const big = sends.find((s) => Number(s.attributes['messaging.batch.message_count']) > 128);
+    expect(big, 'one transaction over 128 rows').toBeDefined();
+    expect(big!.links).toHaveLength(128);
+    expect(big!.attributes['outbox.links_dropped']).toBe(Number(big!.attributes['messaging.batch.message_count']) - 128);
+    const creates = ofTopic(topic, SpanKind.PRODUCER, 'create');
+    expect(new Set(creates.map((c) => c.spanContext().traceId))).toEqual(new Set(writers.map((w) => w.traceId)));
+  });
+
+  it("a handler's failure and a handler's overrun end its span as failed, at once, and the effect is applied once on the retry", async () => {
     const schema = await freshSchema(pool);
     await createEffectsTable(pool, schema);
     const topic = await freshTopic(admin, 1);
     await inTransaction(pool, (client) => enqueue(client, [{ topic, key: 'k', payload: 'flaky' }], { schema }));
     await drainOutbox(pool, schema);
     let calls = 0;
+    let release!: () => void;
+    const hung = new Promise<void>((resolve) => (release = resolve));
     const handler = effectHandler(schema);
     const consumer = testConsumer({
       schema,
       topics: [topic],
       retryMinDelayMs: 10,
       retryMaxDelayMs: 20,
+      handlerTimeoutMs: 1_000,
       handler: async (record, tx) => {
-        if (++calls === 1) throw new Error('ledger unavailable');
+        calls += 1;
+        if (calls === 1) throw new Error('ledger unavailable');
+        if (calls === 2) return hung; // overruns handlerTimeoutMs; settles only at the end
         await handler(record, tx);
       },
     });
     await consumer.start();
     try {
       await waitFor(async () => (await effectTotal(pool, schema)) >= 1, { timeoutMs: 30_000, message: 'the record applied' });
+      // The overrun's span ended while its handler still hangs.
+      const processes = ofTopic(topic, SpanKind.CONSUMER);
+      expect(processes.map((s) => s.status.code)).toEqual([SpanStatusCode.ERROR, SpanStatusCode.ERROR, SpanStatusCode.UNSET]);
+      expect(processes[0]!.status.message).toBe('ledger unavailable');
+      expect(processes[1]!.status.message).toMatch(/handlerTimeoutMs/);
+      expect(processes[0]!.events.some((e) => e.name === 'exception')).toBe(true);
     } finally {
+      release();
       await consumer.stop();
     }
     expect(await effectTotal(pool, schema)).toBe(1);
-    const processSpans = exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.CONSUMER && s.attributes['messaging.destination.name'] === topic);
-    expect(processSpans.map((s) => s.status.code)).toEqual([SpanStatusCode.ERROR, SpanStatusCode.UNSET]);
-    expect(processSpans[0]!.events.some((e) => e.name === 'exception')).toBe(true);
   });
 });
