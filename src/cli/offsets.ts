@@ -6,6 +6,7 @@ import { quoteSchema } from '../db/identifiers.js';
 import { outboxTables } from '../db/schema.js';
 import { OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
+import { lagKey, measureLag } from '../ops/lag.js';
 import { brokersFrom, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
 
 export const OFFSETS_HELP = `outbox-relay offsets <show|set|rewind> --group G [options]
@@ -15,7 +16,8 @@ they guard. These commands read and change them.
 
   offsets show   --group G [--topic T]
       Stored next offset per partition; with --brokers (or KAFKA_BROKERS) also the
-      partition's end (last stable offset) and the lag.
+      partition's end (last stable offset) and the lag (0 when only transaction markers
+      and aborted records follow the stored offset).
   offsets set    --group G --topic T --partition P --offset N
       Sets the next offset of one partition (0 <= N <= end of the partition).
   offsets rewind --group G --topic T --to-time <ISO time> [--partition P]
@@ -91,19 +93,12 @@ export async function offsetsCommand(argv: string[]): Promise<number> {
     admin = brokers ? new KafkaAdmin({ brokers, clientId: 'outbox-relay-cli' }) : undefined;
 
     if (action === 'show') {
-      const ends = new Map<string, number>();
-      if (admin) {
-        for (const topic of new Set(rows.map((r) => r.topic))) {
-          const end = await admin.endOffsets(topic, rows.filter((r) => r.topic === topic).map((r) => r.partition), { committed: true }).catch(() => undefined);
-          for (const [p, o] of end ?? []) ends.set(`${topic}:${p}`, o);
-        }
-      }
+      const positions = rows.map((r) => ({ topic: r.topic, partition: r.partition, stored: Number(r.nextOffset) }));
+      const lags = brokers && positions.length > 0 ? await measureLag({ brokers, clientId: 'outbox-relay-cli' }, positions).catch(() => undefined) : undefined;
       console.log(['topic', 'partition', 'next_offset', 'end', 'lag', 'updated_at'].join('\t'));
-      for (const r of rows) {
-        const end = ends.get(`${r.topic}:${r.partition}`);
-        const next = Number(r.nextOffset);
-        const lag = end === undefined ? '' : String(Math.max(0, end - next));
-        console.log([r.topic, r.partition, next, end ?? '', lag, r.updatedAt.toISOString()].join('\t'));
+      for (const [i, r] of rows.entries()) {
+        const lag = lags?.get(lagKey(positions[i]!));
+        console.log([r.topic, r.partition, positions[i]!.stored, lag?.endOffset ?? '', lag?.lag ?? '', r.updatedAt.toISOString()].join('\t'));
       }
       return 0;
     }

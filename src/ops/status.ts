@@ -1,6 +1,6 @@
 import type pg from 'pg';
-import { KafkaAdmin } from '../kafka/admin.js';
 import type { KafkaConnection } from '../kafka/config.js';
+import { lagKey, measureLag, type Lag } from './lag.js';
 import {
   consumerOffsetsSql,
   pendingDeadLettersSql,
@@ -37,21 +37,15 @@ export async function collectStatus(pool: pg.Pool, q: string, kafka: KafkaConnec
     return { topics, groups, serving, shards, owners, members, offsets, deadLetters };
   })();
 
-  // Log ends for the consumers' partitions, when the brokers answer.
-  const ends = new Map<string, number>();
+  // Lag of the consumers' stored offsets, when the brokers answer.
+  const positions = db.offsets.map((o) => ({ topic: o.topic as string, partition: o.partition as number, stored: Number(o.next_offset) }));
+  let lags = new Map<string, Lag>();
   let brokerError: string | undefined;
-  if (kafka && db.offsets.length > 0) {
-    const admin = new KafkaAdmin(kafka);
+  if (kafka && positions.length > 0) {
     try {
-      const byTopic = new Map<string, number[]>();
-      for (const o of db.offsets) byTopic.set(o.topic, [...new Set([...(byTopic.get(o.topic) ?? []), o.partition as number])]);
-      for (const [topic, partitions] of byTopic) {
-        for (const [partition, end] of await admin.endOffsets(topic, partitions, { committed: true, timeoutMs: 5_000 })) ends.set(`${topic}/${partition}`, end);
-      }
+      lags = await measureLag(kafka, positions);
     } catch (err) {
       brokerError = (err as Error).message;
-    } finally {
-      admin.close();
     }
   }
 
@@ -65,12 +59,21 @@ export async function collectStatus(pool: pg.Pool, q: string, kafka: KafkaConnec
     since: o.live ? (o.since as Date).toISOString() : null,
     leaseExpiresAt: o.live ? (o.lease_expires_at as Date).toISOString() : null,
   }));
-  const consumers = new Map<string, Array<{ topic: string; partition: number; storedOffset: number; endOffset: number | null; lag: number | null }>>();
-  for (const o of db.offsets) {
-    const end = ends.get(`${o.topic}/${o.partition}`);
-    const stored = Number(o.next_offset);
+  const consumers = new Map<
+    string,
+    Array<{ topic: string; partition: number; storedOffset: number; endOffset: number | null; lag: number | null; recordsWaiting: boolean | null }>
+  >();
+  for (const [i, o] of db.offsets.entries()) {
+    const lag = lags.get(lagKey(positions[i]!));
     const list = consumers.get(o.group_id) ?? [];
-    list.push({ topic: o.topic, partition: o.partition, storedOffset: stored, endOffset: end ?? null, lag: end === undefined ? null : Math.max(0, end - stored) });
+    list.push({
+      topic: o.topic,
+      partition: o.partition,
+      storedOffset: positions[i]!.stored,
+      endOffset: lag?.endOffset ?? null,
+      lag: lag?.lag ?? null,
+      recordsWaiting: lag?.recordsWaiting ?? null,
+    });
     consumers.set(o.group_id, list);
   }
   const pendingDead = new Map(db.deadLetters.map((d) => [d.group_id as string, d.pending as number]));

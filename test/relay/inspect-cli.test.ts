@@ -93,16 +93,21 @@ describe('outbox-relay stuck and show: what on-call sees', () => {
         `insert into ${schema}.dead_letters (group_id, topic, partition, "offset", error, attempts) values ('ledger', $1, 0, 0, 'boom', 3)`,
         [topic],
       );
-      // The log end counts the transaction markers too: lag is in offsets, as Kafka's own tools count it.
+      // The log end counts the transaction markers too: lag is in offsets, as Kafka's own tools
+      // count it, and 0 for a group past the last record, though a commit marker follows it.
       const end = (await admin.endOffsets(topic, [0], { committed: true })).get(0)!;
-      expect(end).toBeGreaterThanOrEqual(3);
+      expect(end).toBeGreaterThanOrEqual(4);
+      await pool.query(`insert into ${schema}.consumer_offsets (group_id, topic, partition, next_offset) values ('audit', $1, 0, $2)`, [topic, end - 1]);
       const degraded = JSON.parse((await cli('status', '--json', '--schema', schema)).stdout);
       expect(degraded).toMatchObject({
         verdict: 'DEGRADED',
         reason: 'consumer group ledger: 1 dead letter(s) not replayed',
         unsent: { pending: 0, failed: 0, dead: 0 },
         relay: { group: expect.any(String), shards: 2, members: [{ relayId: 'relay-a', live: true }] },
-        consumers: [{ group: 'ledger', deadLettersPending: 1, partitions: [{ topic, partition: 0, storedOffset: 1, endOffset: end, lag: end - 1 }] }],
+        consumers: [
+          { group: 'audit', deadLettersPending: 0, partitions: [{ topic, partition: 0, storedOffset: end - 1, endOffset: end, lag: 0, recordsWaiting: false }] },
+          { group: 'ledger', deadLettersPending: 1, partitions: [{ topic, partition: 0, storedOffset: 1, endOffset: end, lag: end - 1, recordsWaiting: true }] },
+        ],
       });
       expect(degraded.relay.owners.map((o: { owner: string }) => o.owner)).toEqual(['relay-a', 'relay-a']);
 

@@ -1,0 +1,76 @@
+import Kafka, { type Message } from '@confluentinc/kafka-javascript';
+import { clientProperties, type KafkaConnection } from './config.js';
+import { wrapKafkaError } from './errors.js';
+
+export interface OffsetRange {
+  topic: string;
+  partition: number;
+  /** First offset to look at. */
+  from: number;
+  /** The partition's last stable offset: the range ends before it. */
+  end: number;
+}
+
+/**
+ * Whether a read_committed reader would get any record in each range. A transactional
+ * topic's log holds offsets that are no records: each transaction's commit or abort marker,
+ * and the records of aborted transactions. A consumer caught up to the last record still
+ * sits an offset or more below the log end, so `end - stored` alone would show lag that no
+ * record makes. Answers, by `topic:partition`: true (a record waits), false (only markers
+ * and aborted records), or nothing when undecided within `timeoutMs`.
+ */
+export async function recordsWaiting(connection: KafkaConnection, ranges: OffsetRange[], timeoutMs: number): Promise<Map<string, boolean>> {
+  const answers = new Map<string, boolean>();
+  const open = new Map(ranges.filter((r) => r.from < r.end).map((r) => [`${r.topic}:${r.partition}`, r]));
+  for (const r of ranges) if (r.from >= r.end) answers.set(`${r.topic}:${r.partition}`, false);
+  if (open.size === 0) return answers;
+  const consumer = new Kafka.KafkaConsumer(
+    {
+      ...clientProperties(connection),
+      'group.id': 'outbox-relay-lag-probe',
+      'enable.auto.commit': false,
+      'enable.auto.offset.store': false,
+      'isolation.level': 'read_committed',
+      'enable.partition.eof': true,
+      // One record per partition settles it: fetch little.
+      'fetch.max.bytes': 1_048_576,
+      'max.partition.fetch.bytes': 65_536,
+    } as never,
+    { 'auto.offset.reset': 'latest' },
+  );
+  await new Promise<void>((resolve, reject) =>
+    consumer.connect({ timeout: timeoutMs }, (err) => (err ? reject(wrapKafkaError('connect lag probe', err)) : resolve())),
+  );
+  try {
+    const settle = (key: string, waiting: boolean) => {
+      if (!open.has(key)) return;
+      open.delete(key);
+      answers.set(key, waiting);
+    };
+    consumer.on('partition.eof', (eof) => {
+      const range = open.get(`${eof.topic}:${eof.partition}`);
+      if (range && eof.offset >= range.end) settle(`${eof.topic}:${eof.partition}`, false);
+    });
+    consumer.setDefaultConsumeTimeout(100);
+    consumer.assign([...open.values()].map((r) => ({ topic: r.topic, partition: r.partition, offset: r.from })));
+    const deadline = Date.now() + timeoutMs;
+    while (open.size > 0 && Date.now() < deadline) {
+      const batch = await new Promise<Message[]>((resolve, reject) =>
+        consumer.consume(100, (err, messages) => (err ? reject(wrapKafkaError('lag probe', err)) : resolve(messages))),
+      );
+      for (const message of batch) {
+        const key = `${message.topic}:${message.partition}`;
+        const range = open.get(key);
+        if (range) settle(key, message.offset < range.end);
+      }
+      // Past the range's end without a record: the partition's eof may not fire for it.
+      for (const position of consumer.position([...open.values()].map((r) => ({ topic: r.topic, partition: r.partition })))) {
+        const range = open.get(`${position.topic}:${position.partition}`);
+        if (range && typeof position.offset === 'number' && position.offset >= range.end) settle(`${position.topic}:${position.partition}`, false);
+      }
+    }
+    return answers;
+  } finally {
+    await new Promise<void>((resolve) => consumer.disconnect(() => resolve()));
+  }
+}
