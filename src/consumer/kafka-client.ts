@@ -47,6 +47,10 @@ export class GroupClient {
       'session.timeout.ms': options.sessionTimeoutMs,
       'heartbeat.interval.ms': options.heartbeatIntervalMs,
       'max.poll.interval.ms': options.maxPollIntervalMs,
+      // A subscribed topic deleted and created again: a member that saw it gone (and gave its
+      // partitions up) learns of the new topic only at its next metadata refresh. librdkafka's
+      // default is 5 minutes; 10 s bounds that pause at a metadata request per 10 s.
+      'topic.metadata.refresh.interval.ms': 10_000,
       ...options.properties,
       'group.id': options.groupId,
       'enable.auto.commit': false,

@@ -60,6 +60,39 @@ describe('consumer: a topic deleted and recreated', () => {
     expect(stored.rows[0].topic_id).toBe((await admin.topicIds([topic])).get(topic));
   });
 
+  it('a member that gave up a deleted topic gets it back within seconds of its re-creation, and applies the new log from its start', { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
+    consumers.push(consumer);
+    let revoked = 0;
+    let assigned = 0;
+    consumer.on('revoked', (e) => (revoked += e.partitions.filter((p) => p.topic === topic).length));
+    consumer.on('assigned', (e) => (assigned += e.partitions.filter((p) => p.topic === topic).length));
+    await consumer.start();
+    await producer.send(topic, relayed(range('old-', 3), 1));
+    await waitFor(async () => (await effectCounts(pool, schema)).size === 3, { timeoutMs: 30_000 });
+    // Gone long enough for the member to notice (its metadata refresh) and give the partition up.
+    await admin.deleteTopic(topic);
+    await waitFor(() => revoked > 0, { timeoutMs: 30_000, message: 'the deleted topic\'s partition revoked' });
+    const assignedBefore = assigned;
+    await waitFor(
+      async () => {
+        await admin.createTopic({ topic, num_partitions: 1, replication_factor: 1 }).catch(() => undefined);
+        return (await admin.topicIds([topic])).has(topic);
+      },
+      { timeoutMs: 30_000, message: `topic ${topic} created again` },
+    );
+    const fresh = range('new-', 3);
+    await producer.send(topic, relayed(fresh, 10));
+    // Librdkafka's default metadata refresh (5 minutes) would leave it unassigned far longer.
+    await waitFor(async () => (await effectCounts(pool, schema)).has('new-2'), { timeoutMs: 30_000, message: 'the new log applied' });
+    expect(assigned).toBeGreaterThan(assignedBefore);
+    await consumer.stop();
+    expect(exactlyOnceReport(await effectCounts(pool, schema), [...range('old-', 3), ...fresh])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+  });
+
   it('a recreated topic that already grew past the stored offset is applied from its start, not from the stale offset', { timeout: 90_000 }, async () => {
     const schema = await freshSchema(pool);
     await createEffectsTable(pool, schema);
