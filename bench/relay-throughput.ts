@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { createLogger, createRelay, enqueue, migrate, PRODUCER_PRESETS, type OutboxEvent, type ProducerPreset, type Relay } from '../src/index.js';
 import { KafkaAdmin } from '../src/kafka/admin.js';
+import type { BatchPhases } from '../src/relay/events.js';
 
 const PARTITIONS = 6;
 const KEYS = 1_000;
@@ -200,6 +201,7 @@ interface BatchEvent {
   at: number;
   rows: number;
   durationMs: number;
+  phases: BatchPhases;
 }
 let phase: 'backlog' | 'steady' | 'idle' = 'idle';
 const batches: Record<'backlog' | 'steady', BatchEvent[]> = { backlog: [], steady: [] };
@@ -213,6 +215,10 @@ function batchSummary(list: readonly BatchEvent[]) {
     rows,
     meanRowsPerBatch: list.length === 0 ? 0 : round(rows / list.length),
     durationMs: distribution(list.map((b) => b.durationMs)),
+    // Where a batch's time goes, median ms of each phase (see the relay's `batch` event).
+    phasesMsP50: Object.fromEntries(
+      (['claimMs', 'produceMs', 'checkpointMs', 'commitMs', 'markMs'] as const).map((k) => [k, distribution(list.map((b) => b.phases[k])).p50]),
+    ),
   };
 }
 
@@ -288,9 +294,13 @@ async function drainBacklog(r: Relay) {
 
 interface Reading {
   received: Map<string, number>;
-  latencies: number[];
+  /** When each outbox id was first read (ms since the epoch, sub-millisecond). */
+  readAt: Map<string, number>;
   unexpected: number;
 }
+
+/** When each steady-state row's writer saw its COMMIT return (ms since the epoch, sub-millisecond). */
+const committedAt = new Map<string, number>();
 
 async function startReader(topic: string): Promise<{ reading: Reading; stop: () => Promise<void> }> {
   const consumer = new Kafka.KafkaConsumer(
@@ -307,9 +317,13 @@ async function startReader(topic: string): Promise<{ reading: Reading; stop: () 
   );
   reader = consumer;
   await new Promise<void>((resolve, reject) => consumer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())));
-  consumer.setDefaultConsumeTimeout(10);
+  // A consume call returns as soon as one record is there (then with whatever else is
+  // buffered), not after a gap in the stream or 500 records: the time a call returns is
+  // then the time its records arrived, within a millisecond or so under a steady stream.
+  consumer.setDefaultConsumeTimeout(100);
+  (consumer as unknown as { setDefaultIsTimeoutOnlyForFirstMessage(v: boolean): void }).setDefaultIsTimeoutOnlyForFirstMessage(true);
   consumer.assign(Array.from({ length: PARTITIONS }, (_, partition) => ({ topic, partition, offset: 0 })));
-  const reading: Reading = { received: new Map(), latencies: [], unexpected: 0 };
+  const reading: Reading = { received: new Map(), readAt: new Map(), unexpected: 0 };
   let running = true;
   let readError: unknown;
   // Never rejects: a consume error ends the loop and is rethrown by stop().
@@ -323,16 +337,15 @@ async function startReader(topic: string): Promise<{ reading: Reading; stop: () 
         running = false;
         break;
       }
-      const readAt = Date.now();
+      const readAt = performance.timeOrigin + performance.now();
       for (const m of messages) {
         const id = header(m, 'outbox-id');
-        const createdAt = header(m, 'created-at');
-        if (id === undefined || createdAt === undefined) {
+        if (id === undefined) {
           reading.unexpected += 1;
           continue;
         }
         reading.received.set(id, (reading.received.get(id) ?? 0) + 1);
-        reading.latencies.push(readAt - Date.parse(createdAt));
+        if (!reading.readAt.has(id)) reading.readAt.set(id, readAt);
       }
     }
   })();
@@ -366,7 +379,10 @@ async function steadyState() {
       await client.query('begin');
       const [id] = await enqueue(client, { topic: steadyTopic, key, payload: payload(seq, key), eventType: 'BenchEvent' }, { schema });
       await client.query('commit');
-      commitMs.push(performance.now() - began);
+      const committed = performance.now();
+      commitMs.push(committed - began);
+      // Latency runs from here: the writer's COMMIT has returned.
+      committedAt.set(id!, performance.timeOrigin + committed);
       written.add(id!);
     } catch (err) {
       await client.query('rollback').catch(() => undefined);
@@ -422,7 +438,12 @@ async function steadyState() {
     missing,
     unexpected: reading.unexpected + unknownIds,
     notSentInDb,
-    latencyMs: distribution(reading.latencies),
+    // From the writer's COMMIT returning to the reader receiving the record, per record.
+    latencyMs: distribution([...written].flatMap((id) => {
+      const read = reading.readAt.get(id);
+      const committed = committedAt.get(id);
+      return read === undefined || committed === undefined ? [] : [round(read - committed)];
+    })),
     batches: batchSummary(batches.steady),
   };
 }
@@ -473,8 +494,8 @@ async function main(): Promise<number> {
     logger,
     retention: false,
   });
-  relay.events.on('batch', ({ rows, durationMs }) => {
-    if (phase !== 'idle') batches[phase].push({ at: performance.now(), rows, durationMs });
+  relay.events.on('batch', ({ rows, durationMs, phases }) => {
+    if (phase !== 'idle') batches[phase].push({ at: performance.now(), rows, durationMs, phases });
   });
   relay.events.on('rowFailed', ({ dead }) => {
     failedRows += 1;
@@ -495,6 +516,11 @@ async function main(): Promise<number> {
     `steady    ${steady.written} rows at ${steady.targetRate}/s (achieved ${steady.achievedRate}/s); ` +
       `commit→read ms p50 ${l.p50} p95 ${l.p95} p99 ${l.p99} max ${l.max}; ` +
       `duplicates ${steady.duplicates}, missing ${steady.missing}, unexpected ${steady.unexpected}, unsent in db ${steady.notSentInDb}`,
+  );
+  const ph = steady.batches.phasesMsP50;
+  console.log(
+    `          a steady batch's time, median ms: claim ${ph.claimMs}, records delivered ${ph.produceMs}, checkpoint delivered ${ph.checkpointMs}, ` +
+      `commit ${ph.commitMs}, mark ${ph.markMs}; writer's own transaction p50 ${steady.writerTransactionMs.p50}`,
   );
 
   const ok = steady.duplicates === 0 && steady.missing === 0 && steady.unexpected === 0 && steady.notSentInDb === 0;

@@ -24,7 +24,7 @@ export { createRelay, Relay } from './relay/relay.js';
 export { serveRelayHttp, parseHttpAddress, DEFAULT_HTTP_PORT } from './relay/http.js';
 export { collectStatus, type Status } from './ops/status.js';
 export { RELAY_OPTION_BOUNDS, type RelayOptions, type ResolvedRelayOptions } from './relay/options.js';
-export type { RelayEventMap } from './relay/events.js';
+export type { BatchPhases, RelayEventMap } from './relay/events.js';
 export {
   Consumer,
   createConsumer,

@@ -3,7 +3,12 @@ import type { Logger } from '../log.js';
 
 /** Events a relay emits, for metrics, dashboards and tests. */
 export interface RelayEventMap {
-  batch: { shard: number; rows: number; durationMs: number };
+  /**
+   * One Kafka transaction committed and its rows marked sent. `phases` is where its time
+   * went (ms): the claim that fed it, the records' delivery (linger included), the
+   * checkpoint's, the commit, the mark; `durationMs` is the transaction from BEGIN to mark.
+   */
+  batch: { shard: number; rows: number; durationMs: number; phases: BatchPhases };
   rowFailed: { shard: number; id: string; error: string; dead: boolean };
   reconciled: { shard: number; checkpoints: number; marked: number };
   shardAcquired: { shard: number; token: string };
@@ -47,4 +52,13 @@ export class RelayEvents implements RelayEventSink {
       }
     }
   }
+}
+
+/** See the `batch` event. */
+export interface BatchPhases {
+  claimMs: number;
+  produceMs: number;
+  checkpointMs: number;
+  commitMs: number;
+  markMs: number;
 }

@@ -76,6 +76,8 @@ export class ShardWorker {
   private producer: TransactionalProducer | undefined;
   private loop: Promise<void> | undefined;
   private batchSeq = 0;
+  /** How long the last claim took (ms): reported with the batch it fed. */
+  private lastClaimMs = 0;
   /** The checkpoint topic's id when this shard last reconciled: the incarnation its cursor is in. */
   private checkpointTopicId: string | null = null;
 
@@ -200,6 +202,15 @@ export class ShardWorker {
   /** Runs the claim (claimBatchSql) in a transaction of its own, under CLAIM_PLAN_SETTINGS. */
   private async claim(): Promise<{ rows: ClaimedRow[]; held: number }> {
     const { options, pool } = this.ctx;
+    const started = performance.now();
+    try {
+      return await this.claimRows(options, pool);
+    } finally {
+      this.lastClaimMs = Math.round((performance.now() - started) * 10) / 10;
+    }
+  }
+
+  private async claimRows(options: ResolvedRelayOptions, pool: pg.Pool): Promise<{ rows: ClaimedRow[]; held: number }> {
     const client = await pool.connect();
     // A connection lost between the statements is an error of this claim, not of the process.
     let lost: Error | undefined;
@@ -356,6 +367,17 @@ export class ShardWorker {
     const { options } = this.ctx;
     const seq = ++this.batchSeq;
     const started = Date.now();
+    const clock = performance.now();
+    const phases = { claimMs: this.lastClaimMs, produceMs: 0, checkpointMs: 0, commitMs: 0, markMs: 0 };
+    const lap = (() => {
+      let last = clock;
+      return () => {
+        const now = performance.now();
+        const ms = now - last;
+        last = now;
+        return Math.round(ms * 10) / 10;
+      };
+    })();
     await producer.begin();
     batch.to('producing');
     const limit = options.maxRecordBytes;
@@ -384,6 +406,7 @@ export class ShardWorker {
       return { kind: 'row-errors', errors: rowErrors };
     }
     const delivered = settled.map((s) => (s as PromiseFulfilledResult<Delivered>).value);
+    phases.produceMs = lap();
     const checkpoint = await producer.produce({
       topic: options.checkpointTopic,
       partition: this.checkpointPartition,
@@ -400,9 +423,11 @@ export class ShardWorker {
       }),
       headers: [],
     });
+    phases.checkpointMs = lap();
     batch.to('committing');
     await faultPoint('before-kafka-commit', { shard: this.shard, rows: items.length });
     await producer.commit(options.transactionOperationTimeoutMs);
+    phases.commitMs = lap();
     batch.to('marking');
     await faultPoint('after-kafka-commit', { shard: this.shard, rows: items.length });
     await this.markSent(
@@ -411,11 +436,12 @@ export class ShardWorker {
       delivered.map((d) => d.offset),
       checkpoint.offset,
     );
+    phases.markMs = lap();
     batch.to('done');
     const durationMs = Date.now() - started;
     this.observe(items, delivered, durationMs);
-    this.log.debug({ batch: seq, rows: items.length, durationMs }, 'batch published');
-    this.ctx.events.emit('batch', { shard: this.shard, rows: items.length, durationMs });
+    this.log.debug({ batch: seq, rows: items.length, durationMs, ...phases }, 'batch published');
+    this.ctx.events.emit('batch', { shard: this.shard, rows: items.length, durationMs, phases });
     return { kind: 'committed' };
   }
 

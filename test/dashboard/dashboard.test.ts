@@ -13,7 +13,7 @@ import { freshSchema, inTransaction } from '../helpers/db.js';
 import { freshTopic } from '../helpers/kafka.js';
 import { startRelay } from '../helpers/relay.js';
 import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
+import { waitFor, within } from '../helpers/wait.js';
 
 /** Debian's Chromium, installed by scripts/ensure.sh; CHROMIUM_PATH overrides. */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -25,10 +25,11 @@ const TOKEN = 'dashboard-test-token';
 function rawGet(base: string, path: string, host?: string): Promise<{ status: number }> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path, headers: host ? { host } : {} }, (res) => {
+    const req = request({ host: url.hostname, port: url.port, path, headers: host ? { host } : {}, agent: false }, (res) => {
       res.resume();
       resolve({ status: res.statusCode ?? 0 });
     });
+    req.setTimeout(10_000, () => req.destroy(new Error(`GET ${path} got no answer within 10 s`)));
     req.on('error', reject);
     req.end();
   });
@@ -156,14 +157,15 @@ describe('the dashboard in a real browser', () => {
       writing = false;
       await writer;
       await page.close();
-      await new Promise((resolve) => server.close(resolve));
+      server.closeAllConnections();
+      await within(10_000, 'closing the HTTP server', new Promise((resolve) => server.close(resolve)));
       await relay.stop();
     }
   });
 
   it('the page comes from the package with a strict content policy, and needs nothing from outside', async () => {
     const schema = await freshSchema(pool);
-    const relay = await startRelay(schema, { shards: 1 });
+    const relay = await within(30_000, 'starting the relay', startRelay(schema, { shards: 1 }));
     const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const page = await browser.newPage();
@@ -173,21 +175,25 @@ describe('the dashboard in a real browser', () => {
       const response = await fetch(base);
       expect(response.headers.get('content-type')).toMatch(/^text\/html/);
       expect(response.headers.get('content-security-policy')).toContain("default-src 'none'");
-      expect((await fetch(`${base}/dashboard/app.js`)).headers.get('content-type')).toMatch(/^text\/javascript/);
+      expect(await response.text()).toContain('<script type="module" src="/dashboard/app.js">');
+      const script = await fetch(`${base}/dashboard/app.js`);
+      expect(script.headers.get('content-type')).toMatch(/^text\/javascript/);
+      await script.text();
       // Only the shipped files, whatever the path says; only loopback host names.
       for (const path of ['/dashboard/../package.json', '/dashboard/%2e%2e/package.json', '/dashboard/app.js/../../package.json', '/../../etc/passwd']) {
         expect({ path, status: (await rawGet(base, path)).status }).toEqual({ path, status: 404 });
       }
       expect((await rawGet(base, '/api/status', 'attacker.example')).status).toBe(421);
       expect((await rawGet(base, '/', 'localhost')).status).toBe(200);
-      await page.goto(base);
+      await page.goto(base, { timeout: 20_000 });
       await page.waitForSelector('body[data-loaded="true"]', { timeout: 20_000 });
       expect(await page.textContent('#verdict')).toBe('OK');
       expect(outside).toEqual([]);
     } finally {
-      await page.close();
-      await new Promise((resolve) => server.close(resolve));
-      await relay.stop();
+      await within(10_000, 'closing the page', page.close());
+      server.closeAllConnections();
+      await within(10_000, 'closing the HTTP server', new Promise((resolve) => server.close(resolve)));
+      await within(30_000, 'stopping the relay', relay.stop());
     }
   });
 });

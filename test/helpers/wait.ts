@@ -25,3 +25,18 @@ export function uniqueName(prefix: string): string {
   counter += 1;
   return `${prefix}_${process.pid}_${counter}_${Math.random().toString(36).slice(2, 8)}`;
 }
+
+/** `promise`, or an error naming `what` once `ms` have passed: a step that hangs says which it was. */
+export async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
