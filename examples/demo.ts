@@ -106,8 +106,11 @@ const reader = new Kafka.KafkaConsumer(
   {},
 );
 await new Promise<void>((resolve, reject) => reader.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())));
-// Hand over whatever has arrived after at most 10 ms instead of waiting to fill a batch.
-reader.setDefaultConsumeTimeout(10);
+// A consume call returns as soon as one record is there: its return time is its records' arrival.
+reader.setDefaultConsumeTimeout(100);
+(reader as unknown as { setDefaultIsTimeoutOnlyForFirstMessage(v: boolean): void }).setDefaultIsTimeoutOnlyForFirstMessage(true);
+/** When each order's transaction COMMIT returned, by outbox id: latency runs from there. */
+const committedAt = new Map<string, number>();
 reader.assign([0, 1, 2].map((partition) => ({ topic, partition, offset: 0 })));
 let reading = true;
 const readLoop = (async () => {
@@ -117,7 +120,8 @@ const readLoop = (async () => {
       const header = (name: string) => m.headers?.find((h) => name in h)?.[name]?.toString();
       const id = header('outbox-id')!;
       received.set(id, (received.get(id) ?? 0) + 1);
-      latencies.push(Date.now() - new Date(header('created-at')!).getTime());
+      const committed = committedAt.get(id);
+      if (committed !== undefined && received.get(id) === 1) latencies.push(Math.round(performance.now() - committed));
     }
   }
 })();
@@ -136,7 +140,7 @@ const writer = (async () => {
         const customer = `customer-${written % 50}`;
         const total = (10 + (written % 90)).toFixed(2);
         const { rows } = await client.query(`insert into demo_shop.orders (customer, total) values ($1, $2) returning id`, [customer, total]);
-        await enqueue(client, {
+        const [orderEvent] = await enqueue(client, {
           topic,
           key: customer,
           payload: { orderId: rows[0].id, customer, total },
@@ -149,6 +153,7 @@ const writer = (async () => {
           poisonId = (await enqueue(client, { topic: poisonTopic, key: customer, payload: { orderId: rows[0].id, audit: true } }))[0];
         }
         await client.query('commit');
+        committedAt.set(orderEvent!, performance.now());
         written += 1;
       } finally {
         client.release();

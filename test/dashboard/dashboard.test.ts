@@ -95,7 +95,7 @@ describe('the dashboard in a real browser', () => {
     });
     consumers.push(consumer);
     await consumer.start();
-    const page = await browser.newPage();
+    const page = await within(20_000, 'opening a page', browser.newPage());
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));
     page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
@@ -168,7 +168,7 @@ describe('the dashboard in a real browser', () => {
     const relay = await within(30_000, 'starting the relay', startRelay(schema, { shards: 1 }));
     const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const page = await browser.newPage();
+    const page = await within(20_000, 'opening a page', browser.newPage());
     const outside: string[] = [];
     page.on('request', (r) => !r.url().startsWith(base) && outside.push(r.url()));
     try {
