@@ -1,0 +1,106 @@
+// Writer throughput with and without the relay's wake-up trigger, in one run: many
+// concurrent writer transactions, one business row and one outbox row each, as an order
+// service commits them. PostgreSQL serialises the commits of transactions that issued
+// NOTIFY (a global lock taken at commit), so the trigger could slow writers down; this
+// measures by how much. No relay runs: only the writers' side is measured.
+//
+//   DATABASE_URL=... node --import tsx bench/writer-notify.ts [--writers 16] [--seconds 10] [--repeats 3]
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { enqueue, migrate } from '../src/index.js';
+import { createLogger } from '../src/log.js';
+
+const { values } = parseArgs({
+  options: {
+    writers: { type: 'string', default: '16' },
+    seconds: { type: 'string', default: '10' },
+    repeats: { type: 'string', default: '3' },
+  },
+});
+const WRITERS = Number(values.writers);
+const SECONDS = Number(values.seconds);
+const REPEATS = Number(values.repeats);
+for (const [name, v, max] of [['writers', WRITERS, 256], ['seconds', SECONDS, 600], ['repeats', REPEATS, 20]] as const) {
+  if (!Number.isInteger(v) || v < 1 || v > max) {
+    console.error(`--${name} must be an integer in 1..${max}`);
+    process.exit(2);
+  }
+}
+const databaseUrl = process.env.DATABASE_URL;
+if (!databaseUrl) {
+  console.error('DATABASE_URL is not set (npm run services:up prints it)');
+  process.exit(2);
+}
+
+const schema = `bench_writer_${randomBytes(4).toString('hex')}`;
+const pool = new pg.Pool({ connectionString: databaseUrl, max: WRITERS + 2 });
+const payload = { order: 'x'.repeat(200) };
+
+/** Committed transactions per second of WRITERS concurrent writers over SECONDS. */
+async function measure(): Promise<{ txPerSec: number; commitMsP50: number; commitMsP99: number }> {
+  const deadline = performance.now() + SECONDS * 1000;
+  const commitMs: number[] = [];
+  let committed = 0;
+  const writer = async (w: number) => {
+    const client = await pool.connect();
+    try {
+      for (let n = 0; performance.now() < deadline; n++) {
+        await client.query('begin');
+        await client.query(`insert into ${schema}.orders (customer, total) values ($1, $2)`, [`c${w}`, n]);
+        await enqueue(client, { topic: 'bench-orders', key: `c${w}`, payload }, { schema });
+        const began = performance.now();
+        await client.query('commit');
+        commitMs.push(performance.now() - began);
+        committed += 1;
+      }
+    } finally {
+      client.release();
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: WRITERS }, (_, w) => writer(w)));
+  const elapsed = (performance.now() - started) / 1000;
+  commitMs.sort((a, b) => a - b);
+  const rank = (q: number) => Math.round((commitMs[Math.max(0, Math.ceil(q * commitMs.length) - 1)] ?? 0) * 100) / 100;
+  return { txPerSec: Math.round(committed / elapsed), commitMsP50: rank(0.5), commitMsP99: rank(0.99) };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+try {
+  await migrate({ db: pool, schema, logger: createLogger({ level: 'error' }) });
+  await pool.query(`create table ${schema}.orders (id bigint generated always as identity primary key, customer text not null, total numeric not null)`);
+  const runs: Record<'withTrigger' | 'withoutTrigger', Awaited<ReturnType<typeof measure>>[]> = { withTrigger: [], withoutTrigger: [] };
+  // Alternate the two settings so drift of the machine affects both alike.
+  for (let r = 0; r < REPEATS; r++) {
+    for (const setting of ['withTrigger', 'withoutTrigger'] as const) {
+      await pool.query(`alter table ${schema}.messages ${setting === 'withTrigger' ? 'enable' : 'disable'} trigger messages_notify`);
+      await pool.query(`truncate ${schema}.messages, ${schema}.orders`);
+      const result = await measure();
+      runs[setting].push(result);
+      console.log(`${setting.padEnd(15)} run ${r + 1}: ${result.txPerSec} tx/s, COMMIT p50 ${result.commitMsP50} ms p99 ${result.commitMsP99} ms`);
+    }
+  }
+  const withT = median(runs.withTrigger.map((r) => r.txPerSec));
+  const without = median(runs.withoutTrigger.map((r) => r.txPerSec));
+  const ratio = Math.round((withT / without) * 100) / 100;
+  console.log(`writers ${WRITERS}: median ${withT} tx/s with the wake-up trigger, ${without} without → ratio ${ratio} (target ≥ 0.9)`);
+  const result = {
+    benchmark: 'writer-notify',
+    at: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, node: process.version },
+    parameters: { writers: WRITERS, seconds: SECONDS, repeats: REPEATS },
+    runs,
+    medianTxPerSec: { withTrigger: withT, withoutTrigger: without },
+    ratio,
+  };
+  const dir = new URL('./results/', import.meta.url);
+  await mkdir(dir, { recursive: true });
+  await writeFile(new URL(`${result.at.replaceAll(':', '-')}-writer-notify.json`, dir), `${JSON.stringify(result, null, 2)}\n`);
+} finally {
+  await pool.query(`drop schema if exists ${schema} cascade`).catch(() => undefined);
+  await pool.end();
+}
