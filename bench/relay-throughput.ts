@@ -217,7 +217,7 @@ function batchSummary(list: readonly BatchEvent[]) {
     durationMs: distribution(list.map((b) => b.durationMs)),
     // Where a batch's time goes, median ms of each phase (see the relay's `batch` event).
     phasesMsP50: Object.fromEntries(
-      (['claimMs', 'produceMs', 'checkpointMs', 'commitMs', 'markMs'] as const).map((k) => [k, distribution(list.map((b) => b.phases[k])).p50]),
+      (['claimMs', 'beginMs', 'produceMs', 'checkpointMs', 'commitMs', 'markMs'] as const).map((k) => [k, distribution(list.map((b) => b.phases[k])).p50]),
     ),
   };
 }
@@ -519,7 +519,7 @@ async function main(): Promise<number> {
   );
   const ph = steady.batches.phasesMsP50;
   console.log(
-    `          a steady batch's time, median ms: claim ${ph.claimMs}, records delivered ${ph.produceMs}, checkpoint delivered ${ph.checkpointMs}, ` +
+    `          a steady batch's time, median ms: claim ${ph.claimMs}, begin ${ph.beginMs}, records delivered ${ph.produceMs}, checkpoint delivered ${ph.checkpointMs}, ` +
       `commit ${ph.commitMs}, mark ${ph.markMs}; writer's own transaction p50 ${steady.writerTransactionMs.p50}`,
   );
 

@@ -32,25 +32,33 @@ export async function recordsWaiting(connection: KafkaConnection, ranges: Offset
       'enable.auto.offset.store': false,
       'isolation.level': 'read_committed',
       'enable.partition.eof': true,
-      // One record per partition settles it: fetch little.
+      // One record per partition settles it: fetch little, buffer little.
       'fetch.max.bytes': 1_048_576,
       'max.partition.fetch.bytes': 65_536,
+      'queued.max.messages.kbytes': 1_024,
     } as never,
-    { 'auto.offset.reset': 'latest' },
+    // A stored offset below the log start (records deleted before they were applied): the
+    // consumer itself goes on from the log start, so the probe reads from there too, and
+    // the records it finds are waiting.
+    { 'auto.offset.reset': 'earliest' },
   );
   await new Promise<void>((resolve, reject) =>
     consumer.connect({ timeout: timeoutMs }, (err) => (err ? reject(wrapKafkaError('connect lag probe', err)) : resolve())),
   );
   try {
     const settle = (key: string, waiting: boolean) => {
-      if (!open.has(key)) return;
+      const range = open.get(key);
+      if (!range) return;
       open.delete(key);
       answers.set(key, waiting);
+      // Decided: fetch no more of it.
+      consumer.pause([{ topic: range.topic, partition: range.partition }]);
     };
-    consumer.on('partition.eof', (eof) => {
-      const range = open.get(`${eof.topic}:${eof.partition}`);
-      if (range && eof.offset >= range.end) settle(`${eof.topic}:${eof.partition}`, false);
-    });
+    // Only the end-of-partition event says a range holds no record: the position may run
+    // ahead of the records handed over (it is the fetcher's). The event is reported before
+    // the records of the same consume call, so it is applied only after them.
+    const ends: Array<{ key: string; offset: number }> = [];
+    consumer.on('partition.eof', (eof) => ends.push({ key: `${eof.topic}:${eof.partition}`, offset: eof.offset }));
     consumer.setDefaultConsumeTimeout(100);
     consumer.assign([...open.values()].map((r) => ({ topic: r.topic, partition: r.partition, offset: r.from })));
     const deadline = Date.now() + timeoutMs;
@@ -63,10 +71,9 @@ export async function recordsWaiting(connection: KafkaConnection, ranges: Offset
         const range = open.get(key);
         if (range) settle(key, message.offset < range.end);
       }
-      // Past the range's end without a record: the partition's eof may not fire for it.
-      for (const position of consumer.position([...open.values()].map((r) => ({ topic: r.topic, partition: r.partition })))) {
-        const range = open.get(`${position.topic}:${position.partition}`);
-        if (range && typeof position.offset === 'number' && position.offset >= range.end) settle(`${position.topic}:${position.partition}`, false);
+      for (const eof of ends.splice(0)) {
+        const range = open.get(eof.key);
+        if (range && eof.offset >= range.end) settle(eof.key, false);
       }
     }
     return answers;

@@ -2,7 +2,7 @@ import { KafkaAdmin } from '../kafka/admin.js';
 import type { KafkaConnection } from '../kafka/config.js';
 import { recordsWaiting } from '../kafka/visible.js';
 
-/** How long to wait to learn whether records lie between a stored offset and the log end. */
+/** How long one probe round waits to learn whether records lie between stored offsets and the log end. */
 const LAG_PROBE_MS = 2_000;
 
 export interface StoredPosition {
@@ -15,8 +15,11 @@ export interface StoredPosition {
 export interface Lag {
   /** The partition's last stable offset. */
   endOffset: number;
-  /** Offsets from the stored one to the end; 0 when only transaction markers and aborted records lie there. */
-  lag: number;
+  /**
+   * Offsets from the stored one to the end; 0 when only transaction markers and aborted
+   * records lie there; null when the stored offset is past the end (a log it does not belong to).
+   */
+  lag: number | null;
   /** Whether a committed record lies in that range; null when the probe did not tell in time. */
   recordsWaiting: boolean | null;
 }
@@ -55,18 +58,43 @@ export async function measureLag(kafka: KafkaConnection, positions: StoredPositi
   }
   const waiting = new Map<string, boolean>();
   for (const round of rounds) {
-    const answers = await recordsWaiting(kafka, round, LAG_PROBE_MS);
-    for (const r of round) {
+    // Ranges decided before: below the last stable offset nothing changes any more.
+    const open = round.filter((r) => {
+      const known = decided.get(`${r.key}:${r.end}`);
+      if (known !== undefined) waiting.set(r.key, known);
+      return known === undefined;
+    });
+    if (open.length === 0) continue;
+    // A probe that fails leaves its ranges undecided (their lag counted in full), not the rest.
+    const answers = await recordsWaiting(kafka, open, LAG_PROBE_MS).catch(() => new Map<string, boolean>());
+    for (const r of open) {
       const answer = answers.get(`${r.topic}:${r.partition}`);
-      if (answer !== undefined) waiting.set(r.key, answer);
+      if (answer === undefined) continue;
+      waiting.set(r.key, answer);
+      remember(`${r.key}:${r.end}`, answer);
     }
   }
   const lags = new Map<string, Lag>();
   for (const p of positions) {
     const endOffset = ends.get(`${p.topic}:${p.partition}`);
     if (endOffset === undefined) continue;
-    const records = endOffset <= p.stored ? false : (waiting.get(lagKey(p)) ?? null);
-    lags.set(lagKey(p), { endOffset, lag: records === false ? 0 : Math.max(0, endOffset - p.stored), recordsWaiting: records });
+    if (endOffset < p.stored) {
+      // Stored past the log's end: a log the offset does not belong to (recreated or
+      // truncated); the consumer starts it over, so nothing here says how much waits.
+      lags.set(lagKey(p), { endOffset, lag: null, recordsWaiting: null });
+      continue;
+    }
+    const records = endOffset === p.stored ? false : (waiting.get(lagKey(p)) ?? null);
+    lags.set(lagKey(p), { endOffset, lag: records === false ? 0 : endOffset - p.stored, recordsWaiting: records });
   }
   return lags;
+}
+
+/** Probe answers by `topic:partition:stored:end`, kept while the process runs (bounded). */
+const decided = new Map<string, boolean>();
+const MAX_DECIDED = 10_000;
+
+function remember(key: string, answer: boolean): void {
+  decided.set(key, answer);
+  if (decided.size > MAX_DECIDED) decided.delete(decided.keys().next().value!);
 }

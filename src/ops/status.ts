@@ -21,8 +21,8 @@ export type Status = Awaited<ReturnType<typeof collectStatus>>;
 /**
  * The outbox, its relays and its consumers at a glance, with a verdict: what
  * `outbox-relay status` prints and the relay's `GET /api/status` answers. `q` is the quoted
- * schema; with `kafka` (brokers, and the TLS/SASL properties), consumer lag is computed
- * from the partitions' log end offsets, one request for all of them.
+ * schema; with `kafka` (brokers, and the TLS/SASL properties), consumer lag is measured
+ * against the partitions' last stable offsets (see measureLag).
  */
 export async function collectStatus(pool: pg.Pool, q: string, kafka: KafkaConnection | undefined) {
   const db = await (async () => {

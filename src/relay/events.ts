@@ -5,8 +5,10 @@ import type { Logger } from '../log.js';
 export interface RelayEventMap {
   /**
    * One Kafka transaction committed and its rows marked sent. `phases` is where its time
-   * went (ms): the claim that fed it, the records' delivery (linger included), the
-   * checkpoint's, the commit, the mark; `durationMs` is the transaction from BEGIN to mark.
+   * went (ms): the claim that fed it (counted with the first transaction it fed; checking
+   * topics and sizes between claim and BEGIN is in none), BEGIN, the records' delivery
+   * (linger included), the checkpoint's, the commit, the mark; `durationMs` is the
+   * transaction from BEGIN to mark.
    */
   batch: { shard: number; rows: number; durationMs: number; phases: BatchPhases };
   rowFailed: { shard: number; id: string; error: string; dead: boolean };
@@ -57,6 +59,7 @@ export class RelayEvents implements RelayEventSink {
 /** See the `batch` event. */
 export interface BatchPhases {
   claimMs: number;
+  beginMs: number;
   produceMs: number;
   checkpointMs: number;
   commitMs: number;

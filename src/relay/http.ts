@@ -160,7 +160,7 @@ export async function serveRelayHttp(
   const dashboard = await loadDashboard();
   if (dashboard instanceof Error) logger.error({ err: dashboard }, "http: the dashboard's files cannot be read; GET / answers 503, the other routes are served");
   const loopback = loopbackOnly(address.host);
-  let status: { at: number; value: ReturnType<typeof collectStatus> } | undefined;
+  let status: { at: number | undefined; value: ReturnType<typeof collectStatus> } | undefined;
   const pool = () => relay.database ?? (() => { throw new HttpError(503, 'the relay is not started'); })();
   const mutate = async (req: IncomingMessage, path: string): Promise<unknown> => {
     authorise(req, options.adminToken);
@@ -235,10 +235,14 @@ export async function serveRelayHttp(
       case '/metrics':
         return send(res, 200, await relay.metrics.metrics(), relay.metrics.contentType);
       case '/api/status': {
-        if (!status || Date.now() - status.at > STATUS_CACHE_MS) {
-          const value = collectStatus(pool(), q, relay.options.connection);
-          status = { at: Date.now(), value };
-          value.catch(() => (status = undefined));
+        // One reading at a time; an answer serves everyone for STATUS_CACHE_MS after it came.
+        if (!status || (status.at !== undefined && Date.now() - status.at > STATUS_CACHE_MS)) {
+          const entry: { at: number | undefined; value: ReturnType<typeof collectStatus> } = { at: undefined, value: collectStatus(pool(), q, relay.options.connection) };
+          status = entry;
+          entry.value.then(
+            () => (entry.at = Date.now()),
+            () => status === entry && (status = undefined),
+          );
         }
         return send(res, 200, await status.value);
       }
