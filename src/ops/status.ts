@@ -59,10 +59,8 @@ export async function collectStatus(pool: pg.Pool, q: string, kafka: KafkaConnec
     since: o.live ? (o.since as Date).toISOString() : null,
     leaseExpiresAt: o.live ? (o.lease_expires_at as Date).toISOString() : null,
   }));
-  const consumers = new Map<
-    string,
-    Array<{ topic: string; partition: number; storedOffset: number; endOffset: number | null; lag: number | null; recordsWaiting: boolean | null }>
-  >();
+  type PartitionLag = { topic: string; partition: number; storedOffset: number } & { [K in keyof Lag]: Lag[K] | null };
+  const consumers = new Map<string, PartitionLag[]>();
   for (const [i, o] of db.offsets.entries()) {
     const lag = lags.get(lagKey(positions[i]!));
     const list = consumers.get(o.group_id) ?? [];

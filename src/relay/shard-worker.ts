@@ -52,6 +52,11 @@ interface Item {
   record: ReturnType<typeof toRecord>;
 }
 
+/** Milliseconds since `start` (a performance.now() reading), to a tenth. */
+function msSince(start: number): number {
+  return Math.round((performance.now() - start) * 10) / 10;
+}
+
 type TransactOutcome = { kind: 'committed' } | { kind: 'stopped' } | { kind: 'row-errors'; errors: Map<number, unknown> };
 
 /**
@@ -135,7 +140,7 @@ export class ShardWorker {
   }
 
   private async takeOver(): Promise<void> {
-    const { options, pool } = this.ctx;
+    const { options } = this.ctx;
     // Initialising the producer fences whoever holds the transactional.id. A relay that was
     // paused past its lease must not fence the new owner, so the lease is checked first.
     if (!(await this.stillHeld())) return;
@@ -201,16 +206,16 @@ export class ShardWorker {
 
   /** Runs the claim (claimBatchSql) in a transaction of its own, under CLAIM_PLAN_SETTINGS. */
   private async claim(): Promise<{ rows: ClaimedRow[]; held: number }> {
-    const { options, pool } = this.ctx;
     const started = performance.now();
     try {
-      return await this.claimRows(options, pool);
+      return await this.claimRows();
     } finally {
-      this.lastClaimMs = Math.round((performance.now() - started) * 10) / 10;
+      this.lastClaimMs = msSince(started);
     }
   }
 
-  private async claimRows(options: ResolvedRelayOptions, pool: pg.Pool): Promise<{ rows: ClaimedRow[]; held: number }> {
+  private async claimRows(): Promise<{ rows: ClaimedRow[]; held: number }> {
+    const { options, pool } = this.ctx;
     const client = await pool.connect();
     // A connection lost between the statements is an error of this claim, not of the process.
     let lost: Error | undefined;
@@ -370,15 +375,12 @@ export class ShardWorker {
     // The claim is counted with the first transaction it fed only.
     const phases = { claimMs: this.lastClaimMs, beginMs: 0, produceMs: 0, checkpointMs: 0, commitMs: 0, markMs: 0 };
     this.lastClaimMs = 0;
-    const lap = (() => {
-      let last = clock;
-      return () => {
-        const now = performance.now();
-        const ms = now - last;
-        last = now;
-        return Math.round(ms * 10) / 10;
-      };
-    })();
+    let last = clock;
+    const lap = () => {
+      const ms = msSince(last);
+      last = performance.now();
+      return ms;
+    };
     await producer.begin();
     phases.beginMs = lap();
     batch.to('producing');
