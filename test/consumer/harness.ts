@@ -1,6 +1,7 @@
 import type pg from 'pg';
+import { onTestFailed } from 'vitest';
 import { createConsumer, type Consumer, type ConsumerOptions, type RecordHandler } from '../../src/consumer/index.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/log.js';
 import { databaseUrl } from '../helpers/db.js';
 import { kafkaConnection } from '../helpers/kafka.js';
 import type { TestRecord } from '../helpers/produce.js';
@@ -37,12 +38,37 @@ export function effectHandler(schema: string, consumerName = 'c'): RecordHandler
   };
 }
 
+/**
+ * A logger keeping the last lines at debug level in memory, printed only if the running
+ * test fails: a rare failure in CI then says what the consumer went through. With
+ * LOG_LEVEL set, logs go to stdout as usual instead.
+ */
+function failureLogger(): Logger {
+  if (process.env.LOG_LEVEL) return testLogger;
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: 'debug',
+    destination: {
+      write(line: string) {
+        lines.push(line.trimEnd());
+        if (lines.length > 400) lines.splice(0, lines.length - 400);
+      },
+    },
+  });
+  try {
+    onTestFailed(() => console.log(`last ${lines.length} log lines of a consumer of this test:\n${lines.join('\n')}`));
+  } catch {
+    // Created outside a running test (a hook): nothing to attach the lines to.
+  }
+  return logger;
+}
+
 export function testConsumer(options: Partial<ConsumerOptions> & Pick<ConsumerOptions, 'topics' | 'handler'>): Consumer {
   return createConsumer({
     databaseUrl: databaseUrl(),
     brokers: kafkaConnection().brokers,
     groupId: uniqueName('g'),
-    logger: testLogger,
+    logger: failureLogger(),
     ...FAST_GROUP,
     ...options,
   });

@@ -75,12 +75,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
 
   // Schemas of earlier runs were kept for inspection; this run starts clean. A schema is
   // named after the test process that made it (uniqueName): those of a run still going on
-  // this machine, beside this one, are left to it.
+  // this machine, beside this one, are left to it; another run starting now may drop the
+  // same ones first.
   const client = new pg.Client({ connectionString: databaseUrl });
   await client.connect();
   const { rows } = await client.query<{ nspname: string }>(`select nspname from pg_namespace where nspname like 't\\_%'`);
   for (const { nspname } of rows) {
-    if (!processAlive(Number(/^t_(\d+)_/.exec(nspname)?.[1]))) await client.query(`drop schema "${nspname}" cascade`);
+    if (!processAlive(Number(/^t_(\d+)_/.exec(nspname)?.[1]))) await client.query(`drop schema if exists "${nspname}" cascade`);
   }
   await client.end();
 
