@@ -32,6 +32,7 @@ export {
   decodeHeaders,
   replayDeadLetter,
   replayDeadLetters,
+  type BatchHandler,
   type ConsumedRecord,
   type ConsumerEventName,
   type ConsumerEvents,

@@ -3,15 +3,15 @@ import type pg from 'pg';
 import { coerceError, describeError, OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Tracing } from '../tracing.js';
-import type { FailurePolicy, RecordHandler } from './options.js';
+import type { BatchHandler, FailurePolicy, RecordHandler } from './options.js';
 import type { ConsumedRecord } from './record.js';
 import { advanceOffsetSql } from './sql/advanceOffset.js';
-import { claimInboxSql } from './sql/claimInbox.js';
+import { claimInboxSql, unclaimInboxSql } from './sql/claimInbox.js';
 import { insertDeadLetterSql } from './sql/insertDeadLetter.js';
 import { loadOffsetsSql } from './sql/loadOffsets.js';
 import { lockOffsetSql } from './sql/lockOffset.js';
 import { readOffsetSql } from './sql/readOffset.js';
-import { settleDeadLettersSql } from './sql/settleDeadLetters.js';
+import { settleAndAdvanceSql } from './sql/settleDeadLetters.js';
 import { inTransaction, raceHandler, TRANSACTION_START, type BatchConnection, type HandlerRun } from './transaction.js';
 
 export interface ApplyContext {
@@ -19,6 +19,8 @@ export interface ApplyContext {
   q: string;
   groupId: string;
   handler: RecordHandler;
+  /** When set, called once per batch transaction with all its records instead of `handler` per record. */
+  batchHandler: BatchHandler | undefined;
   /** A span per handler call (see Tracing). */
   tracing: Tracing;
   inbox: boolean;
@@ -199,22 +201,26 @@ async function lockOffset(ctx: ApplyContext, connection: BatchConnection, record
 }
 
 /**
- * Runs the handler for one record under `handlerTimeoutMs`. Past it — or when the
- * assignment is lost while it runs — the transaction is aborted at the database, so a hung
- * handler holds no lock and commits nothing, whatever it does later.
+ * Runs the handler for one record (`records` of one), or the batch handler for `records`,
+ * under `handlerTimeoutMs`. Past it — or when the assignment is lost while it runs — the
+ * transaction is aborted at the database, so a hung handler holds no lock and commits
+ * nothing, whatever it does later. A failure is charged to `records[0]` at `index` when it
+ * is the only record, to no record in particular (index -1) otherwise.
  */
-async function runHandler(ctx: ApplyContext, connection: BatchConnection, record: ConsumedRecord, index: number): Promise<void> {
+async function runHandler(ctx: ApplyContext, connection: BatchConnection, records: ConsumedRecord[], index: number): Promise<void> {
   // A handler is started only with its whole time before the poll deadline, so that no
   // batch of this member is open when the group hands its partitions to another.
   if (ctx.pollDeadline() - Date.now() < ctx.handlerTimeoutMs) throw new PollDeadline();
-  // The span ends with the call's outcome as judged here (a timeout, a swallowed error),
+  // The spans end with the call's outcome as judged here (a timeout, a swallowed error),
   // not when a hung handler's promise settles, if ever.
-  const span = ctx.tracing.startProcess(record, ctx.groupId);
+  const spans = records.map((record) => ctx.tracing.startProcess(record, ctx.groupId));
+  const batch = ctx.batchHandler;
+  const call = batch ? () => batch(records, connection.tx) : () => spans[0]!.run(() => ctx.handler(records[0]!, connection.tx));
   try {
-    await judgeHandler(ctx, connection, record, index, await raceHandler(connection, () => span.run(() => ctx.handler(record, connection.tx)), ctx.handlerTimeoutMs));
-    span.end();
+    await judgeHandler(ctx, connection, records[0]!, records.length === 1 ? index : -1, await raceHandler(connection, call, ctx.handlerTimeoutMs));
+    for (const span of spans) span.end();
   } catch (err) {
-    span.end(err instanceof HandlerFailure ? err.cause : err);
+    for (const span of spans) span.end(err instanceof HandlerFailure ? err.cause : err);
     throw err;
   }
 }
@@ -243,11 +249,59 @@ async function judgeHandler(ctx: ApplyContext, connection: BatchConnection, reco
   }
 }
 
+/** Claims in the inbox: records claimed now, and records already applied (or earlier in this batch with the same id). */
+interface Claims {
+  claimed: ConsumedRecord[];
+  duplicates: Set<ConsumedRecord>;
+}
+
+/**
+ * Claims the outbox ids of `records` in one statement (see claimInboxSql). Records without
+ * a source or an outbox id header, or all of them with the inbox off, are not claimed:
+ * their offsets alone decide. A record whose (source, id) comes again later in the batch
+ * is claimed once, for its first occurrence.
+ */
+async function claimInbox(ctx: ApplyContext, connection: BatchConnection, records: ConsumedRecord[]): Promise<Claims> {
+  const claims: Claims = { claimed: [], duplicates: new Set() };
+  if (!ctx.inbox) return claims;
+  const byId = new Map<string, ConsumedRecord>();
+  for (const record of records) {
+    const { source, outboxId } = record.headers;
+    if (source === undefined || outboxId === undefined) continue;
+    const id = JSON.stringify([source, outboxId]);
+    if (byId.has(id)) claims.duplicates.add(record);
+    else byId.set(id, record);
+  }
+  if (byId.size === 0) return claims;
+  const candidates = [...byId.values()];
+  const { rows } = await connection.query(claimInboxSql(ctx.q), [
+    ctx.groupId,
+    candidates[0]!.topic,
+    candidates[0]!.partition,
+    ctx.topicId ?? null,
+    candidates.map((r) => r.headers.source),
+    candidates.map((r) => r.headers.outboxId),
+    candidates.map((r) => r.offset),
+  ]);
+  const won = new Set((rows as { source: string; outbox_id: string }[]).map((r) => JSON.stringify([r.source, r.outbox_id])));
+  for (const [id, record] of byId) {
+    if (won.has(id)) claims.claimed.push(record);
+    else claims.duplicates.add(record);
+  }
+  return claims;
+}
+
+async function unclaimInbox(ctx: ApplyContext, connection: BatchConnection, records: ConsumedRecord[]): Promise<void> {
+  if (records.length === 0) return;
+  await connection.query(unclaimInboxSql(ctx.q), [ctx.groupId, records.map((r) => r.headers.source), records.map((r) => r.headers.outboxId)]);
+}
+
 /**
  * One transaction over `records` (consecutive records of one partition): lock the offset
- * row and compare it with `expected`, skip what is below it or already in the inbox, run
- * the handlers, compare-and-set the offset to the last one + 1, commit. Returns `moved`
- * (after ROLLBACK) when the stored offset is not `expected`.
+ * row and compare it with `expected`, skip what is below it or already in the inbox (one
+ * claim statement for the batch), run the handler per record (or the batch handler once),
+ * compare-and-set the offset past the last record done, commit. Returns `moved` (after
+ * ROLLBACK) when the stored offset is not `expected`.
  */
 async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: number | undefined): Promise<BatchOutcome> {
   const first = records[0]!;
@@ -262,46 +316,53 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
     const stored = await lockOffset(ctx, connection, first, start);
     if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
     const counts = { ...ZERO };
-    const appliedOffsets: number[] = [];
-    let last = first;
-    for (const [index, record] of records.entries()) {
-      // Close to the poll deadline: commit what is done, poll, then go on.
-      if (index > 0 && ctx.pollDeadline() - Date.now() < ctx.handlerTimeoutMs) break;
-      last = record;
-      if (record.offset < stored) {
-        counts.skipped++;
-        continue;
+    const due = records.filter((record) => record.offset >= stored);
+    counts.skipped += records.length - due.length;
+    const claims = await claimInbox(ctx, connection, due);
+    const fresh = due.filter((record) => !claims.duplicates.has(record));
+    counts.skipped += due.length - fresh.length;
+    const applied: ConsumedRecord[] = [];
+    if (ctx.batchHandler) {
+      if (fresh.length > 0) await runHandler(ctx, connection, fresh, records.indexOf(fresh[0]!));
+      applied.push(...fresh);
+    } else {
+      for (const record of fresh) {
+        // Close to the poll deadline: commit what is done, poll, then go on.
+        if (applied.length > 0 && ctx.pollDeadline() - Date.now() < ctx.handlerTimeoutMs) break;
+        await runHandler(ctx, connection, [record], records.indexOf(record));
+        applied.push(record);
       }
-      const source = ctx.inbox ? record.headers.source : undefined;
-      const outboxId = source === undefined ? undefined : record.headers.outboxId;
-      if (source !== undefined && outboxId !== undefined) {
-        const claim = await connection.query(claimInboxSql(ctx.q), [ctx.groupId, source, outboxId, record.topic, record.partition, record.offset, ctx.topicId ?? null]);
-        if (claim.rows.length === 0) {
-          counts.skipped++;
-          continue;
-        }
-      }
-      await runHandler(ctx, connection, record, index);
-      counts.applied++;
-      appliedOffsets.push(record.offset);
     }
-    let advanced;
+    // The offset moves past the last record applied, or past the whole batch when every
+    // record of it was applied or skipped.
+    const stopped = applied.length < fresh.length ? fresh[applied.length]! : undefined;
+    const next = stopped === undefined ? records.at(-1)!.offset + 1 : stopped.offset;
+    if (stopped !== undefined) {
+      counts.skipped = records.filter((r) => r.offset < next).length - applied.length;
+      await unclaimInbox(ctx, connection, claims.claimed.filter((record) => record.offset >= next));
+    }
     try {
       // Deferred constraints (and constraint triggers) are checked here rather than at
       // COMMIT, so that a violation is charged to the records like any handler error
       // instead of failing the commit, again and again, as if the database were down.
       await connection.query('set constraints all immediate');
-      if (appliedOffsets.length > 0) {
-        await connection.query(settleDeadLettersSql(ctx.q), [ctx.groupId, first.topic, first.partition, appliedOffsets, ctx.topicId ?? null]);
-      }
     } catch (err) {
       if (isInfrastructureError(err)) throw err;
       throw new HandlerFailure(records.length === 1 ? 0 : -1, err);
     }
     if (ctx.assignmentLost()) throw new PartitionRevoked('assignment lost before the batch committed; rolled back');
-    advanced = await connection.query(advanceOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, stored, last.offset + 1]);
+    const advanced = await connection.query(settleAndAdvanceSql(ctx.q), [
+      ctx.groupId,
+      first.topic,
+      first.partition,
+      stored,
+      next,
+      applied.map((r) => r.offset),
+      ctx.topicId ?? null,
+    ]);
     if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
-    return { kind: 'committed', next: last.offset + 1, ...counts };
+    counts.applied = applied.length;
+    return { kind: 'committed', next, ...counts };
   });
   if (outcome.kind === 'moved' && outcome.fenced) return { ...outcome, stored: await storedOffset(ctx, first) };
   return outcome;
@@ -330,10 +391,12 @@ export async function applyRecords(ctx: ApplyContext, records: ConsumedRecord[],
     if (records.length === 1) return applyOne(ctx, records[0]!, expected);
     failedAt = err.index;
   }
-  if (failedAt < 0) return applyEach(ctx, records, expected);
+  // The failing record is known: the records before it, it alone, the rest. Not known (a
+  // batch handler failed, or a deferred constraint): halves, each split again if it fails.
+  const half = Math.ceil(records.length / 2);
+  const parts = failedAt < 0 ? [records.slice(0, half), [], records.slice(half)] : [records.slice(0, failedAt), records.slice(failedAt, failedAt + 1), records.slice(failedAt + 1)];
   let total = { ...ZERO };
   let cursor = expected;
-  const parts = [records.slice(0, failedAt), records.slice(failedAt, failedAt + 1), records.slice(failedAt + 1)];
   for (const [i, part] of parts.entries()) {
     if (part.length === 0) continue;
     let outcome: BatchOutcome;
@@ -352,24 +415,6 @@ export async function applyRecords(ctx: ApplyContext, records: ConsumedRecord[],
     if (cursor <= part.at(-1)!.offset) return { kind: 'committed', next: cursor, ...total };
   }
   return { kind: 'committed', next: cursor ?? records.at(-1)!.offset + 1, ...total };
-}
-
-async function applyEach(ctx: ApplyContext, records: ConsumedRecord[], expected: number | undefined): Promise<BatchOutcome> {
-  let total = { ...ZERO };
-  let cursor = expected;
-  for (const record of records) {
-    let outcome: BatchOutcome;
-    try {
-      outcome = await applyOne(ctx, record, cursor);
-    } catch (err) {
-      if (cursor !== expected) return { kind: 'committed', next: cursor!, ...total, interrupted: err };
-      throw err;
-    }
-    total = add(total, outcome);
-    if (outcome.kind !== 'committed') return { ...outcome, ...total };
-    cursor = outcome.next;
-  }
-  return { kind: 'committed', next: cursor!, ...total };
 }
 
 /** One record with retries and backoff; after the last attempt, the failure policy. */

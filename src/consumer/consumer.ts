@@ -497,6 +497,7 @@ export class Consumer {
       q: o.q,
       groupId: o.groupId,
       handler: o.handler,
+      batchHandler: o.batchHandler,
       tracing: this.tracing,
       inbox: o.inbox,
       maxAttempts: o.maxAttempts,

@@ -3,7 +3,7 @@ import type { Registry } from 'prom-client';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { OptionsError } from '../errors.js';
 import type { ClaimCheckStore } from '../claim-check/store.js';
-import { withClaimCheck } from '../claim-check/resolve.js';
+import { withClaimCheck, withClaimCheckBatch } from '../claim-check/resolve.js';
 import type { KafkaProperties } from '../kafka/config.js';
 import { printableOptions, type Logger } from '../log.js';
 import type { ConsumedRecord } from './record.js';
@@ -11,6 +11,17 @@ import type { HandlerTx } from './transaction.js';
 
 /** Applies one record. Every write through `tx` commits together with the new offset. */
 export type RecordHandler = (record: ConsumedRecord, tx: HandlerTx) => Promise<void>;
+
+/**
+ * Applies consecutive records of one partition at once (one multi-row statement, say).
+ * Every write through `tx` commits together with the offset past the last record. The
+ * records are those not applied before (the inbox has already dropped duplicates), in
+ * offset order. When the call fails, nothing of it commits and the batch is split in
+ * halves, each tried again on its own, down to the failing record, which alone gets the
+ * retries and then the failure policy: a handler must therefore be safe to call again
+ * with a subset of the records it failed on.
+ */
+export type BatchHandler = (records: ConsumedRecord[], tx: HandlerTx) => Promise<void>;
 
 /**
  * What happens to a record whose handler failed on every attempt.
@@ -45,8 +56,14 @@ export interface ConsumerOptions {
   groupId: string;
   /** Topics to subscribe to. */
   topics: readonly string[];
-  /** Applies one record inside the transaction that stores its offset. */
-  handler: RecordHandler;
+  /** Applies one record inside the transaction that stores its offset. Give this or `batchHandler`. */
+  handler?: RecordHandler;
+  /**
+   * Applies the records of one partition batch in one call, inside the transaction that
+   * stores their offset (see {@link BatchHandler}). Give this or `handler`.
+   * `handlerTimeoutMs` bounds the whole call.
+   */
+  batchHandler?: BatchHandler;
   /**
    * Claim-check stores to resolve records whose body was stored out of band (enqueue's
    * `claimCheck`): the handler then sees the body, verified against its sha256.
@@ -147,7 +164,9 @@ export interface ResolvedConsumerOptions {
   brokers: string | readonly string[];
   groupId: string;
   topics: readonly string[];
+  /** The record handler; with `batchHandler`, a call of it with one record (dead-letter replays use it). */
   handler: RecordHandler;
+  batchHandler: BatchHandler | undefined;
   schema: string;
   /** The schema quoted for SQL. */
   q: string;
@@ -236,7 +255,12 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
   }
   if (typeof input.groupId !== 'string' || input.groupId.length === 0) throw new OptionsError('groupId is required');
   if (!Array.isArray(input.topics) || input.topics.length === 0) throw new OptionsError('topics: give at least one topic');
-  if (typeof input.handler !== 'function') throw new OptionsError('handler must be a function (record, tx) => Promise<void>');
+  if ((input.handler === undefined) === (input.batchHandler === undefined)) {
+    throw new OptionsError('give exactly one of handler (record, tx) => Promise<void> or batchHandler (records, tx) => Promise<void>');
+  }
+  if (input.handler !== undefined && typeof input.handler !== 'function') throw new OptionsError('handler must be a function (record, tx) => Promise<void>');
+  if (input.batchHandler !== undefined && typeof input.batchHandler !== 'function') throw new OptionsError('batchHandler must be a function (records, tx) => Promise<void>');
+  const batchHandler = input.batchHandler === undefined ? undefined : withClaimCheckBatch(input.batchHandler, input.claimCheck);
   const failurePolicy = input.failurePolicy ?? CONSUMER_DEFAULTS.failurePolicy;
   if (failurePolicy !== 'dead-letter' && failurePolicy !== 'block') {
     throw new OptionsError(`failurePolicy must be 'dead-letter' or 'block', got ${JSON.stringify(failurePolicy)}`);
@@ -287,7 +311,8 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
     brokers: input.brokers,
     groupId: input.groupId,
     topics: [...input.topics],
-    handler: withClaimCheck(input.handler, input.claimCheck),
+    handler: batchHandler ? (record, tx) => batchHandler([record], tx) : withClaimCheck(input.handler!, input.claimCheck),
+    batchHandler,
     schema,
     q: quoteSchema(schema),
     batchSize: positiveInt('batchSize', input.batchSize ?? CONSUMER_DEFAULTS.batchSize),

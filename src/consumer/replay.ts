@@ -89,7 +89,7 @@ export async function replayDeadLetter(target: ReplayTarget, id: number | string
         const outboxId = source === undefined ? undefined : record.headers.outboxId;
         let status: 'replayed' | 'duplicate' = 'replayed';
         if (source !== undefined && outboxId !== undefined) {
-          const claim = await connection.query(claimInboxSql(q), [target.groupId, source, outboxId, record.topic, record.partition, record.offset, row.topic_id]);
+          const claim = await connection.query(claimInboxSql(q), [target.groupId, record.topic, record.partition, row.topic_id, [source], [outboxId], [record.offset]]);
           if (claim.rows.length === 0) status = 'duplicate';
         }
         const locked = await connection.query(lockDeadLetterSql(q), [key]);

@@ -21,8 +21,21 @@ describe('consumer options', () => {
     [{ lockTimeoutMs: 1.5 }, /lockTimeoutMs must be an integer/],
     [{ inboxRetention: { keepMs: -1 } }, /inboxRetention.keepMs/],
     [{ pool: {} as never, poolSize: 5 }, /exactly one of databaseUrl or pool|poolSize applies/],
+    [{ batchHandler: async () => undefined }, /exactly one of handler .* or batchHandler/],
+    [{ handler: undefined }, /exactly one of handler .* or batchHandler/],
+    [{ handler: undefined, batchHandler: 'insert' as never }, /batchHandler must be a function/],
   ])('%j is refused with an actionable error', (input, message) => {
     expect(() => resolveConsumerOptions({ ...base, ...input })).toThrow(message);
+  });
+});
+
+describe('consumer options: batch handler', () => {
+  it('a batch handler stands in for the record handler too (dead-letter replays call it with one record)', async () => {
+    const seen: number[][] = [];
+    const o = resolveConsumerOptions({ ...base, handler: undefined, batchHandler: async (records) => void seen.push(records.map((r) => r.offset)) });
+    expect(o.batchHandler).toBeTypeOf('function');
+    await o.handler({ offset: 7, headers: { raw: {} } } as never, {} as never);
+    expect(seen).toEqual([[7]]);
   });
 });
 
