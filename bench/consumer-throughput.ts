@@ -40,6 +40,8 @@ export interface ConsumerRun {
   ms: number;
   recordsPerSec: number;
   peakRssMb: number;
+  /** RSS of the variant's process before it connected: Node.js, the loader and the modules. */
+  startRssMb: number;
   duplicates: number;
   missing: number;
 }
@@ -80,7 +82,10 @@ const insertOneSql = (table: string) => `insert into ${table} (k, p, o) values (
 const insertManySql = (table: string) => `insert into ${table} (k, p, o) select * from unnest($1::text[], $2::int[], $3::bigint[])`;
 
 async function child(args: ChildArgs): Promise<void> {
-  let peakRss = process.memoryUsage().rss;
+  // The process before it connects anywhere (Node.js, the TypeScript loader, the modules):
+  // what of the peak is the variant's own.
+  const startRss = process.memoryUsage().rss;
+  let peakRss = startRss;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
   const pool = new pg.Pool({ connectionString: args.databaseUrl, max: 12 });
   let first: number | undefined;
@@ -173,7 +178,7 @@ async function child(args: ChildArgs): Promise<void> {
     await pool.end();
   }
   const ms = last - (first ?? last);
-  process.stdout.write(`${JSON.stringify({ ms, peakRssMb: peakRss / 2 ** 20 })}\n`);
+  process.stdout.write(`${JSON.stringify({ ms, peakRssMb: peakRss / 2 ** 20, startRssMb: startRss / 2 ** 20 })}\n`);
 }
 
 async function withTimeout(promise: Promise<void>): Promise<void> {
@@ -188,7 +193,7 @@ async function withTimeout(promise: Promise<void>): Promise<void> {
 // ---------------------------------------------------------------------------------------
 // The parent: one topic filled once, every variant `repeats` times, interleaved.
 
-function runChild(args: ChildArgs): Promise<{ ms: number; peakRssMb: number }> {
+function runChild(args: ChildArgs): Promise<{ ms: number; peakRssMb: number; startRssMb: number }> {
   const script = fileURLToPath(import.meta.url);
   // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles each variant's process.
   const extra = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
@@ -201,7 +206,7 @@ function runChild(args: ChildArgs): Promise<{ ms: number; peakRssMb: number }> {
     proc.on('exit', (code) => {
       const line = out.trim().split('\n').at(-1);
       if (code !== 0 || !line) reject(new Error(`${args.variant} exited with ${code}`));
-      else resolve(JSON.parse(line) as { ms: number; peakRssMb: number });
+      else resolve(JSON.parse(line) as { ms: number; peakRssMb: number; startRssMb: number });
     });
   });
 }
@@ -253,7 +258,7 @@ export async function runConsumerBench(options: {
       for (const variant of variants) {
         const table = `sink_${variant.replaceAll('-', '_')}_${repeat}`;
         await pool.query(`create table ${schema}.${table} (k text, p int not null, o bigint not null)`);
-        const { ms, peakRssMb } = await runChild({ variant, topic, records: options.records, schema, table, batchSize: options.batchSize, brokers: options.brokers, databaseUrl: options.databaseUrl });
+        const { ms, peakRssMb, startRssMb } = await runChild({ variant, topic, records: options.records, schema, table, batchSize: options.batchSize, brokers: options.brokers, databaseUrl: options.databaseUrl });
         const { rows } = await pool.query<{ n: string; distinct: string }>(`select count(*) as n, count(distinct (p, o)) as distinct from ${schema}.${table}`);
         const written = Number(rows[0]!.n);
         const distinct = Number(rows[0]!.distinct);
@@ -263,11 +268,12 @@ export async function runConsumerBench(options: {
           ms,
           recordsPerSec: options.records / (ms / 1000),
           peakRssMb,
+          startRssMb,
           duplicates: variant === 'plain' ? 0 : written - distinct,
           missing: variant === 'plain' ? 0 : options.records - distinct,
         };
         runs.push(run);
-        log(`consumer  ${variant.padEnd(15)} ${Math.round(run.recordsPerSec).toString().padStart(7)} records/s  RSS ${run.peakRssMb.toFixed(0)} MB  duplicates ${run.duplicates} missing ${run.missing}`);
+        log(`consumer  ${variant.padEnd(15)} ${Math.round(run.recordsPerSec).toString().padStart(7)} records/s  RSS ${run.peakRssMb.toFixed(0)} MB (${run.startRssMb.toFixed(0)} at start)  duplicates ${run.duplicates} missing ${run.missing}`);
       }
     }
   } finally {

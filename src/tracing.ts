@@ -94,6 +94,14 @@ function endSpan(api: typeof Otel, span: Otel.Span, error: unknown): void {
 
 function otelTracing(api: typeof Otel): Tracing {
   const tracer = () => api.trace.getTracer(TRACER_NAME);
+  // No tracer provider registered (the API is there, the SDK is not): spans would record
+  // nothing, and their attributes would still be built per record. Asked per call, since an
+  // application may register its provider after the relay or consumer started.
+  const noProvider = new api.ProxyTracerProvider().getDelegate();
+  const live = (): boolean => {
+    const provider = api.trace.getTracerProvider();
+    return !(provider instanceof api.ProxyTracerProvider) || provider.getDelegate() !== noProvider;
+  };
   const format = (span: Otel.Span) => {
     const context = span.spanContext();
     return api.trace.isSpanContextValid(context) ? formatTraceparent(context) : undefined;
@@ -106,6 +114,7 @@ function otelTracing(api: typeof Otel): Tracing {
   });
   return {
     startTransaction(rows, attributes) {
+      if (!live()) return NOOP_TRACING.startTransaction(rows, attributes);
       const contexts = rows.map((row) => remoteContext(row.traceparent));
       const links = contexts.filter((c): c is Otel.SpanContext => c !== undefined).map((context) => ({ context }));
       const topics = [...new Set(rows.map((r) => r.topic))];
@@ -151,6 +160,7 @@ function otelTracing(api: typeof Otel): Tracing {
       };
     },
     startProcess(record, group) {
+      if (!live()) return NOOP_TRACING.startProcess(record, group);
       const parent = remoteContext(record.headers.traceparent);
       const parentContext = parent ? api.trace.setSpanContext(api.ROOT_CONTEXT, parent) : api.ROOT_CONTEXT;
       const span = tracer().startSpan(

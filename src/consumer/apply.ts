@@ -9,7 +9,7 @@ import { advanceOffsetSql } from './sql/advanceOffset.js';
 import { claimInboxSql, unclaimInboxSql } from './sql/claimInbox.js';
 import { insertDeadLetterSql } from './sql/insertDeadLetter.js';
 import { loadOffsetsSql } from './sql/loadOffsets.js';
-import { lockOffsetSql } from './sql/lockOffset.js';
+import { lockOffsetInlineSql, lockOffsetSql } from './sql/lockOffset.js';
 import { readOffsetSql } from './sql/readOffset.js';
 import { settleAndAdvanceSql } from './sql/settleDeadLetters.js';
 import { inTransaction, raceHandler, TRANSACTION_START, type BatchConnection, type HandlerRun } from './transaction.js';
@@ -111,6 +111,9 @@ export class PollDeadline extends Error {
 
 const ZERO: Counts = { applied: 0, skipped: 0, deadLettered: 0 };
 
+/** SQLSTATE of a statement cancelled (statement_timeout): the database's, not the records'. */
+const QUERY_CANCELED = '57014';
+
 /** Errors of the database connection itself: retried by the loop, never charged to a record. */
 export function isInfrastructureError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
@@ -137,24 +140,36 @@ async function storedOffset(ctx: ApplyContext, record: ConsumedRecord): Promise<
 }
 
 /**
- * Opens the batch transaction: server-side limits first (a consumer frozen mid-batch, which
- * no timer of its own can stop, has its transaction ended by PostgreSQL after
- * `handlerTimeoutMs` (+1 s) idle or in one statement), then the offset row lock under
- * `lockTimeoutMs`. Values are validated integers, so they are part of the text.
+ * Opens the batch transaction and locks the partition's offset row, in one message:
+ * server-side limits first (a consumer frozen mid-batch, which no timer of its own can
+ * stop, has its transaction ended by PostgreSQL after `handlerTimeoutMs` (+1 s) idle or in
+ * one statement), then the offset row lock under `lockTimeoutMs` (that statement only).
+ * Values are validated integers and escaped literals, so they are part of the text.
  */
-function beginSql(ctx: ApplyContext): string {
+function beginSql(ctx: ApplyContext, record: ConsumedRecord): string {
   // A second more than the in-process limit, so that a live consumer's own timer decides
   // (and charges the record) before the server does.
   const h = Math.trunc(ctx.handlerTimeoutMs) + 1_000;
-  return `begin; set local statement_timeout = ${h}; set local idle_in_transaction_session_timeout = ${h}; set local lock_timeout = ${Math.trunc(ctx.lockTimeoutMs)}; ${TRANSACTION_START}`;
+  return [
+    'begin',
+    `set local statement_timeout = ${h}`,
+    `set local idle_in_transaction_session_timeout = ${h}`,
+    `set local lock_timeout = ${Math.trunc(ctx.lockTimeoutMs)}`,
+    lockOffsetInlineSql(ctx.q, ctx.groupId, record.topic, record.partition),
+    'set local lock_timeout to default',
+    TRANSACTION_START,
+  ].join(';\n');
 }
+
+/** Where the offset row lock's result is among the opening statements' results (see {@link beginSql}). */
+const LOCK_RESULT = -3;
 
 /**
  * A batch transaction, tracked while in flight. When the connection was aborted from
  * outside because the assignment was lost, whatever error that caused becomes
  * {@link PartitionRevoked}.
  */
-async function batchTransaction(ctx: ApplyContext, fn: (connection: BatchConnection) => Promise<BatchOutcome>): Promise<BatchOutcome> {
+async function batchTransaction(ctx: ApplyContext, record: ConsumedRecord, fn: (connection: BatchConnection) => Promise<BatchOutcome>): Promise<BatchOutcome> {
   let current: BatchConnection | undefined;
   try {
     return await inTransaction(
@@ -164,7 +179,7 @@ async function batchTransaction(ctx: ApplyContext, fn: (connection: BatchConnect
         ctx.inFlight.add(connection);
         return fn(connection);
       },
-      { begin: beginSql(ctx), shouldCommit: (result) => result.kind === 'committed' },
+      { begin: beginSql(ctx, record), shouldCommit: (result) => result.kind === 'committed' },
     );
   } catch (err) {
     if (current?.aborted === 'revoked' && !(err instanceof PartitionRevoked)) throw new PartitionRevoked('partition lost while its batch ran; batch aborted', err);
@@ -187,16 +202,20 @@ async function beforeBegin(ctx: ApplyContext, record: ConsumedRecord): Promise<B
   return undefined;
 }
 
-/** Locks the offset row (lock order: offset row, then inbox); the lock timeout covers this statement only. */
+/**
+ * The stored next offset, read under the row lock taken by the opening statements (lock
+ * order: offset row, then inbox).
+ */
 async function lockOffset(ctx: ApplyContext, connection: BatchConnection, record: ConsumedRecord, start: number): Promise<number> {
-  const args = [ctx.groupId, record.topic, record.partition];
-  let { rows } = await connection.query(lockOffsetSql(ctx.q), args);
+  let rows = connection.opening.at(LOCK_RESULT)?.rows ?? [];
   if (rows.length === 0) {
     // Deleted by an operator while the partition was consumed: recreate it where we are.
+    const args = [ctx.groupId, record.topic, record.partition];
+    await connection.query(`set local lock_timeout = ${Math.trunc(ctx.lockTimeoutMs)}`);
     await connection.query(readOffsetSql(ctx.q), [...args, start, ctx.topicId ?? null]);
     ({ rows } = await connection.query(lockOffsetSql(ctx.q), args));
+    await connection.query('set local lock_timeout to default');
   }
-  await connection.query('set local lock_timeout to default');
   return Number((rows[0] as { next_offset: string }).next_offset);
 }
 
@@ -312,7 +331,7 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
   const before = await beforeBegin(ctx, first);
   if (before) return before;
   if (expected === undefined) await ctx.pool.query(readOffsetSql(ctx.q), [ctx.groupId, first.topic, first.partition, start, ctx.topicId ?? null]);
-  const outcome = await batchTransaction(ctx, async (connection): Promise<BatchOutcome> => {
+  const outcome = await batchTransaction(ctx, first, async (connection): Promise<BatchOutcome> => {
     const stored = await lockOffset(ctx, connection, first, start);
     if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
     const counts = { ...ZERO };
@@ -341,25 +360,21 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
       counts.skipped = records.filter((r) => r.offset < next).length - applied.length;
       await unclaimInbox(ctx, connection, claims.claimed.filter((record) => record.offset >= next));
     }
+    if (ctx.assignmentLost()) throw new PartitionRevoked('assignment lost before the batch committed; rolled back');
+    // The offset moves, then deferred constraints (and constraint triggers) are checked,
+    // in one message: a violation is then charged to the records like any handler error
+    // instead of failing the commit, again and again, as if the database were down.
+    let advanced: pg.QueryResult;
     try {
-      // Deferred constraints (and constraint triggers) are checked here rather than at
-      // COMMIT, so that a violation is charged to the records like any handler error
-      // instead of failing the commit, again and again, as if the database were down.
-      await connection.query('set constraints all immediate');
+      const results = (await connection.query(
+        `${settleAndAdvanceSql(ctx.q, { groupId: ctx.groupId, topic: first.topic, partition: first.partition, expected: stored, next, applied: applied.map((r) => r.offset), topicId: ctx.topicId ?? null })};
+set constraints all immediate`,
+      )) as unknown as pg.QueryResult[];
+      advanced = results[0]!;
     } catch (err) {
-      if (isInfrastructureError(err)) throw err;
+      if (isInfrastructureError(err) || (err as { code?: unknown }).code === QUERY_CANCELED) throw err;
       throw new HandlerFailure(records.length === 1 ? 0 : -1, err);
     }
-    if (ctx.assignmentLost()) throw new PartitionRevoked('assignment lost before the batch committed; rolled back');
-    const advanced = await connection.query(settleAndAdvanceSql(ctx.q), [
-      ctx.groupId,
-      first.topic,
-      first.partition,
-      stored,
-      next,
-      applied.map((r) => r.offset),
-      ctx.topicId ?? null,
-    ]);
     if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
     counts.applied = applied.length;
     return { kind: 'committed', next, ...counts };
@@ -489,7 +504,7 @@ async function deadLetter(ctx: ApplyContext, record: ConsumedRecord, expected: n
   const start = expected ?? record.offset;
   const before = await beforeBegin(ctx, record);
   if (before) return before;
-  const outcome = await batchTransaction(ctx, async (connection): Promise<BatchOutcome> => {
+  const outcome = await batchTransaction(ctx, record, async (connection): Promise<BatchOutcome> => {
     const stored = await lockOffset(ctx, connection, record, start);
     if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
     if (ctx.assignmentLost()) throw new PartitionRevoked('assignment lost before the dead letter committed; rolled back');

@@ -51,6 +51,9 @@ export class GroupClient {
       // partitions up) learns of the new topic only at its next metadata refresh. librdkafka's
       // default is 5 minutes; 10 s bounds that pause at a metadata request per 10 s.
       'topic.metadata.refresh.interval.ms': 10_000,
+      // Records fetched ahead of the application, at most (librdkafka's default is 64 MiB):
+      // 16 MiB is still many polls' worth, and keeps the process small.
+      'queued.max.messages.kbytes': 16_384,
       ...options.properties,
       'group.id': options.groupId,
       'enable.auto.commit': false,

@@ -45,6 +45,8 @@ export class BatchConnection {
   private closed = false;
   /** The refused statement, when a handler tried to end the consumer's transaction. */
   misuse: OutboxError | undefined;
+  /** The results of the transaction's opening statements (`begin` and what was sent with it). */
+  opening: pg.QueryResult[] = [];
   /** The transaction's start as the server reports it (`now()`), once known: aborts target exactly it. */
   transactionStart: string | undefined;
   /** Set once the transaction was aborted from outside. */
@@ -229,13 +231,16 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
     try {
       begun = await client.query(options.begin ?? 'begin');
     } catch (err) {
-      // Half-begun (a SET failed after BEGIN): never hand such a client back to the pool.
-      broken = err as Error;
+      // Half-begun (a statement after BEGIN failed, a lock wait timed out): rolled back, so
+      // the client goes back to the pool clean; one whose connection failed never does.
+      if (isConnectionError(err)) broken = err as Error;
+      else await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError as Error));
       throw err;
     }
     connection = new BatchConnection(client, pool);
-    const results = (Array.isArray(begun) ? begun : [begun]) as { rows?: { xact_start?: string }[] }[];
-    connection.transactionStart = results.at(-1)?.rows?.[0]?.xact_start;
+    const results = (Array.isArray(begun) ? begun : [begun]) as pg.QueryResult[];
+    connection.opening = results;
+    connection.transactionStart = (results.at(-1)?.rows?.[0] as { xact_start?: string } | undefined)?.xact_start;
     let result: T;
     try {
       result = await fn(connection);

@@ -1,3 +1,5 @@
+import pg from 'pg';
+
 /**
  * The first statement of every batch transaction: the partition's offset row, locked. Every
  * owner of a partition takes this lock first and the inbox rows after it, so lock order is
@@ -8,8 +10,22 @@
  * through. No row: an operator deleted it; the caller recreates it.
  */
 export function lockOffsetSql(q: string): string {
+  return lockOffsetText(q, '$1::text', '$2::text', '$3::int');
+}
+
+/**
+ * The same statement with its values written in, for the batch's opening statements (sent
+ * as one message, which takes no parameters): `group` and `topic` as escaped literals,
+ * `partition` a checked integer.
+ */
+export function lockOffsetInlineSql(q: string, group: string, topic: string, partition: number): string {
+  if (!Number.isInteger(partition)) throw new TypeError(`partition must be an integer, got ${partition}`);
+  return lockOffsetText(q, pg.escapeLiteral(group), pg.escapeLiteral(topic), String(partition));
+}
+
+function lockOffsetText(q: string, group: string, topic: string, partition: string): string {
   return `
 select next_offset, topic_id from ${q}.consumer_offsets
- where group_id = $1::text and topic = $2::text and partition = $3::int
+ where group_id = ${group} and topic = ${topic} and partition = ${partition}
    for update`;
 }
