@@ -402,7 +402,7 @@ export class Consumer {
         const records = [...this.pending.splice(0), ...fetched.map(toConsumedRecord)];
         // Stopping: what was just fetched is left, unapplied, to the next owner.
         if (this.closing) break;
-        if (records.length > 0) this.detector.progress(new Set(records.map((r) => key(r.topic, r.partition))));
+        if (records.length > 0) this.detector.fetched(new Set(records.map((r) => key(r.topic, r.partition))));
         await this.process(records);
         if (Date.now() - this.lastOffsetCheck >= this.options.offsetCheckIntervalMs) await this.checkStoredOffsets();
         failures = 0;
@@ -587,6 +587,7 @@ export class Consumer {
     try {
       await this.client!.seek(state.topic, state.partition, offset);
       state.seekTo = undefined;
+      if (reason === 'offset-out-of-range') this.detector.replaced(key(state.topic, state.partition));
       state.logger.info({ offset, reason }, 'position moved to the stored offset');
       this.events.emit('seek', { topic: state.topic, partition: state.partition, offset, reason });
     } catch (err) {
@@ -636,7 +637,8 @@ export class Consumer {
     const states = [...this.partitions.values()].filter((s) => !s.blocked);
     try {
       const { positions, ends } = await sampleLag(this.admin, this.client, states);
-      const reason = this.detector.check(positions, ends);
+      const stored = new Map(states.filter((s) => s.expected !== undefined).map((s) => [key(s.topic, s.partition), s.expected!] as const));
+      const reason = this.detector.check(positions, ends, stored);
       if (reason !== undefined && !this.closing) {
         this.logger.warn({ reason }, 'consumer stalled; rebuilding the Kafka consumer');
         this.rebuildReason = reason;

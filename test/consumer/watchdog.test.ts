@@ -51,6 +51,26 @@ describe('consumer: liveness watchdog', () => {
     }
   });
 
+  it('a partition moved to the start of a recreated log that then fetches nothing is reported after 10 s, by its stored position, though the fetch position hides the lag', () => {
+    const { d, advance } = detector(120_000);
+    // librdkafka still reports the old log's position (15), beyond the new log's end (6).
+    const positions = at([['t:0', 15]]);
+    d.replaced('t:0');
+    advance(9_000);
+    expect(d.check(positions, at([['t:0', 6]]), at([['t:0', 0]]))).toBeUndefined();
+    advance(1_000);
+    expect(d.check(positions, at([['t:0', 6]]), at([['t:0', 0]]))).toMatch(/no record for 10 s after moving to the start of a recreated topic's log \(t:0 at 0 of 6\)/);
+  });
+
+  it('a moved partition whose records arrive, or whose new log is empty, is not reported', () => {
+    const { d, advance } = detector(120_000);
+    d.replaced('t:0');
+    d.replaced('t:1');
+    d.fetched(['t:0']);
+    advance(30_000);
+    expect(d.check(at([['t:0', 3], ['t:1', 0]]), at([['t:0', 3], ['t:1', 0]]), at([['t:0', 3], ['t:1', 0]]))).toBeUndefined();
+  });
+
   it('a rebalance restarts every partition clock', () => {
     const { d, advance } = detector(10_000);
     d.check(at([['t:0', 5]]), at([['t:0', 9]]));
