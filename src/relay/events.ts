@@ -12,6 +12,8 @@ export interface RelayEventMap {
    */
   batch: { shard: number; rows: number; durationMs: number; phases: BatchPhases };
   rowFailed: { shard: number; id: string; error: string; dead: boolean };
+  /** A shard worker found nothing to publish and waits for rows (a wake-up or its poll interval). */
+  idle: { shard: number };
   reconciled: { shard: number; checkpoints: number; marked: number };
   shardAcquired: { shard: number; token: string };
   shardReleased: { shard: number; reason: 'rebalance' | 'lost' | 'stop' };

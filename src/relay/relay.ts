@@ -136,7 +136,7 @@ export class Relay {
     const topics = new TopicCache(this.admin);
     this.topicReport = await this.checkTargetTopics(this.pool, topics);
 
-    this.wakeup = new Wakeup(o.databaseUrl, this.pool, o.schema, this.log, applicationName(o.relayId));
+    this.wakeup = new Wakeup(o.databaseUrl, this.pool, o.schema, this.log, applicationName(o.relayId), { group: o.group, relayId: o.relayId, pollIntervalMs: o.pollIntervalMs });
     await this.wakeup.start();
     this.leases = new ShardLeases(this.pool, o, this.log);
     await this.leases.init();

@@ -120,7 +120,10 @@ export class ShardWorker {
         const { rows, held } = await this.claim();
         if (rows.length === 0) {
           // Rows just held behind a blocked key: look further at once.
-          if (held === 0) await this.ctx.wakeup.wait(options.pollIntervalMs, this.signal);
+          if (held === 0) {
+            this.ctx.events.emit('idle', { shard: this.shard });
+            await this.ctx.wakeup.wait(options.pollIntervalMs, this.signal);
+          }
           continue;
         }
         await this.publish(rows);

@@ -1,11 +1,34 @@
 import pg from 'pg';
-import { notifyChannel } from '../db/identifiers.js';
+import { notifyChannel, quoteSchema } from '../db/identifiers.js';
 import type { Logger } from '../log.js';
+import { currentSnapshotSql, setMemberIdleSql, stillRunningSql } from './sql/wakeup.js';
+
+/** Busy this long without any worker waiting for rows: writers are asked to stop notifying. */
+export const QUIET_AFTER_MS = 1_000;
+const QUIET_CHECK_MS = 250;
+const CATCH_UP_FIRST_MS = 5;
+
+/** The relay member whose `idle` flag says whether writers notify (migration 0012). */
+export interface WakeupMember {
+  group: string;
+  relayId: string;
+  /** Longest wait between catch-up checks: the workers' own poll interval. */
+  pollIntervalMs: number;
+}
 
 /**
  * Wakes shard workers when rows are committed. One LISTEN connection per relay; if it
  * drops it is re-opened with backoff and everyone is woken (a notification may have been
  * missed). Workers also wake on their own poll timer, the safety net.
+ *
+ * Writers notify only while the member is `idle` (a worker waits for rows): the commits of
+ * notifying transactions are serialised by PostgreSQL, and a busy relay claims again at
+ * once anyway. After {@link QUIET_AFTER_MS} with no worker waiting, the flag is cleared.
+ * A worker that finds nothing while it is cleared sets it again and claims once more
+ * before it waits. A writer that read the flag before it was set did not notify: its
+ * transaction is running in the snapshot taken just after, and the workers are woken again
+ * as such transactions end (checked from 5 ms, backing off to the poll interval), so its
+ * rows wait no longer than its own commit.
  */
 export class Wakeup {
   private waiters = new Set<() => void>();
@@ -13,6 +36,15 @@ export class Wakeup {
   private stopped = false;
   private reconnectDelayMs = 200;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  /** What this member asked of writers last (set before the statement saying so is sent). */
+  private listening = true;
+  /** Changes of the flag, one at a time, in order. */
+  private flag: Promise<void> = Promise.resolve();
+  private flagFailed = false;
+  private lastWaitAt = Date.now();
+  private quietTimer: NodeJS.Timeout | undefined;
+  private catchUpTimer: NodeJS.Timeout | undefined;
+  private readonly q: string;
 
   constructor(
     private readonly connectionString: string | undefined,
@@ -20,10 +52,84 @@ export class Wakeup {
     private readonly schema: string,
     private readonly logger: Logger,
     private readonly applicationName = 'outbox-relay',
-  ) {}
+    private readonly member?: WakeupMember,
+  ) {
+    this.q = quoteSchema(schema);
+  }
 
   async start(): Promise<void> {
     await this.connect();
+    if (!this.member) return;
+    // A row left by an earlier run under the same relay id may say "busy".
+    await this.listen();
+    this.quietTimer = setInterval(() => this.quietIfBusy(), QUIET_CHECK_MS);
+    this.quietTimer.unref();
+  }
+
+  /** No worker has waited for a while: writers need not notify. */
+  private quietIfBusy(): void {
+    if (this.flagFailed && this.listening) {
+      this.flagFailed = false;
+      void this.listen();
+      return;
+    }
+    if (!this.member || !this.listening || this.waiters.size > 0 || Date.now() - this.lastWaitAt < QUIET_AFTER_MS) return;
+    this.listening = false;
+    const { group, relayId } = this.member;
+    this.flag = this.flag
+      .then(async () => {
+        await this.pool.query(setMemberIdleSql(this.q), [group, relayId, false]);
+      })
+      .catch((err: unknown) => this.logger.debug({ err }, 'could not clear the idle flag; writers keep notifying'));
+  }
+
+  /**
+   * Asks writers to notify again, then wakes every worker to claim once more, and again
+   * as the writers that did not notify finish.
+   */
+  private listen(): Promise<void> {
+    this.listening = true;
+    const member = this.member!;
+    this.flag = this.flag
+      .then(async () => {
+        if (this.stopped) return;
+        await this.pool.query(setMemberIdleSql(this.q), [member.group, member.relayId, true]);
+        const { rows } = await this.pool.query<{ snapshot: string }>(currentSnapshotSql());
+        this.catchUp(rows[0]!.snapshot);
+      })
+      .catch((err: unknown) => {
+        // Workers wait with their poll interval as the bound; the quiet check tries again.
+        this.flagFailed = true;
+        this.logger.warn({ err }, 'could not set the idle flag; relying on the poll interval');
+      });
+    return this.flag;
+  }
+
+  /** Wakes the workers now, and again each time fewer of the transactions running at `snapshot` are left. */
+  private catchUp(snapshot: string): void {
+    clearTimeout(this.catchUpTimer);
+    this.wakeAll();
+    let running = Number.POSITIVE_INFINITY;
+    let delay = CATCH_UP_FIRST_MS;
+    const check = async (): Promise<void> => {
+      if (this.stopped) return;
+      try {
+        const { rows } = await this.pool.query<{ running: number }>(stillRunningSql(), [snapshot]);
+        const now = rows[0]!.running;
+        if (now < running) this.wakeAll();
+        running = now;
+        if (now === 0) return;
+      } catch (err) {
+        // Not knowing is treated as "some finished": the workers claim once more.
+        this.logger.debug({ err }, 'catch-up check failed');
+        this.wakeAll();
+      }
+      delay = Math.min(delay * 2, this.member!.pollIntervalMs);
+      this.catchUpTimer = setTimeout(() => void check(), delay);
+      this.catchUpTimer.unref();
+    };
+    this.catchUpTimer = setTimeout(() => void check(), delay);
+    this.catchUpTimer.unref();
   }
 
   private async connect(): Promise<void> {
@@ -68,9 +174,18 @@ export class Wakeup {
     for (const wake of waiters) wake();
   }
 
-  /** Resolves on the next notification, after `timeoutMs`, or when `signal` aborts. */
-  wait(timeoutMs: number, signal: AbortSignal): Promise<void> {
-    if (signal.aborted) return Promise.resolve();
+  /**
+   * Resolves on the next notification, after `timeoutMs`, or when `signal` aborts. When
+   * writers were told not to notify, it tells them to again and resolves at once instead:
+   * the caller claims again before it waits.
+   */
+  async wait(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return;
+    this.lastWaitAt = Date.now();
+    if (this.member && !this.listening) {
+      await this.listen();
+      return;
+    }
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -87,6 +202,9 @@ export class Wakeup {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
+    clearInterval(this.quietTimer);
+    clearTimeout(this.catchUpTimer);
+    await this.flag;
     this.wakeAll();
     const client = this.client;
     this.client = undefined;
