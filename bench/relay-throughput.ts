@@ -10,7 +10,7 @@
 // 2 when the run itself failed (bad arguments, services unreachable, timeouts), 130 when
 // interrupted by SIGINT or SIGTERM (after cleaning up).
 import Kafka from '@confluentinc/kafka-javascript';
-import type { Message } from '@confluentinc/kafka-javascript';
+import type { Message, MessageHeader } from '@confluentinc/kafka-javascript';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -21,6 +21,7 @@ import pg from 'pg';
 import { createLogger, createRelay, enqueue, migrate, PRODUCER_PRESETS, type OutboxEvent, type ProducerPreset, type Relay } from '../src/index.js';
 import { KafkaAdmin } from '../src/kafka/admin.js';
 import type { BatchPhases } from '../src/relay/events.js';
+import { TransactionalProducer } from '../src/kafka/producer.js';
 
 const PARTITIONS = 6;
 const KEYS = 1_000;
@@ -144,6 +145,7 @@ const runId = randomBytes(4).toString('hex');
 const schema = `bench_${runId}`;
 const group = `bench-${runId}`;
 const backlogTopic = `bench-${runId}-backlog`;
+const rawTopic = `bench-${runId}-raw`;
 const steadyTopic = `bench-${runId}-steady`;
 const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'error', name: 'outbox-relay-bench' });
 
@@ -287,6 +289,51 @@ async function drainBacklog(r: Relay) {
     rowsPerSecAfterStartup: Math.round(params.rows / (afterStartupMs / 1000)),
     batches: batchSummary(list),
   };
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario 0: the raw limit, measured in the same run
+
+/**
+ * What the relay's Kafka side could do with nothing of PostgreSQL: `shards` transactional
+ * producers with the relay's preset, each committing transactions of `batchSize` records
+ * of the same size and keys, `rows` records in all, to a topic of the same partitions.
+ * Timed from the first transaction's begin to the last commit (producers initialised
+ * before), so it compares with the drain's rate from its first batch.
+ */
+async function rawProduce(): Promise<{ rowsPerSec: number; ms: number; producers: number }> {
+  const producers = Array.from({ length: params.shards }, (_, i) => new TransactionalProducer({ connection: { brokers }, transactionalId: `${group}-raw-${i}`, preset: params.preset }));
+  try {
+    await Promise.all(producers.map(async (p) => {
+      await p.connect();
+      await p.init(30_000);
+    }));
+    let next = 0;
+    const started = performance.now();
+    await Promise.all(
+      producers.map(async (p) => {
+        for (;;) {
+          const first = next;
+          if (first >= params.rows) return;
+          next = Math.min(params.rows, first + params.batchSize);
+          await p.begin();
+          const sends = [];
+          for (let seq = first; seq < next; seq++) {
+            const key = `customer-${seq % KEYS}`;
+            // The identity headers the relay adds to each record.
+            const headers: MessageHeader[] = [{ 'outbox-id': Buffer.from(String(seq + 1)) }, { 'outbox-source': Buffer.from(runId) }, { 'created-at': Buffer.from(new Date().toISOString()) }];
+            sends.push(p.produce({ topic: rawTopic, key, value: Buffer.from(JSON.stringify(payload(seq, key))), headers }));
+          }
+          await Promise.all(sends);
+          await p.commit(30_000);
+        }
+      }),
+    );
+    const ms = performance.now() - started;
+    return { rowsPerSec: Math.round(params.rows / (ms / 1000)), ms: round(ms), producers: producers.length };
+  } finally {
+    await Promise.all(producers.map((p) => p.disconnect()));
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -474,11 +521,14 @@ async function main(): Promise<number> {
 
   await migrate({ db: pool, schema, logger });
   schemaCreated = true;
-  for (const topic of [backlogTopic, steadyTopic]) {
+  for (const topic of [rawTopic, backlogTopic, steadyTopic]) {
     await admin.createTopic({ topic, num_partitions: PARTITIONS, replication_factor: 1 });
     createdTopics.push(topic);
     await waitForTopic(admin, topic, PARTITIONS);
   }
+
+  const raw = await rawProduce();
+  console.log(`raw       ${raw.producers} transactional producers, ${params.batchSize} records per transaction, no PostgreSQL: ${raw.rowsPerSec} rows/s`);
 
   const { insertMs } = await insertBacklog();
   console.log(`backlog   inserted ${params.rows} rows in ${(insertMs / 1000).toFixed(2)} s; starting the relay`);
@@ -507,7 +557,8 @@ async function main(): Promise<number> {
   console.log(
     `backlog   ${params.rows} rows drained in ${(backlog.drainMs / 1000).toFixed(2)} s: ${backlog.rowsPerSec} rows/s ` +
       `(${backlog.rowsPerSecAfterStartup} rows/s from the first batch); ${b.count} batches, ${b.meanRowsPerBatch} rows/batch, ` +
-      `batch ms p50 ${b.durationMs.p50} p95 ${b.durationMs.p95} p99 ${b.durationMs.p99} max ${b.durationMs.max}`,
+      `batch ms p50 ${b.durationMs.p50} p95 ${b.durationMs.p95} p99 ${b.durationMs.p99} max ${b.durationMs.max}; ` +
+      `${round(backlog.rowsPerSecAfterStartup / raw.rowsPerSec, 2)}× the raw limit`,
   );
 
   const steady = await steadyState();
@@ -531,7 +582,8 @@ async function main(): Promise<number> {
     finishedAt: new Date().toISOString(),
     machine: info,
     parameters: params,
-    backlog,
+    raw,
+    backlog: { ...backlog, ratioToRaw: round(backlog.rowsPerSecAfterStartup / raw.rowsPerSec, 2) },
     steady,
     rowFailures: { failed: failedRows, dead: deadRows },
   };
