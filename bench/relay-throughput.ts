@@ -63,6 +63,8 @@ function parse() {
       'batch-size': { type: 'string', default: '500' },
       rate: { type: 'string', default: '200' },
       seconds: { type: 'string', default: '10' },
+      // Also write the JSON result here (bench/run.ts reads it).
+      out: { type: 'string' },
     },
   }).values;
 }
@@ -591,6 +593,7 @@ async function main(): Promise<number> {
   await mkdir(dir, { recursive: true });
   const file = new URL(`${startedAt.toISOString().replaceAll(':', '-')}-${params.preset}.json`, dir);
   await writeFile(file, `${JSON.stringify(result, null, 2)}\n`);
+  if (parsed.out) await writeFile(parsed.out, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`result    ${ok ? 'OK: every row exactly once' : 'FAILED: duplicates or missing records'} → ${relative(process.cwd(), fileURLToPath(file))}`);
   return ok ? 0 : 1;
 }

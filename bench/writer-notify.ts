@@ -20,6 +20,8 @@ const { values } = parseArgs({
     writers: { type: 'string', default: '16' },
     seconds: { type: 'string', default: '10' },
     repeats: { type: 'string', default: '3' },
+    // Also write the JSON result here (bench/run.ts reads it).
+    out: { type: 'string' },
   },
 });
 const WRITERS = Number(values.writers);
@@ -124,6 +126,7 @@ try {
   const dir = new URL('./results/', import.meta.url);
   await mkdir(dir, { recursive: true });
   await writeFile(new URL(`${result.at.replaceAll(':', '-')}-writer-notify.json`, dir), `${JSON.stringify(result, null, 2)}\n`);
+  if (values.out) await writeFile(values.out, `${JSON.stringify(result, null, 2)}\n`);
 } finally {
   await pool.query(`drop schema if exists ${schema} cascade`).catch(() => undefined);
   await pool.end();
