@@ -113,6 +113,14 @@ function distribution(values: readonly number[]): Distribution {
   return { count: sorted.length, mean: round(mean), p50: rank(0.5), p95: rank(0.95), p99: rank(0.99), max: sorted.at(-1)! };
 }
 
+/** The latency at each of these shares of the records (a CDF a chart can draw): [percent, ms]. */
+const CDF_POINTS = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9, 100];
+function cdf(values: readonly number[]): [number, number][] {
+  if (values.length === 0) return [];
+  const sorted = [...values].sort((a, b) => a - b);
+  return CDF_POINTS.map((p) => [p, sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!]);
+}
+
 function round(n: number, digits = 1): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;
@@ -475,6 +483,11 @@ async function steadyState() {
   }
   const unknownIds = [...reading.received.keys()].filter((id) => !written.has(id)).length;
   const { unsent: notSentInDb } = await unsent(steadyTopic);
+  const latencies = [...written].flatMap((id) => {
+    const read = reading.readAt.get(id);
+    const committed = committedAt.get(id);
+    return read === undefined || committed === undefined ? [] : [round(read - committed)];
+  });
   return {
     targetRate: params.steadyRate,
     seconds: params.steadySeconds,
@@ -488,11 +501,8 @@ async function steadyState() {
     unexpected: reading.unexpected + unknownIds,
     notSentInDb,
     // From the writer's COMMIT returning to the reader receiving the record, per record.
-    latencyMs: distribution([...written].flatMap((id) => {
-      const read = reading.readAt.get(id);
-      const committed = committedAt.get(id);
-      return read === undefined || committed === undefined ? [] : [round(read - committed)];
-    })),
+    latencyMs: distribution(latencies),
+    latencyCdfMs: cdf(latencies),
     batches: batchSummary(batches.steady),
   };
 }
@@ -535,6 +545,12 @@ async function main(): Promise<number> {
   const { insertMs } = await insertBacklog();
   console.log(`backlog   inserted ${params.rows} rows in ${(insertMs / 1000).toFixed(2)} s; starting the relay`);
 
+  // The benchmark's process also holds the writer and the reader; its RSS before the relay
+  // exists is the baseline, and the peak during drain and steady state is reported beside it.
+  const rssAtStart = process.memoryUsage().rss;
+  let rssPeak = rssAtStart;
+  const rssSampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 100);
+  rssSampler.unref();
   relay = createRelay({
     databaseUrl,
     brokers,
@@ -576,6 +592,10 @@ async function main(): Promise<number> {
       `commit ${ph.commitMs}, mark ${ph.markMs}; writer's own transaction p50 ${steady.writerTransactionMs.p50}`,
   );
 
+  clearInterval(rssSampler);
+  const memory = { rssAtStartMb: round(rssAtStart / 2 ** 20), rssPeakMb: round(rssPeak / 2 ** 20) };
+  console.log(`memory    process RSS ${memory.rssAtStartMb} MB before the relay was created, peak ${memory.rssPeakMb} MB during drain and steady state`);
+
   const ok = steady.duplicates === 0 && steady.missing === 0 && steady.unexpected === 0 && steady.notSentInDb === 0;
   const result = {
     benchmark: 'relay-throughput',
@@ -587,6 +607,7 @@ async function main(): Promise<number> {
     raw,
     backlog: { ...backlog, ratioToRaw: round(backlog.rowsPerSecAfterStartup / raw.rowsPerSec, 2) },
     steady,
+    memory,
     rowFailures: { failed: failedRows, dead: deadRows },
   };
   const dir = new URL('./results/', import.meta.url);

@@ -67,7 +67,8 @@ interface RelayRun {
   ok: boolean;
   raw: { rowsPerSec: number };
   backlog: { rowsPerSecAfterStartup: number; ratioToRaw: number };
-  steady: { latencyMs: { p50: number; p95: number; p99: number; max: number }; duplicates: number; missing: number };
+  steady: { latencyMs: { p50: number; p95: number; p99: number; max: number }; latencyCdfMs: [number, number][]; duplicates: number; missing: number };
+  memory: { rssAtStartMb: number; rssPeakMb: number };
 }
 interface WriterRun {
   medianTxPerSec: { relayBusy: number; relayIdle: number; withoutTrigger: number };
@@ -108,6 +109,10 @@ async function main(): Promise<number> {
     drainRowsPerSec: Math.round(median(relayRuns.map((r) => r.backlog.rowsPerSecAfterStartup))),
     drainRatioToRaw: round(median(relayRuns.map((r) => r.backlog.ratioToRaw))),
     latencyMs: Object.fromEntries((['p50', 'p95', 'p99', 'max'] as const).map((q) => [q, round(median(relayRuns.map((r) => r.steady.latencyMs[q])), 1)])) as Record<'p50' | 'p95' | 'p99' | 'max', number>,
+    /** Per run: [percent of records, ms] (bench/relay-throughput.ts). */
+    latencyCdfMs: relayRuns.map((r) => r.steady.latencyCdfMs),
+    /** The benchmark process (relay, writer and reader): RSS before the relay, and its peak. */
+    rssMb: { atStart: round(median(relayRuns.map((r) => r.memory.rssAtStartMb)), 0), peak: round(median(relayRuns.map((r) => r.memory.rssPeakMb)), 0) },
     duplicates: relayRuns.reduce((n, r) => n + r.steady.duplicates, 0),
     missing: relayRuns.reduce((n, r) => n + r.steady.missing, 0),
   };
@@ -127,6 +132,7 @@ async function main(): Promise<number> {
   const lines = [
     `relay drain      ${relay.drainRowsPerSec} rows/s from the first batch; raw transactional producers ${relay.rawRowsPerSec} rows/s → ${relay.drainRatioToRaw}× (target ≥ 0.7)`,
     `relay latency    commit→read at 200 rows/s p50 ${relay.latencyMs.p50} ms, p99 ${relay.latencyMs.p99} ms (targets 10 / 30); duplicates ${relay.duplicates}, missing ${relay.missing}`,
+    `relay memory     the bench process (relay, writer, reader) ${relay.rssMb.atStart} MB before the relay, peak ${relay.rssMb.peak} MB`,
     `consumer         ${CONSUMER_VARIANTS.map((v) => `${v} ${Math.round(consumer.medians[v]?.recordsPerSec ?? 0)}/s`).join(', ')}`,
     `consumer ratios  exactly-once per record ${round(consumer.ratios.eoPerRecordToAloPerRecord)}× at-least-once, batch handler ${round(consumer.ratios.eoBatchToAloMultiRow)}× multi-row (targets 0.7)`,
     `writers          with a busy relay ${writers.result.ratio.relayBusy}×, with an idle one ${writers.result.ratio.relayIdle}× the throughput without the trigger (target ≥ 0.9)`,
@@ -145,7 +151,12 @@ async function main(): Promise<number> {
 }
 
 /** Horizontal bars, one group per measure, each bar labelled with its value. */
-function chart(summary: { relay: { rawRowsPerSec: number; drainRowsPerSec: number; latencyMs: Record<string, number> }; consumer: { medians: ConsumerBenchResult['medians'] }; writers: WriterRun; startedAt: string }): string {
+function chart(summary: {
+  relay: { rawRowsPerSec: number; drainRowsPerSec: number; latencyMs: Record<string, number>; latencyCdfMs: [number, number][][] };
+  consumer: { medians: ConsumerBenchResult['medians'] };
+  writers: WriterRun;
+  startedAt: string;
+}): string {
   type Bar = { label: string; value: number; unit: string; limit?: boolean };
   const groups: { title: string; bars: Bar[] }[] = [
     {
@@ -193,6 +204,23 @@ function chart(summary: { relay: { rawRowsPerSec: number; drainRowsPerSec: numbe
     }
     y += 18;
   }
+  // Latency CDFs, one line per relay run: the share of records read within x ms.
+  parts.push(`<text x="10" y="${y}" font-weight="bold">Relay commit→read latency at 200 rows/s, CDF per run (share of records read within x ms)</text>`);
+  y += 14;
+  const box = { x: labelWidth, y, w: barArea, h: 160 };
+  const cdfs = summary.relay.latencyCdfMs.filter((c) => c.length > 0);
+  const xMax = Math.max(1, ...cdfs.flatMap((c) => c.map(([, ms]) => ms)));
+  const px = (ms: number) => box.x + (ms / xMax) * box.w;
+  const py = (pct: number) => box.y + box.h - (pct / 100) * box.h;
+  parts.push(`<rect x="${box.x}" y="${box.y}" width="${box.w}" height="${box.h}" fill="none" stroke="#ccc"/>`);
+  for (const pct of [0, 25, 50, 75, 100]) parts.push(`<text x="${box.x - 6}" y="${py(pct) + 4}" text-anchor="end">${pct} %</text>`);
+  for (const ms of [0, xMax / 2, xMax]) parts.push(`<text x="${px(ms)}" y="${box.y + box.h + 14}" text-anchor="middle">${Math.round(ms)} ms</text>`);
+  const colours = ['#2f6fdf', '#d9822b', '#29a36a', '#8e44ad', '#c0392b'];
+  cdfs.forEach((c, i) => {
+    const points = [[0, 0] as [number, number], ...c].map(([pct, ms]) => `${px(ms).toFixed(1)},${py(pct).toFixed(1)}`).join(' ');
+    parts.push(`<polyline points="${points}" fill="none" stroke="${colours[i % colours.length]}" stroke-width="2"/>`);
+  });
+  y += box.h + 30;
   const height = y + 10;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
