@@ -51,15 +51,14 @@ export class Wakeup {
     private readonly pool: pg.Pool,
     private readonly schema: string,
     private readonly logger: Logger,
-    private readonly applicationName = 'outbox-relay',
-    private readonly member?: WakeupMember,
+    private readonly applicationName: string,
+    private readonly member: WakeupMember,
   ) {
     this.q = quoteSchema(schema);
   }
 
   async start(): Promise<void> {
     await this.connect();
-    if (!this.member) return;
     // A row left by an earlier run under the same relay id may say "busy".
     await this.listen();
     this.quietTimer = setInterval(() => this.quietIfBusy(), QUIET_CHECK_MS);
@@ -73,7 +72,7 @@ export class Wakeup {
       void this.listen();
       return;
     }
-    if (!this.member || !this.listening || this.waiters.size > 0 || Date.now() - this.lastWaitAt < QUIET_AFTER_MS) return;
+    if (!this.listening || this.waiters.size > 0 || Date.now() - this.lastWaitAt < QUIET_AFTER_MS) return;
     this.listening = false;
     const { group, relayId } = this.member;
     this.flag = this.flag
@@ -89,7 +88,7 @@ export class Wakeup {
    */
   private listen(): Promise<void> {
     this.listening = true;
-    const member = this.member!;
+    const member = this.member;
     this.flag = this.flag
       .then(async () => {
         if (this.stopped) return;
@@ -124,7 +123,7 @@ export class Wakeup {
         this.logger.debug({ err }, 'catch-up check failed');
         this.wakeAll();
       }
-      delay = Math.min(delay * 2, this.member!.pollIntervalMs);
+      delay = Math.min(delay * 2, this.member.pollIntervalMs);
       this.catchUpTimer = setTimeout(() => void check(), delay);
       this.catchUpTimer.unref();
     };
@@ -182,7 +181,7 @@ export class Wakeup {
   async wait(timeoutMs: number, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
     this.lastWaitAt = Date.now();
-    if (this.member && !this.listening) {
+    if (!this.listening) {
       await this.listen();
       return;
     }

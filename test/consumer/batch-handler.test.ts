@@ -126,7 +126,7 @@ describe('consumer: inbox claims of a batch', () => {
       // one fetch run: the batch commits what it applied and stops, the rest follows.
       handlerTimeoutMs: 5_000,
       handler: async (record, tx) => {
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await new Promise((resolve) => setTimeout(resolve, 300)); // a slow handler, not synchronisation
         await apply(record, tx);
       },
     });
