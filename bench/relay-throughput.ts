@@ -18,7 +18,7 @@ import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { createLogger, createRelay, enqueue, migrate, PRODUCER_PRESETS, type OutboxEvent, type ProducerPreset, type Relay } from '../src/index.js';
+import { createLogger, createRelay, enqueue, migrate, PARTITION_UNITS, PRODUCER_PRESETS, type OutboxEvent, type PartitionUnit, type ProducerPreset, type Relay } from '../src/index.js';
 import { KafkaAdmin } from '../src/kafka/admin.js';
 import type { BatchPhases } from '../src/relay/events.js';
 import { TransactionalProducer } from '../src/kafka/producer.js';
@@ -63,6 +63,8 @@ function parse() {
       'batch-size': { type: 'string', default: '500' },
       rate: { type: 'string', default: '200' },
       seconds: { type: 'string', default: '10' },
+      // The opt-in partitioned outbox (migrate's partitionBy): day, week or month.
+      'partition-by': { type: 'string' },
       // Also write the JSON result here (bench/run.ts reads it).
       out: { type: 'string' },
     },
@@ -85,7 +87,11 @@ const params = {
   batchSize: positive('batch-size', parsed['batch-size'], 100_000),
   steadyRate: positive('rate', parsed.rate, 100_000),
   steadySeconds: positive('seconds', parsed.seconds, 3_600),
+  partitionBy: (parsed['partition-by'] ?? null) as PartitionUnit | null,
 };
+if (params.partitionBy !== null && !(PARTITION_UNITS as readonly string[]).includes(params.partitionBy)) {
+  usage(`--partition-by must be one of ${PARTITION_UNITS.join(', ')}, got ${params.partitionBy}`);
+}
 
 const databaseUrl = process.env.DATABASE_URL || usage('DATABASE_URL is not set');
 const brokers = process.env.KAFKA_BROKERS || usage('KAFKA_BROKERS is not set');
@@ -527,11 +533,11 @@ async function main(): Promise<number> {
   const startedAt = new Date();
   const info = await machine();
   console.log(
-    `outbox-relay bench: preset=${params.preset} shards=${params.shards} batch-size=${params.batchSize} rows=${params.rows} ` +
+    `outbox-relay bench: preset=${params.preset}${params.partitionBy ? ` partitioned by ${params.partitionBy}` : ''} shards=${params.shards} batch-size=${params.batchSize} rows=${params.rows} ` +
       `steady=${params.steadyRate}/s×${params.steadySeconds}s (${info.cpus} cpus, node ${info.node}, postgres ${info.postgres})`,
   );
 
-  await migrate({ db: pool, schema, logger });
+  await migrate({ db: pool, schema, logger, ...(params.partitionBy === null ? {} : { partitionBy: params.partitionBy }) });
   schemaCreated = true;
   for (const topic of [rawTopic, backlogTopic, steadyTopic]) {
     await admin.createTopic({ topic, num_partitions: PARTITIONS, replication_factor: 1 });

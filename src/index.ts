@@ -12,7 +12,7 @@ export {
   type ClaimCheckReference,
   type ClaimCheckStore,
 } from './claim-check/store.js';
-export { migrate, loadMigrations, type MigrateOptions, type MigrateResult } from './db/migrate.js';
+export { migrate, loadMigrations, PARTITION_UNITS, DEFAULT_PARTITIONS_AHEAD, type MigrateOptions, type MigrateResult, type PartitionUnit } from './db/migrate.js';
 export { messages, outboxTables, MESSAGE_STATES, type MessageState } from './db/schema.js';
 export { fromDrizzle, toQueryable, type DrizzleExecutor, type Queryable } from './db/queryable.js';
 export { DEFAULT_SCHEMA } from './db/identifiers.js';

@@ -30,7 +30,22 @@ export interface MigrateOptions {
   /** Schema holding the outbox tables. Default `outbox`. */
   schema?: string;
   logger?: Logger;
+  /**
+   * Opt-in: partition `messages` by `created_at`, one partition per unit (see
+   * migrations/optional/partition_messages_by_time.sql and the README's "Partitioned
+   * outbox"). Converts the table once, after the numbered migrations and in their
+   * transaction; on a table already partitioned by the same unit it only sets
+   * `partitionsAhead`. Default: not partitioned.
+   */
+  partitionBy?: PartitionUnit;
+  /** Partitions made in advance beyond the current unit's (1–366). Default 3. */
+  partitionsAhead?: number;
 }
+
+export const PARTITION_UNITS = ['day', 'week', 'month'] as const;
+export type PartitionUnit = (typeof PARTITION_UNITS)[number];
+export const DEFAULT_PARTITIONS_AHEAD = 3;
+const PARTITIONING = 'partition_messages_by_time';
 
 export interface MigrateResult {
   applied: string[];
@@ -44,6 +59,7 @@ export interface MigrateResult {
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const schema = options.schema ?? DEFAULT_SCHEMA;
   const q = quoteSchema(schema);
+  const partitioning = partitioningOf(options);
   const ownPool = typeof options.db === 'string' ? new pg.Pool({ connectionString: options.db, max: 1 }) : undefined;
   const pool = ownPool ?? (options.db as pg.Pool);
   const migrations = await loadMigrations();
@@ -80,6 +96,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
       await client.query(`insert into ${q}.migrations (id, name) values ($1::int, $2::text)`, [migration.id, migration.name]);
       applied.push(migration.name);
     }
+    if (partitioning && (await partitionMessages(client, q, schema, partitioning))) applied.push(`${PARTITIONING} (${partitioning.unit})`);
     await client.query('commit');
     if (applied.length > 0) options.logger?.info({ schema, applied }, 'migrations applied');
     return { applied };
@@ -90,4 +107,44 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     client.release();
     await ownPool?.end();
   }
+}
+
+function partitioningOf(options: MigrateOptions): { unit: PartitionUnit; ahead: number } | undefined {
+  if (options.partitionBy === undefined) {
+    if (options.partitionsAhead !== undefined) throw new OutboxError('INVALID_ARGUMENT', 'partitionsAhead is given without partitionBy');
+    return undefined;
+  }
+  if (!(PARTITION_UNITS as readonly string[]).includes(options.partitionBy)) {
+    throw new OutboxError('INVALID_ARGUMENT', `partitionBy must be one of ${PARTITION_UNITS.join(', ')}, got ${JSON.stringify(options.partitionBy)}`);
+  }
+  const ahead = options.partitionsAhead ?? DEFAULT_PARTITIONS_AHEAD;
+  if (!Number.isInteger(ahead) || ahead < 1 || ahead > 366) {
+    throw new OutboxError('INVALID_ARGUMENT', `partitionsAhead must be an integer from 1 to 366, got ${JSON.stringify(ahead)}`);
+  }
+  return { unit: options.partitionBy, ahead };
+}
+
+/** Converts messages to the partitioned layout unless it is already; returns whether it converted. */
+async function partitionMessages(client: pg.PoolClient, q: string, schema: string, { unit, ahead }: { unit: PartitionUnit; ahead: number }): Promise<boolean> {
+  const { rows } = await client.query<{ exists: boolean }>(`select to_regclass($1::text) is not null as exists`, [`${q}.message_partitioning`]);
+  if (rows[0]?.exists) {
+    const current = (await client.query<{ unit: string }>(`select unit from ${q}.message_partitioning`)).rows[0]?.unit;
+    if (current !== unit) {
+      throw new OutboxError('MIGRATION_FAILED', `${schema}.messages is already partitioned by ${current}; it cannot be partitioned by ${unit} as well`);
+    }
+    await client.query(`update ${q}.message_partitioning set ahead = $1::int`, [ahead]);
+    await client.query(`select count(*) from ${q}.maintain_message_partitions()`);
+    return false;
+  }
+  await client.query(`select set_config('outbox_relay.partition_unit', $1::text, true), set_config('outbox_relay.partitions_ahead', $2::text, true)`, [
+    unit,
+    String(ahead),
+  ]);
+  const sql = await readFile(new URL(`optional/${PARTITIONING}.sql`, MIGRATIONS_DIR), 'utf8');
+  try {
+    await client.query(sql.replaceAll(':schema', q));
+  } catch (cause) {
+    throw new OutboxError('MIGRATION_FAILED', `${PARTITIONING} failed: ${(cause as Error).message}`, { cause });
+  }
+  return true;
 }

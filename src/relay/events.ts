@@ -21,6 +21,12 @@ export interface RelayEventMap {
   retired: { successor: string | null };
   /** This relay's group took over the outbox from `from` (fenced, reconciled). */
   tookOver: { from: string; reconciled: number };
+  /**
+   * A maintenance run of a partitioned outbox (see migrate's `partitionBy`): partitions made,
+   * dropped (expired, every row sent before the retention period), and kept past their time
+   * with the reason (a row still to send, for instance).
+   */
+  partitions: { created: string[]; dropped: string[]; kept: Array<{ partition: string; reason: string }> };
   error: { shard?: number; error: unknown };
 }
 

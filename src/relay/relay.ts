@@ -21,6 +21,7 @@ import { releaseHeldSql } from './sql/claimBatch.js';
 import { readSourceSql } from './sql/source.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { purgeSentRows } from './retention.js';
+import { isPartitioned, maintainPartitions } from './partitions.js';
 import { ShardWorker, type ShardContext } from './shard-worker.js';
 import { checkTopics, TopicCache, type TopicReport } from './topics.js';
 import { sleep, Wakeup } from './wakeup.js';
@@ -162,14 +163,24 @@ export class Relay {
     await this.leaseTick();
     this.loops.push(this.every(Math.max(250, Math.floor(o.leaseMs / 3)), () => this.leaseTick(), 'lease tick failed'));
     this.loops.push(this.every(o.pollIntervalMs, () => this.releaseHeld(), 'releasing held rows failed'));
+    const partitioned = await isPartitioned(this.pool, o.sqlSchema);
     if (o.retention !== false) {
-      const retention = o.retention;
+      const retention = { ...o.retention, partitioned };
       this.loops.push(
         this.every(retention.intervalMs, async () => {
           // One relay of the group does the purge: the owner of shard 0.
           if (this.leases?.shards.includes(0)) await purgeSentRows(this.pool!, o.sqlSchema, retention, this.controller.signal, this.log);
         }, 'retention failed'),
       );
+    }
+    if (partitioned) {
+      const keepMs = o.retention === false ? null : o.retention.keepMs;
+      const maintain = async () => {
+        // Like the purge, one relay of the group: the owner of shard 0.
+        if (this.leases?.shards.includes(0)) this.events.emit('partitions', await maintainPartitions(this.pool!, o.sqlSchema, keepMs, this.log));
+      };
+      await maintain().catch((err: unknown) => this.log.warn({ err }, 'partition maintenance failed'));
+      this.loops.push(this.every(o.retention === false ? PARTITION_MAINTENANCE_MS : o.retention.intervalMs, maintain, 'partition maintenance failed'));
     }
     this.log.info({ shards: o.shards, schema: o.schema, checkpointTopic: o.checkpointTopic }, 'relay started');
   }
@@ -519,6 +530,9 @@ export class Relay {
 
 /** Held rows let go per statement (see releaseHeldSql): short statements, short locks. */
 const RELEASE_BATCH = 5_000;
+
+/** How often a partitioned outbox's partitions are made ahead when retention is off (with it, at each purge). */
+const PARTITION_MAINTENANCE_MS = 10 * 60_000;
 
 /** The relay's connections are named after it in pg_stat_activity. */
 function applicationName(relayId: string): string {

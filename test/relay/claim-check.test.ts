@@ -125,7 +125,7 @@ describe('claim-check: bodies too large for a record travel out of band', () => 
     expect(linked.map((r) => r.message_id)).toEqual([unsent, sent]);
     const { purgeSentRows } = await import('../../src/relay/retention.js');
     const { createLogger } = await import('../../src/log.js');
-    await purgeSentRows(pool, `"${schema}"`, { keepMs: 7 * 86_400_000, batchSize: 100 }, new AbortController().signal, createLogger({ level: 'silent' }));
+    await purgeSentRows(pool, `"${schema}"`, { keepMs: 7 * 86_400_000, batchSize: 100, partitioned: false }, new AbortController().signal, createLogger({ level: 'silent' }));
     const { rows } = await pool.query(`select message_id::text from ${schema}.claim_checks`);
     expect(rows.map((r) => r.message_id)).toEqual([unsent]);
   });

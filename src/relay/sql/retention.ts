@@ -2,12 +2,15 @@
  * Deletes one bounded batch of sent rows older than the retention period. Small batches
  * keep locks short and let autovacuum keep up; the caller loops until a batch comes back
  * short. The sent_at partial index finds the candidates without touching unsent rows.
+ * `table` is `messages`, or in a partitioned outbox its default partition only (the others
+ * are dropped whole when they expire: deleting their rows one by one first would undo the
+ * point of partitioning).
  */
-export function deleteExpiredSql(schema: string): string {
+export function deleteExpiredSql(schema: string, table: 'messages' | 'messages_default' = 'messages'): string {
   return `
-delete from ${schema}.messages
+delete from ${schema}.${table}
  where id in (
-   select id from ${schema}.messages
+   select id from ${schema}.${table}
     where state = 'sent' and sent_at < now() - $1::bigint * interval '1 millisecond'
     order by sent_at
     limit $2::int)`;

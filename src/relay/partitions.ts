@@ -1,0 +1,30 @@
+import type pg from 'pg';
+import type { Logger } from '../log.js';
+import type { RelayEventMap } from './events.js';
+import { isPartitionedSql, maintainPartitionsSql } from './sql/partitions.js';
+
+export type PartitionReport = RelayEventMap['partitions'];
+
+export async function isPartitioned(pool: pg.Pool, sqlSchema: string): Promise<boolean> {
+  const { rows } = await pool.query<{ partitioned: boolean }>(isPartitionedSql(sqlSchema));
+  return rows[0]?.partitioned === true;
+}
+
+/**
+ * One maintenance run of a partitioned outbox: partitions made ahead and, when `keepMs` is
+ * given (the relay's retention), expired partitions of sent rows dropped. A partition kept
+ * past its time (rows not sent, or sent within the period, or its drop waiting for a lock)
+ * is logged with the reason at every run, so the one holding retention back is seen.
+ */
+export async function maintainPartitions(pool: pg.Pool, sqlSchema: string, keepMs: number | null, logger: Logger): Promise<PartitionReport> {
+  const { rows } = await pool.query<{ action: string; partition_name: string; detail: string | null }>(maintainPartitionsSql(sqlSchema), [keepMs]);
+  const report: PartitionReport = { created: [], dropped: [], kept: [] };
+  for (const row of rows) {
+    if (row.action === 'created') report.created.push(row.partition_name);
+    else if (row.action === 'dropped') report.dropped.push(row.partition_name);
+    else report.kept.push({ partition: row.partition_name, reason: row.detail ?? '' });
+  }
+  if (report.created.length > 0 || report.dropped.length > 0) logger.info({ created: report.created, dropped: report.dropped }, 'outbox partitions maintained');
+  if (report.kept.length > 0) logger.warn({ kept: report.kept }, 'outbox partitions past retention kept');
+  return report;
+}

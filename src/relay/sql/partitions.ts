@@ -1,0 +1,15 @@
+/** Whether the outbox uses the partitioned layout (migrate's `partitionBy`): its settings table exists. */
+export function isPartitionedSql(schema: string): string {
+  return `select to_regclass('${schema}.message_partitioning') is not null as partitioned`;
+}
+
+/**
+ * Makes the partitions ahead and, with `$1` (ms) given, drops the expired ones that hold
+ * only rows sent before the retention period: see maintain_message_partitions() in
+ * migrations/optional/partition_messages_by_time.sql. One row per partition acted on.
+ */
+export function maintainPartitionsSql(schema: string): string {
+  return `
+select action, partition_name, detail
+  from ${schema}.maintain_message_partitions(case when $1::bigint is null then null else $1::bigint * interval '1 millisecond' end)`;
+}
