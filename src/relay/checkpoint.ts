@@ -8,18 +8,30 @@ import { wrapKafkaError } from '../kafka/errors.js';
  * A checkpoint record: written in the same Kafka transaction as the records it lists, so
  * it is visible to a read_committed reader exactly when they are. It is what tells a new
  * owner of a shard which rows the previous owner got into Kafka without marking them.
+ *
+ * Version 2 (written since 2026-12) lists the ids only: it is produced together with the
+ * records rather than after their delivery, so a transaction waits for one round of
+ * deliveries, not two. The positions of the rows are recorded by the mark that follows the
+ * commit; rows marked from a checkpoint (after a failure between commit and mark) have
+ * none. Version 1 (ids with each row's partition and offset) is still read.
  */
 export interface Checkpoint {
-  v: 1;
+  v: 2;
   /** instance_id of the relay group's database row: checkpoints of another database are ignored. */
   instance: string;
   group: string;
   shard: number;
   relay: string;
-  /** Outbox ids the transaction carried, with where each landed. */
+  /** Outbox ids the transaction carried. */
   ids: string[];
-  partitions: number[];
-  offsets: number[];
+}
+
+/** A checkpoint as read: a version 1 record also says where each row landed. */
+export interface ReadCheckpoint extends Omit<Checkpoint, 'v'> {
+  v: 1 | 2;
+  /** Partition and offset of each id, in a version 1 record; null in a version 2 one. */
+  partitions: Array<number | null>;
+  offsets: Array<number | null>;
 }
 
 export function checkpointKey(group: string, shard: number): string {
@@ -30,17 +42,29 @@ export function encodeCheckpoint(checkpoint: Checkpoint): Buffer {
   return Buffer.from(JSON.stringify(checkpoint));
 }
 
-export function decodeCheckpoint(value: Buffer | null): Checkpoint {
-  const parsed = JSON.parse(value?.toString('utf8') ?? 'null') as Checkpoint | null;
-  if (!parsed || parsed.v !== 1 || !Array.isArray(parsed.ids) || parsed.ids.length !== parsed.offsets?.length) {
-    throw new OutboxError('KAFKA_ERROR', 'malformed checkpoint record');
+function malformed(): OutboxError {
+  return new OutboxError('KAFKA_ERROR', 'malformed checkpoint record');
+}
+
+export function decodeCheckpoint(value: Buffer | null): ReadCheckpoint {
+  let parsed: Partial<ReadCheckpoint> | null;
+  try {
+    parsed = JSON.parse(value?.toString('utf8') ?? 'null') as Partial<ReadCheckpoint> | null;
+  } catch {
+    throw malformed();
   }
-  return parsed;
+  if (!parsed || typeof parsed !== 'object' || !Array.isArray(parsed.ids) || !parsed.ids.every((id) => typeof id === 'string')) throw malformed();
+  const ids = parsed.ids;
+  if (parsed.v === 2) return { ...(parsed as ReadCheckpoint), partitions: ids.map(() => null), offsets: ids.map(() => null) };
+  if (parsed.v === 1 && Array.isArray(parsed.partitions) && Array.isArray(parsed.offsets) && parsed.offsets.length === ids.length && parsed.partitions.length === ids.length) {
+    return parsed as ReadCheckpoint;
+  }
+  throw malformed();
 }
 
 export interface CheckpointAt {
   offset: number;
-  checkpoint: Checkpoint;
+  checkpoint: ReadCheckpoint;
 }
 
 /**

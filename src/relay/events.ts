@@ -7,7 +7,8 @@ export interface RelayEventMap {
    * One Kafka transaction committed and its rows marked sent. `phases` is where its time
    * went (ms): the claim that fed it (counted with the first transaction it fed; checking
    * topics and sizes between claim and BEGIN is in none), BEGIN, the records' delivery
-   * (linger included), the checkpoint's, the commit, the mark; `durationMs` is the
+   * (linger included), what was left of the checkpoint's (produced with the records), the
+   * commit, the mark; `durationMs` is the
    * transaction from BEGIN to mark.
    */
   batch: { shard: number; rows: number; durationMs: number; phases: BatchPhases };

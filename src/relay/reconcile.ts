@@ -119,8 +119,9 @@ export interface CheckpointMark {
   group: string;
   shard: number;
   ids: string[];
-  partitions: number[];
-  offsets: number[];
+  /** Where each row landed; null when not known (a version 2 checkpoint: see Checkpoint). */
+  partitions: Array<number | null>;
+  offsets: Array<number | null>;
   checkpointOffset: number;
   checkpointPartition: number;
   checkpointTopicId: string | null;

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest';
+import { TransactionalProducer } from '../../src/kafka/producer.js';
+import { checkpointKey, decodeCheckpoint } from '../../src/relay/checkpoint.js';
+import { createRelay } from '../../src/relay/relay.js';
+import { freshSchema } from '../helpers/db.js';
+import { freshTopic, readTopic } from '../helpers/kafka.js';
+import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
+import { useTestServices } from '../helpers/services.js';
+
+const json = (value: unknown) => Buffer.from(JSON.stringify(value));
+const base = { instance: 'i', group: 'g', shard: 0, relay: 'r' };
+
+describe('checkpoint records', () => {
+  it('a version 2 checkpoint lists ids without positions; a version 1 one keeps its positions', () => {
+    expect(decodeCheckpoint(json({ v: 2, ...base, ids: ['7', '9'] }))).toEqual({ v: 2, ...base, ids: ['7', '9'], partitions: [null, null], offsets: [null, null] });
+    expect(decodeCheckpoint(json({ v: 1, ...base, ids: ['7'], partitions: [2], offsets: [40] }))).toEqual({ v: 1, ...base, ids: ['7'], partitions: [2], offsets: [40] });
+  });
+
+  it.each([
+    ['not JSON', Buffer.from('{')],
+    ['null value', null],
+    ['an unknown version', json({ v: 3, ...base, ids: ['1'] })],
+    ['ids that are not strings', json({ v: 2, ...base, ids: [1] })],
+    ['no ids', json({ v: 2, ...base })],
+    ['a version 1 record whose positions do not match its ids', json({ v: 1, ...base, ids: ['1', '2'], partitions: [0], offsets: [0, 1] })],
+  ])('a malformed checkpoint (%s) is refused with a typed error', (_, value) => {
+    expect(() => decodeCheckpoint(value)).toThrow(expect.objectContaining({ code: 'KAFKA_ERROR', message: 'malformed checkpoint record' }));
+  });
+
+  describe('against the broker', () => {
+    const { connection, pool, admin } = useTestServices();
+
+    it('a version 1 checkpoint an earlier relay committed and never marked is reconciled with its positions, not published again', async () => {
+      const schema = await freshSchema(pool);
+      const topic = await freshTopic(admin, 2);
+      const options = testRelayOptions(schema, { shards: 1 });
+      // A first start registers the group and creates its checkpoint topic.
+      await (await startRelay(schema, options)).stop();
+      const { rows } = await pool.query<{ id: string; key: string }>(
+        `insert into ${schema}.messages (topic, key, payload) select $1::text, 'k' || (i % 3), convert_to('v' || i, 'UTF8') from generate_series(1, 12) i returning id::text, key`,
+        [topic],
+      );
+      const { rows: group } = await pool.query<{ instance_id: string }>(`select instance_id::text from ${schema}.relay_groups where relay_group = $1::text`, [options.group]);
+
+      // An earlier relay version commits the rows with a version 1 checkpoint and dies before marking them.
+      const earlier = new TransactionalProducer({ connection, transactionalId: `${options.group}-0` });
+      await earlier.connect();
+      await earlier.init(30_000);
+      await earlier.begin();
+      const delivered = await Promise.all(
+        rows.map((r) => earlier.produce({ topic, key: r.key, value: Buffer.from(`v${r.id}`), headers: [{ 'outbox-id': Buffer.from(r.id) }] })),
+      );
+      await earlier.produce({
+        topic: `outbox-relay.checkpoints.${options.group}`,
+        partition: 0,
+        key: checkpointKey(options.group!, 0),
+        value: json({
+          v: 1,
+          instance: group[0]!.instance_id,
+          group: options.group,
+          shard: 0,
+          relay: 'earlier',
+          ids: rows.map((r) => r.id),
+          partitions: delivered.map((d) => d.partition),
+          offsets: delivered.map((d) => d.offset),
+        }),
+        headers: [],
+      });
+      await earlier.commit(30_000);
+      await earlier.disconnect();
+
+      const relay = createRelay(options);
+      let reconciled = 0;
+      relay.events.on('reconciled', (e) => (reconciled += e.marked));
+      await relay.start();
+      try {
+        await waitAllSent(pool, schema);
+      } finally {
+        await relay.stop();
+      }
+      expect(reconciled).toBe(rows.length);
+      const { rows: marked } = await pool.query<{ kafka_partition: number; kafka_offset: string }>(
+        `select kafka_partition, kafka_offset::text from ${schema}.messages order by id`,
+      );
+      expect(marked).toEqual(delivered.map((d) => ({ kafka_partition: d.partition, kafka_offset: String(d.offset) })));
+      expectExactlyOnce(await readTopic(connection, topic, 2, { expected: rows.length }), rows.map((r) => r.id));
+    });
+  });
+});
