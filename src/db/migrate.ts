@@ -38,7 +38,7 @@ export interface MigrateOptions {
    * `partitionsAhead`. Default: not partitioned.
    */
   partitionBy?: PartitionUnit;
-  /** Partitions made in advance beyond the current unit's (1–366). Default 3. */
+  /** Partitions made in advance beyond the current unit's (1–366). Default 3 on a conversion; given again later, it changes the count. */
   partitionsAhead?: number;
 }
 
@@ -109,7 +109,8 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   }
 }
 
-function partitioningOf(options: MigrateOptions): { unit: PartitionUnit; ahead: number } | undefined {
+/** `ahead` is undefined when not given: the default on a conversion, left as it is on a partitioned table. */
+function partitioningOf(options: MigrateOptions): { unit: PartitionUnit; ahead: number | undefined } | undefined {
   if (options.partitionBy === undefined) {
     if (options.partitionsAhead !== undefined) throw new OutboxError('INVALID_ARGUMENT', 'partitionsAhead is given without partitionBy');
     return undefined;
@@ -117,28 +118,30 @@ function partitioningOf(options: MigrateOptions): { unit: PartitionUnit; ahead: 
   if (!(PARTITION_UNITS as readonly string[]).includes(options.partitionBy)) {
     throw new OutboxError('INVALID_ARGUMENT', `partitionBy must be one of ${PARTITION_UNITS.join(', ')}, got ${JSON.stringify(options.partitionBy)}`);
   }
-  const ahead = options.partitionsAhead ?? DEFAULT_PARTITIONS_AHEAD;
-  if (!Number.isInteger(ahead) || ahead < 1 || ahead > 366) {
+  const ahead = options.partitionsAhead;
+  if (ahead !== undefined && (!Number.isInteger(ahead) || ahead < 1 || ahead > 366)) {
     throw new OutboxError('INVALID_ARGUMENT', `partitionsAhead must be an integer from 1 to 366, got ${JSON.stringify(ahead)}`);
   }
   return { unit: options.partitionBy, ahead };
 }
 
 /** Converts messages to the partitioned layout unless it is already; returns whether it converted. */
-async function partitionMessages(client: pg.PoolClient, q: string, schema: string, { unit, ahead }: { unit: PartitionUnit; ahead: number }): Promise<boolean> {
+async function partitionMessages(client: pg.PoolClient, q: string, schema: string, { unit, ahead }: { unit: PartitionUnit; ahead: number | undefined }): Promise<boolean> {
   const { rows } = await client.query<{ exists: boolean }>(`select to_regclass($1::text) is not null as exists`, [`${q}.message_partitioning`]);
   if (rows[0]?.exists) {
     const current = (await client.query<{ unit: string }>(`select unit from ${q}.message_partitioning`)).rows[0]?.unit;
     if (current !== unit) {
       throw new OutboxError('MIGRATION_FAILED', `${schema}.messages is already partitioned by ${current}; it cannot be partitioned by ${unit} as well`);
     }
-    await client.query(`update ${q}.message_partitioning set ahead = $1::int`, [ahead]);
-    await client.query(`select count(*) from ${q}.maintain_message_partitions()`);
+    if (ahead !== undefined) {
+      await client.query(`update ${q}.message_partitioning set ahead = $1::int`, [ahead]);
+      await client.query(`select count(*) from ${q}.maintain_message_partitions()`);
+    }
     return false;
   }
   await client.query(`select set_config('outbox_relay.partition_unit', $1::text, true), set_config('outbox_relay.partitions_ahead', $2::text, true)`, [
     unit,
-    String(ahead),
+    String(ahead ?? DEFAULT_PARTITIONS_AHEAD),
   ]);
   const sql = await readFile(new URL(`optional/${PARTITIONING}.sql`, MIGRATIONS_DIR), 'utf8');
   try {

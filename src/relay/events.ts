@@ -24,10 +24,11 @@ export interface RelayEventMap {
   tookOver: { from: string; reconciled: number };
   /**
    * A maintenance run of a partitioned outbox (see migrate's `partitionBy`): partitions made,
-   * dropped (expired, every row sent before the retention period), and kept past their time
-   * with the reason (a row still to send, for instance).
+   * dropped (expired; the rows they had to keep moved to the default partition first), and
+   * left for the next run with the reason (`busy`: the table's lock was not free, or an
+   * expired partition holds too many rows to keep to move in one run).
    */
-  partitions: { created: string[]; dropped: string[]; kept: Array<{ partition: string; reason: string }> };
+  partitions: { created: string[]; dropped: string[]; busy: Array<{ partition: string; reason: string }> };
   error: { shard?: number; error: unknown };
 }
 

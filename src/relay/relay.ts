@@ -163,25 +163,21 @@ export class Relay {
     await this.leaseTick();
     this.loops.push(this.every(Math.max(250, Math.floor(o.leaseMs / 3)), () => this.leaseTick(), 'lease tick failed'));
     this.loops.push(this.every(o.pollIntervalMs, () => this.releaseHeld(), 'releasing held rows failed'));
-    const partitioned = await isPartitioned(this.pool, o.sqlSchema);
-    if (o.retention !== false) {
-      const retention = { ...o.retention, partitioned };
-      this.loops.push(
-        this.every(retention.intervalMs, async () => {
-          // One relay of the group does the purge: the owner of shard 0.
-          if (this.leases?.shards.includes(0)) await purgeSentRows(this.pool!, o.sqlSchema, retention, this.controller.signal, this.log);
-        }, 'retention failed'),
-      );
+    // Housekeeping, by one relay of the group (the owner of shard 0): a partitioned outbox's
+    // partitions (looked up at every run, so an outbox partitioned while relays run is kept
+    // too), then retention.
+    const housekeeping = async () => {
+      if (!this.leases?.shards.includes(0)) return;
+      const partitioned = await isPartitioned(this.pool!, o.sqlSchema);
+      if (partitioned) this.events.emit('partitions', await maintainPartitions(this.pool!, o.sqlSchema, o.retention === false ? null : o.retention.keepMs, this.log));
+      if (o.retention !== false) await purgeSentRows(this.pool!, o.sqlSchema, { ...o.retention, partitioned }, this.controller.signal, this.log);
+    };
+    if (this.leases.shards.includes(0) && (await isPartitioned(this.pool, o.sqlSchema))) {
+      await maintainPartitions(this.pool, o.sqlSchema, null, this.log)
+        .then((report) => this.events.emit('partitions', report))
+        .catch((err: unknown) => this.log.warn({ err }, 'partition maintenance failed'));
     }
-    if (partitioned) {
-      const keepMs = o.retention === false ? null : o.retention.keepMs;
-      const maintain = async () => {
-        // Like the purge, one relay of the group: the owner of shard 0.
-        if (this.leases?.shards.includes(0)) this.events.emit('partitions', await maintainPartitions(this.pool!, o.sqlSchema, keepMs, this.log));
-      };
-      await maintain().catch((err: unknown) => this.log.warn({ err }, 'partition maintenance failed'));
-      this.loops.push(this.every(o.retention === false ? PARTITION_MAINTENANCE_MS : o.retention.intervalMs, maintain, 'partition maintenance failed'));
-    }
+    this.loops.push(this.every(o.retention === false ? HOUSEKEEPING_MS : o.retention.intervalMs, housekeeping, 'housekeeping (partitions, retention) failed'));
     this.log.info({ shards: o.shards, schema: o.schema, checkpointTopic: o.checkpointTopic }, 'relay started');
   }
 
@@ -531,8 +527,8 @@ export class Relay {
 /** Held rows let go per statement (see releaseHeldSql): short statements, short locks. */
 const RELEASE_BATCH = 5_000;
 
-/** How often a partitioned outbox's partitions are made ahead when retention is off (with it, at each purge). */
-const PARTITION_MAINTENANCE_MS = 10 * 60_000;
+/** How often housekeeping runs when retention is off (it then only makes a partitioned outbox's partitions ahead). */
+const HOUSEKEEPING_MS = 10 * 60_000;
 
 /** The relay's connections are named after it in pg_stat_activity. */
 function applicationName(relayId: string): string {

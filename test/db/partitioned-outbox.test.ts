@@ -9,7 +9,7 @@ import { enqueue } from '../../src/outbox/enqueue.js';
 import { cli } from '../helpers/cli.js';
 import { databaseUrl, freshSchema, inTransaction } from '../helpers/db.js';
 import { freshTopic, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, expectPerKeyOrder, testRelayOptions } from '../helpers/relay.js';
+import { expectExactlyOnce, expectPerKeyOrder, testRelayOptions, waitAllSent } from '../helpers/relay.js';
 import { useTestServices } from '../helpers/services.js';
 import { uniqueName, waitFor } from '../helpers/wait.js';
 
@@ -35,16 +35,24 @@ describe('partitioned outbox (opt-in layout)', () => {
     return rows.map((r) => r.partition_name);
   }
 
-  it('converting keeps every row, the id sequence, the indexes, the triggers and the grants', async () => {
+  it('converting keeps every row and id, the id sequence, constraints, indexes, triggers, the owner and the grants', async () => {
     const schema = await freshSchema(pool);
     const role = uniqueName('reader').toLowerCase();
-    await pool.query(`create role ${role} nologin`);
+    const owner = uniqueName('owner').toLowerCase();
+    await pool.query(`create role ${role} nologin; create role ${owner} nologin`);
     try {
-      await pool.query(`grant usage on schema ${schema} to ${role}; grant select, update on ${schema}.messages to ${role}`);
+      await pool.query(`grant usage on schema ${schema} to ${role}; grant select on ${schema}.messages to ${role} with grant option; grant update (state) on ${schema}.messages to ${role}`);
+      // The table has an owner of its own, who reads the relay's tables (the wake-up trigger does).
+      await pool.query(
+        `grant create, usage on schema ${schema} to ${owner}; grant select on all tables in schema ${schema} to ${owner}; alter table ${schema}.messages owner to ${owner}`,
+      );
       const ids = await inTransaction(pool, (client) =>
         enqueue(client, Array.from({ length: 20 }, (_, i) => ({ topic: 'orders', key: `k${i % 4}`, payload: { i } })), { schema }),
       );
       await pool.query(`update ${schema}.messages set state = 'sent', sent_at = now(), kafka_partition = 0, kafka_offset = id where id <= $1::bigint`, [ids[9]]);
+      // Dated after the current unit (an explicit created_at): they leave the first partition, keeping their ids.
+      await pool.query(`update ${schema}.messages set created_at = 'infinity' where id = $1::bigint`, [ids[10]]);
+      await pool.query(`update ${schema}.messages set created_at = now() + interval '10 years' where id = $1::bigint`, [ids[11]]);
       // The sequence has gone past the highest id left: an id must never be handed out twice.
       await pool.query(`delete from ${schema}.messages where id = $1::bigint`, [ids[19]]);
       const before = (await pool.query(`select * from ${schema}.messages order by id`)).rows;
@@ -62,6 +70,26 @@ describe('partitioned outbox (opt-in layout)', () => {
         partitionName(3),
         'messages_default',
       ]);
+
+      const { rows: later } = await pool.query(`select id::text, tableoid::regclass::text as part from ${schema}.messages where id = any($1::bigint[]) order by id`, [
+        [ids[10], ids[11]],
+      ]);
+      expect(later).toEqual([
+        { id: ids[10], part: `${schema}.messages_default` },
+        { id: ids[11], part: `${schema}.messages_default` },
+      ]);
+      const { rows: owners } = await pool.query(
+        `select (select relowner::regrole::text from pg_class where oid = $1::regclass) as tbl,
+                (select proowner::regrole::text from pg_proc where oid = $2::regprocedure) as fn`,
+        [`${schema}.messages`, `${schema}.maintain_message_partitions(interval, timestamptz)`],
+      );
+      expect(owners[0]).toEqual({ tbl: owner, fn: owner });
+      const { rows: triggers } = await pool.query(`select tgname from pg_trigger where tgrelid = $1::regclass and not tgisinternal order by 1`, [`${schema}.messages`]);
+      expect(triggers.map((t) => t.tgname)).toEqual(['messages_headers_unreserved', 'messages_notify']);
+      await expect(pool.query(`insert into ${schema}.messages (topic, payload) values ('not a topic!', 'x')`)).rejects.toMatchObject({
+        code: '23514',
+        constraint: 'messages_topic_legal',
+      });
 
       const next = await inTransaction(pool, (client) => enqueue(client, { topic: 'orders', key: 'k0', payload: {} }, { schema }));
       expect(BigInt(next[0]!)).toBeGreaterThan(BigInt(ids[19]!));
@@ -81,22 +109,35 @@ describe('partitioned outbox (opt-in layout)', () => {
         'messages_held_idx',
         'messages_publishable_idx',
         'messages_sent_at_idx',
+        'messages_skipped_idx',
       ]);
       // The headers check still refuses what the relay sets itself.
       await expect(pool.query(`insert into ${schema}.messages (topic, payload, headers) values ('orders', 'x', '{"outbox-id": "1"}')`)).rejects.toMatchObject({
         code: '23514',
       });
       const { rows: grants } = await pool.query(
-        `select has_table_privilege($1::text, $2::text, 'select') as sel, has_table_privilege($1::text, $2::text, 'update') as upd, has_table_privilege($1::text, $2::text, 'delete') as del`,
+        `select has_table_privilege($1::text, $2::text, 'select with grant option') as sel,
+                has_column_privilege($1::text, $2::text, 'state', 'update') as upd_state,
+                has_table_privilege($1::text, $2::text, 'update') as upd, has_table_privilege($1::text, $2::text, 'delete') as del`,
         [role, `${schema}.messages`],
       );
-      expect(grants[0]).toEqual({ sel: true, upd: true, del: false });
+      expect(grants[0]).toEqual({ sel: true, upd_state: true, upd: false, del: false });
+      // A role without DDL rights (a relay's) may keep the partitions: the function runs as the owner.
+      const client = await pool.connect();
+      try {
+        await client.query(`set role ${role}`);
+        const { rows: made } = await client.query(`select action from ${schema}.maintain_message_partitions(null, now() + interval '2 days')`);
+        expect(made).toEqual([{ action: 'created' }, { action: 'created' }]);
+      } finally {
+        await client.query('reset role');
+        client.release();
+      }
 
       // Running again with the same unit changes nothing; another unit is refused.
       expect((await migrate({ db: pool, schema, partitionBy: 'day' })).applied).toEqual([]);
       await expect(migrate({ db: pool, schema, partitionBy: 'week' })).rejects.toMatchObject({ code: 'MIGRATION_FAILED' });
     } finally {
-      await pool.query(`drop owned by ${role}; drop role ${role}`);
+      await pool.query(`drop schema ${schema} cascade; drop owned by ${role}; drop role ${role}; drop owned by ${owner}; drop role ${owner}`);
     }
   });
 
@@ -182,39 +223,98 @@ describe('partitioned outbox (opt-in layout)', () => {
     expectPerKeyOrder(read);
   });
 
-  it('an expired partition is dropped only when every row in it was sent before the retention period', async () => {
+  it('relays running while their outbox is partitioned go on exactly once and start keeping its partitions', async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 3);
+    const write = (n: number) =>
+      inTransaction(pool, (client) => enqueue(client, Array.from({ length: n }, (_, i) => ({ topic, key: `k${i % 5}`, payload: { i } })), { schema }));
+    const relay = createRelay(testRelayOptions(schema, { retention: { intervalMs: 100 } }));
+    const reports: Array<{ created: string[] }> = [];
+    relay.events.on('partitions', (r) => reports.push(r));
+    await relay.start();
+    const ids: string[] = [];
+    try {
+      ids.push(...(await write(50)));
+      await waitAllSent(pool, schema);
+      await migrate({ db: pool, schema, partitionBy: 'day' });
+      ids.push(...(await write(50)));
+      await pool.query(`drop table ${schema}.${partitionName(3)}`);
+      await waitFor(() => reports.some((r) => r.created.includes(partitionName(3))), { message: 'the running relay made the missing partition' });
+      ids.push(...(await write(50)));
+      await waitAllSent(pool, schema);
+    } finally {
+      await relay.stop();
+    }
+    const read = await readTopic(connection, topic, 3, { expected: ids.length });
+    expectExactlyOnce(read, ids);
+    expectPerKeyOrder(read);
+  });
+
+  it('an expired partition is dropped, the rows it must keep (not sent, or sent within the retention period) moved to the default partition with their ids', async () => {
     const schema = await freshSchema(pool);
     await migrate({ db: pool, schema, partitionBy: 'day' });
-    const insert = (created: Date, state: string, sentAt: Date | null) =>
-      pool.query(
-        `insert into ${schema}.messages (topic, key, payload, created_at, state, sent_at, kafka_partition, kafka_offset)
-         values ('orders', 'k', 'x', $1::timestamptz, $2::text, $3::timestamptz, 0, 0)`,
-        [created, state, sentAt],
-      );
-    await insert(day(0), 'dead', null); // the first partition: a dead row keeps it
-    await insert(day(1.25), 'sent', day(1.5)); // expired, every row sent long ago: dropped
-    await insert(day(2.25), 'sent', day(6)); // expired, but sent within the period (late): kept
-    await insert(day(3.25), 'pending', null); // expired, still to send: kept
-    await insert(day(3.5), 'skipped', null);
+    const insert = async (created: Date, state: string, sentAt: Date | null, held = false) =>
+      (
+        await pool.query<{ id: string }>(
+          `insert into ${schema}.messages (topic, key, payload, created_at, state, sent_at, kafka_partition, kafka_offset, held)
+           values ('orders', 'k', 'x', $1::timestamptz, $2::text, $3::timestamptz, 0, 0, $4::boolean) returning id::text`,
+          [created, state, sentAt, held],
+        )
+      ).rows[0]!.id;
+    const keep = [
+      await insert(day(0), 'dead', null), // in the first partition, with the history before the conversion
+      await insert(day(2.25), 'sent', day(6)), // sent late: within the retention period at day 5
+      await insert(day(3.25), 'pending', null),
+      await insert(day(3.3), 'pending', null, true),
+      await insert(day(3.4), 'failed', null),
+      await insert(day(3.5), 'skipped', null),
+    ];
+    const gone = [await insert(day(0.5), 'sent', day(0.75)), await insert(day(1.25), 'sent', day(1.5))];
 
     const { rows } = await pool.query<{ action: string; partition_name: string; detail: string | null }>(
-      `select * from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz)`,
+      `select * from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz) where action <> 'created'`,
       [day(5)],
     );
-    expect(rows.filter((r) => r.action === 'dropped').map((r) => r.partition_name)).toEqual([partitionName(1)]);
-    expect(rows.filter((r) => r.action === 'kept').map((r) => [r.partition_name, r.detail])).toEqual([
-      [`messages_before_${partitionName(1).slice('messages_p'.length)}`, 'holds rows not sent'],
-      [partitionName(2), 'holds rows sent within the retention period'],
-      [partitionName(3), 'holds rows not sent'],
+    expect(rows).toEqual([
+      { action: 'dropped', partition_name: `messages_before_${partitionName(1).slice('messages_p'.length)}`, detail: '1 row not sent or sent within the retention period moved to messages_default' },
+      { action: 'dropped', partition_name: partitionName(1), detail: null },
+      { action: 'dropped', partition_name: partitionName(2), detail: '1 row not sent or sent within the retention period moved to messages_default' },
+      { action: 'dropped', partition_name: partitionName(3), detail: '4 rows not sent or sent within the retention period moved to messages_default' },
     ]);
-    const { rows: left } = await pool.query(`select state, count(*)::int as n from ${schema}.messages group by state order by state`);
-    expect(left).toEqual([
-      { state: 'dead', n: 1 },
-      { state: 'pending', n: 1 },
-      { state: 'sent', n: 1 },
-      { state: 'skipped', n: 1 },
+    const { rows: left } = await pool.query<{ id: string; part: string }>(`select id::text, tableoid::regclass::text as part from ${schema}.messages order by id`);
+    expect(left).toEqual(keep.map((id) => ({ id, part: `${schema}.messages_default` })));
+    expect(left.map((r) => r.id)).not.toContain(gone[0]);
+    expect(await partitions(schema)).toEqual([5, 6, 7, 8].map(partitionName).concat('messages_default'));
+  });
+
+  it('an expired partition holding more rows to keep than one run moves stays until fewer', async () => {
+    const schema = await freshSchema(pool);
+    await migrate({ db: pool, schema, partitionBy: 'day' });
+    await pool.query(`insert into ${schema}.messages (topic, payload, created_at) select 'orders', 'x', $1::timestamptz from generate_series(1, 10001)`, [day(1.5)]);
+    const { rows } = await pool.query(
+      `select action, detail from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz) where partition_name = $2::text`,
+      [day(4), partitionName(1)],
+    );
+    expect(rows).toEqual([{ action: 'busy', detail: 'holds 10001 rows not sent or sent within the retention period, more than one run moves: dropped when fewer' }]);
+    const { rows: count } = await pool.query(`select count(*)::int as n from ${schema}.${partitionName(1)}`);
+    expect(count[0].n).toBe(10_001);
+  });
+
+  it('rows of a range the default partition took move into its partition when it is made', async () => {
+    const schema = await freshSchema(pool);
+    await migrate({ db: pool, schema, partitionBy: 'day' });
+    const { rows: inserted } = await pool.query(
+      `insert into ${schema}.messages (topic, payload, created_at) values ('orders', 'x', $1::timestamptz) returning id::text, tableoid::regclass::text as part`,
+      [day(10.5)],
+    );
+    expect(inserted[0].part).toBe(`${schema}.messages_default`);
+    const { rows } = await pool.query(`select action, detail from ${schema}.maintain_message_partitions(null, $1::timestamptz) where partition_name = $2::text`, [
+      day(8),
+      partitionName(10),
     ]);
-    expect(await partitions(schema)).toContain(partitionName(8));
+    expect(rows).toEqual([{ action: 'created', detail: '1 row of its range moved in from messages_default' }]);
+    const { rows: now } = await pool.query(`select id::text, tableoid::regclass::text as part from ${schema}.messages`);
+    expect(now).toEqual([{ id: inserted[0].id, part: `${schema}.${partitionName(10)}` }]);
   });
 
   it('row-by-row retention of a partitioned outbox deletes from its default partition only', async () => {
@@ -234,27 +334,62 @@ describe('partitioned outbox (opt-in layout)', () => {
     expect(rows).toEqual([{ part: `${schema}.messages_before_${partitionName(1).slice('messages_p'.length)}` }]);
   });
 
-  it('dropping an expired partition never waits long behind a lock: it is kept and tried again', async () => {
+  it('a writer still inserting into an expired partition is waited for, never lost: the drop is left for the next run', async () => {
     const schema = await freshSchema(pool);
     await migrate({ db: pool, schema, partitionBy: 'day' });
-    // This session has no lock timeout of its own: without the function's, the drop would wait for the blocker.
-    const blocker = new pg.Client({ connectionString: databaseUrl() });
-    await blocker.connect();
+    // This session has no lock timeout of its own: without the function's, the run would wait for the writer.
+    const writer = new pg.Client({ connectionString: databaseUrl() });
+    await writer.connect();
     try {
-      await blocker.query(`begin; select count(*) from ${schema}.${partitionName(1)}`);
-      const { rows } = await pool.query<{ action: string; partition_name: string; detail: string | null }>(
-        `select * from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz) where partition_name = $2::text`,
-        [day(4), partitionName(1)],
+      await writer.query('begin');
+      const { rows: written } = await writer.query<{ id: string }>(
+        `insert into ${schema}.messages (topic, payload, created_at) values ('orders', 'x', $1::timestamptz) returning id::text`,
+        [day(1.5)],
       );
-      expect(rows).toEqual([{ action: 'kept', partition_name: partitionName(1), detail: 'busy; tried again at the next run' }]);
-      await blocker.query('rollback');
-      const again = await pool.query(`select action from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz) where partition_name = $2::text`, [
-        day(4),
-        partitionName(1),
-      ]);
-      expect(again.rows).toEqual([{ action: 'dropped' }]);
+      const run = () =>
+        pool.query(`select action, detail from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz) where partition_name = $2::text`, [
+          day(4),
+          partitionName(1),
+        ]);
+      expect((await run()).rows).toEqual([{ action: 'busy', detail: 'the table was locked; dropped at the next run' }]);
+      await writer.query('commit');
+      expect((await run()).rows).toEqual([{ action: 'dropped', detail: '1 row not sent or sent within the retention period moved to messages_default' }]);
+      const { rows } = await pool.query(`select id::text, state, tableoid::regclass::text as part from ${schema}.messages`);
+      expect(rows).toEqual([{ id: written[0]!.id, state: 'pending', part: `${schema}.messages_default` }]);
     } finally {
-      await blocker.end();
+      await writer.end();
+    }
+  });
+
+  it('maintenance keeps UTC bounds whatever the session time zone, across a daylight saving change and short months', async () => {
+    const zoned = (timeZone: string) => new pg.Pool({ connectionString: databaseUrl(), max: 1, options: `-c TimeZone=${timeZone} -c DateStyle=SQL,DMY` });
+    const berlin = zoned('Europe/Berlin');
+    const newYork = zoned('America/New_York');
+    try {
+      const daily = await freshSchema(pool);
+      await migrate({ db: berlin, schema: daily, partitionBy: 'day' });
+      // Clocks in Berlin move forward on 2027-03-28.
+      await berlin.query(`select count(*) from ${daily}.maintain_message_partitions(null, '2027-03-26 12:00+00')`);
+      const monthly = uniqueName('t').toLowerCase();
+      await migrate({ db: newYork, schema: monthly, partitionBy: 'month', partitionsAhead: 4 });
+      for (const [schema, db, from] of [[daily, berlin, '2027-03-26'], [monthly, newYork, '-infinity']] as const) {
+        const { rows } = await db.query<{ lower: string | null; upper: string }>(
+          `select to_char(lower_bound at time zone 'UTC', 'YYYY-MM-DD HH24:MI') as lower, to_char(upper_bound at time zone 'UTC', 'YYYY-MM-DD HH24:MI') as upper
+             from ${schema}.message_partition_bounds() where not is_default and lower_bound >= $1::timestamptz order by lower_bound`,
+          [from],
+        );
+        expect(rows.length, schema).toBe(schema === daily ? 4 : 5);
+        for (const [i, r] of rows.entries()) {
+          expect(r.upper, `${schema} bounds at UTC midnight`).toMatch(/ 00:00$/);
+          if (i > 0) expect(r.lower, `${schema}: no gap or overlap`).toBe(rows[i - 1]!.upper);
+        }
+      }
+      const { rows: months } = await pool.query(`select upper_bound from ${monthly}.message_partition_bounds() where not is_default order by lower_bound`);
+      expect(months.map((m) => (m.upper_bound as Date).getUTCDate())).toEqual(months.map(() => 1));
+      await pool.query(`drop schema ${monthly} cascade`);
+    } finally {
+      await berlin.end();
+      await newYork.end();
     }
   });
 });
