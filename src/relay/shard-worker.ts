@@ -12,7 +12,7 @@ import type { RelayEventSink } from './events.js';
 import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
 import { recordSize, toRecord, tracedRecord } from './records.js';
-import { CLAIM_PLAN_SETTINGS, claimBatchSql, type ClaimedRow } from './sql/claimBatch.js';
+import { CLAIM_PLAN_SETTINGS, claimStatement, type ClaimedRow } from './sql/claimBatch.js';
 import { holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
 import type { TopicCache } from './topics.js';
@@ -85,6 +85,7 @@ export class ShardWorker {
   private lastClaimMs = 0;
   /** The checkpoint topic's id when this shard last reconciled: the incarnation its cursor is in. */
   private checkpointTopicId: string | null = null;
+  private readonly claimStatement: { name: string; text: string };
 
   constructor(
     private readonly ctx: ShardContext,
@@ -94,6 +95,7 @@ export class ShardWorker {
     this.log = ctx.options.logger.child({ relay: ctx.options.relayId, group: ctx.options.group, shard, token });
     this.checkpointPartition = shard % ctx.checkpointPartitions;
     this.checkpointKey = checkpointKey(ctx.options.group, shard);
+    this.claimStatement = claimStatement(ctx.options.sqlSchema);
   }
 
   start(): void {
@@ -227,13 +229,10 @@ export class ShardWorker {
     let rows: Array<ClaimedRow & { held: number }>;
     try {
       await client.query(`begin; ${CLAIM_PLAN_SETTINGS}`);
-      ({ rows } = await client.query<ClaimedRow & { held: number }>(claimBatchSql(options.sqlSchema), [
-        options.shards,
-        this.shard,
-        options.batchSize,
-        options.batchSize,
-        options.maxBatchBytes,
-      ]));
+      ({ rows } = await client.query<ClaimedRow & { held: number }>({
+        ...this.claimStatement,
+        values: [options.shards, this.shard, options.batchSize, options.batchSize, options.maxBatchBytes],
+      }));
       await client.query('commit');
     } catch (err) {
       if (!lost) await client.query('rollback').catch(() => undefined);

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * The next rows of one shard, in id order, that may be published now, and no more bytes
  * of them than one transaction carries.
@@ -32,9 +34,18 @@
  * Planner settings for the claim's transaction: walk the publishable index in id order.
  * The shard condition (a hash modulo a parameter) has no statistics; with the planner's
  * guess of a tiny match count, a full scan and sort looks cheaper than the index walk that
- * stops at the limit, and the claim would then grow with the table.
+ * stops at the limit, and the claim would then grow with the table. That plan does not
+ * depend on the parameters, so it is made once per connection and kept (the relay runs
+ * the claim as a named statement, see claimStatement): planning it each time cost more
+ * than running it when few rows wait (1.1 ms against 0.3 ms), on every row's way to Kafka.
  */
-export const CLAIM_PLAN_SETTINGS = 'set local enable_seqscan = off; set local enable_bitmapscan = off';
+export const CLAIM_PLAN_SETTINGS = 'set local enable_seqscan = off; set local enable_bitmapscan = off; set local plan_cache_mode = force_generic_plan';
+
+/** The claim as a named statement of its text: prepared once per connection (see CLAIM_PLAN_SETTINGS). */
+export function claimStatement(schema: string): { name: string; text: string } {
+  const text = claimBatchSql(schema);
+  return { name: `outbox-relay-claim-${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, text };
+}
 
 export function claimBatchSql(schema: string): string {
   return `
