@@ -6,11 +6,11 @@
 -- settings outbox_relay.partition_unit and outbox_relay.partitions_ahead.
 --
 -- The existing table becomes the first partition as it is (no row is copied or rewritten),
--- holding everything created before the end of the current unit. Converting reads it twice
--- under an exclusive lock (rows dated later move out; PostgreSQL checks the rest against the
--- partition's bound) and builds one small partial index: writers wait for that. Partitions
--- for the following units are made ahead, and a default partition takes any row no
--- partition covers, so an insert never fails for want of a partition.
+-- holding everything created before the end of the current unit. Converting reads it
+-- under an exclusive lock (a row dated later refuses the conversion; PostgreSQL checks the
+-- rows against the partition's bound; one small partial index is built): writers wait for
+-- that. Partitions for the following units are made ahead, and a default partition takes
+-- any row no partition covers, so an insert never fails for want of a partition.
 --
 -- What stays the same: columns, defaults, constraints, indexes, triggers (the wake-up, the
 -- headers check), the owner, table and column grants, and ids: the identity sequence
@@ -39,6 +39,23 @@ $$;
 create function :schema.message_partition_next(unit text, t timestamptz) returns timestamptz
 language sql immutable strict as $$
   select (date_trunc(unit, t at time zone 'UTC') + ('1 ' || unit)::interval) at time zone 'UTC'
+$$;
+
+-- Gives a partition the table's grants, so that a role allowed on the table may work on the
+-- partition directly (the relay's retention deletes from the default partition).
+create function :schema.message_partition_grant(part text) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+  item record;
+begin
+  for item in
+    select a.privilege_type, case when a.grantee = 0 then 'public' else quote_ident(r.rolname) end as grantee
+      from pg_class c, aclexplode(c.relacl) a left join pg_roles r on r.oid = a.grantee
+     where c.oid = ':schema.messages'::regclass and a.grantee <> c.relowner
+  loop
+    execute format('grant %s on :schema.%I to %s', item.privilege_type, part, item.grantee);
+  end loop;
+end;
 $$;
 
 do $$
@@ -79,11 +96,13 @@ begin
   last_id := greatest(last_id, coalesce((select max(id) from :schema.messages), 0));
   legacy := 'messages_before_' || to_char(bound at time zone 'UTC', 'YYYYMMDD');
 
-  -- Rows dated after the bound (an explicit created_at) move to the partitioned table
-  -- once it exists, with their ids.
-  create temp table outbox_relay_later (like :schema.messages) on commit drop;
-  with moved as (delete from :schema.messages where not (created_at < bound) returning *)
-  insert into outbox_relay_later select * from moved;
+  -- A row dated after the bound (written with an explicit created_at) fits no partition the
+  -- old table can become: refuse, naming it, rather than move rows around.
+  select id, created_at into item from :schema.messages where not (created_at < bound) order by id limit 1;
+  if found then
+    raise exception '%.messages has rows created after % (the first: id % at %): partitioning needs every row before it; correct their created_at or convert later',
+      ':schema', bound, item.id, item.created_at using errcode = 'check_violation';
+  end if;
 
   execute format('alter table :schema.messages rename to %I', legacy);
   for item in
@@ -137,6 +156,7 @@ begin
   execute format('alter table :schema.messages attach partition :schema.%I for values from (minvalue) to (%L)', legacy, bound);
   create table :schema.messages_default partition of :schema.messages default;
   alter table :schema.messages_default add primary key (id);
+  perform :schema.message_partition_grant('messages_default');
 end;
 $$;
 
@@ -158,25 +178,29 @@ as $$
    where i.inhparent = ':schema.messages'::regclass
 $$;
 
--- Keeps the partitions; one row per partition acted on: `created`, `dropped` or `busy`
--- (its lock was not free within half a second: tried again at the next run), with a detail.
+-- Keeps the partitions. One row per partition acted on: `created`, `dropped`, `kept` (an
+-- expired partition holding rows to keep, or a range whose rows the default partition
+-- took), or `busy` (the table's lock was not free within half a second: the run stops
+-- there, and the next one goes on from there), with a detail.
 --
 -- - Makes the partitions of the current unit and of the `ahead` units after it, from the
---   end of the last one (ranges never overlap). Rows of a new partition's range that the
---   default partition took (the partitions had run out) move into it.
+--   end of the last one (ranges never overlap). A range of which the default partition
+--   holds rows (the partitions had run out) is left to it.
 -- - With `keep` given, drops every partition whose range ended more than `keep` before
---   `as_of`. The rows it must keep (every row not sent: pending, failed, held, dead,
---   skipped; and rows sent within the retention period) move to the default partition
---   first, with their ids, in the same transaction; a partition with more than 10,000 such
---   rows (an outage's backlog) is left for later, reported `busy`.
+--   `as_of` and which holds no row to keep: none not sent (pending, failed, held, dead,
+--   skipped) and none sent within the retention period. Every state but `sent` has a
+--   partial index, so the check reads no partition; it is made again under the table's
+--   lock before the drop, so a row committed meanwhile is seen. A partition kept for its
+--   rows stays (its sent rows are deleted row by row by the relay's retention, see
+--   deleteExpiredSql), until they are sent, repaired or removed.
 --
--- Both take the table's lock for an instant (writers wait that long), and only when there
--- is something to do, which makes a run without anything to do free. It runs with its
--- owner's rights (the table's owner), so a relay role without DDL rights may run it.
--- `as_of` is now() but in tests. The relay runs it (see README "Partitioned outbox").
-create function :schema.maintain_message_partitions(keep interval default null, as_of timestamptz default now())
+-- Each DDL step takes the table's lock for an instant, and only when there is something to
+-- do. Runs only at READ COMMITTED (each statement must see what committed before it).
+-- `as_of` is now() but in tests; callers other than the owner use
+-- maintain_message_partitions(keep), which runs with the owner's rights.
+create function :schema.maintain_message_partitions_as_of(keep interval, as_of timestamptz)
 returns table (action text, partition_name text, detail text)
-language plpgsql security definer
+language plpgsql
 set search_path = pg_catalog, pg_temp
 set "TimeZone" = 'UTC' set "DateStyle" = 'ISO'
 set lock_timeout = '500ms'
@@ -190,13 +214,20 @@ declare
   cutoff timestamptz;
   part record;
   part_name text;
-  moved bigint;
-  to_keep text := 'select id from :schema.%1$I where state in (''pending'', ''failed'') and not held
-                   union select id from :schema.%1$I where held
-                   union select id from :schema.%1$I where state = ''dead''
-                   union select id from :schema.%1$I where state = ''skipped''
-                   union select id from :schema.%1$I where state = ''sent'' and sent_at > $1';
+  to_keep boolean;
+  has_rows_to_keep text := 'select exists (select 1 from :schema.%1$I where state in (''pending'', ''failed'') and not held)
+                               or exists (select 1 from :schema.%1$I where held)
+                               or exists (select 1 from :schema.%1$I where state = ''dead'')
+                               or exists (select 1 from :schema.%1$I where state = ''skipped'')
+                               or exists (select 1 from :schema.%1$I where state = ''sent'' and sent_at > $1)';
 begin
+  if current_setting('transaction_isolation') <> 'read committed' then
+    raise exception 'maintain_message_partitions runs at READ COMMITTED only (this transaction is %)', current_setting('transaction_isolation')
+      using errcode = 'invalid_transaction_state';
+  end if;
+  if keep is not null and keep < interval '1 minute' then
+    raise exception 'keep must be at least a minute, got %', keep using errcode = 'invalid_parameter_value';
+  end if;
   select * into cfg from :schema.message_partitioning;
   if not found then
     raise exception '%.messages is not partitioned', ':schema' using errcode = 'undefined_object';
@@ -214,23 +245,20 @@ begin
     end if;
     part_name := 'messages_p' || to_char(lo at time zone 'UTC', 'YYYYMMDD');
     begin
-      lock table :schema.messages in access exclusive mode;
-      create temp table if not exists outbox_relay_moving (like :schema.messages) on commit drop;
-      with taken as (delete from :schema.messages_default where created_at >= lo and created_at < hi returning *)
-      insert into pg_temp.outbox_relay_moving select * from taken;
-      get diagnostics moved = row_count;
       execute format('create table :schema.%I partition of :schema.messages for values from (%L) to (%L)', part_name, lo, hi);
       execute format('alter table :schema.%I add primary key (id)', part_name);
-      insert into :schema.messages select * from pg_temp.outbox_relay_moving;
-      truncate pg_temp.outbox_relay_moving;
-      action := 'created'; partition_name := part_name;
-      detail := case when moved > 0 then format('%s of its range moved in from messages_default', case when moved = 1 then '1 row' else moved || ' rows' end) end;
+      perform :schema.message_partition_grant(part_name);
+      action := 'created'; partition_name := part_name; detail := null;
       return next;
     exception
       when duplicate_table then null; -- made by a concurrent run
+      when check_violation then
+        action := 'kept'; partition_name := part_name; detail := 'rows of this range are in messages_default, which keeps them';
+        return next;
       when lock_not_available then
         action := 'busy'; partition_name := part_name; detail := 'the table was locked; made at the next run';
         return next;
+        return;
     end;
     lo := hi;
   end loop;
@@ -241,39 +269,48 @@ begin
     select * from :schema.message_partition_bounds()
      where not is_default and upper_bound <= cutoff order by upper_bound
   loop
+    execute format(has_rows_to_keep, part.partition_name) using cutoff into to_keep;
+    if to_keep then
+      action := 'kept'; partition_name := part.partition_name; detail := 'holds rows not sent, or sent within the retention period';
+      return next;
+      continue;
+    end if;
     begin
       lock table :schema.messages in access exclusive mode;
-      execute format('select count(*) from (' || to_keep || ') k', part.partition_name) using cutoff into moved;
-      if moved > 10000 then
-        action := 'busy'; partition_name := part.partition_name;
-        detail := format('holds %s rows not sent or sent within the retention period, more than one run moves: dropped when fewer', moved);
-        return next;
-        continue;
+      execute format(has_rows_to_keep, part.partition_name) using cutoff into to_keep;
+      if to_keep then
+        action := 'kept'; partition_name := part.partition_name; detail := 'holds rows not sent, or sent within the retention period';
+      else
+        execute format('drop table :schema.%I', part.partition_name);
+        action := 'dropped'; partition_name := part.partition_name; detail := null;
       end if;
-      if moved > 0 then
-        create temp table if not exists outbox_relay_moving (like :schema.messages) on commit drop;
-        execute format('insert into pg_temp.outbox_relay_moving select * from :schema.%1$I where id in (' || to_keep || ')', part.partition_name)
-          using cutoff;
-      end if;
-      execute format('drop table :schema.%I', part.partition_name);
-      if moved > 0 then
-        -- Its range is no longer covered: the rows go to the default partition.
-        insert into :schema.messages select * from pg_temp.outbox_relay_moving;
-        truncate pg_temp.outbox_relay_moving;
-      end if;
-      action := 'dropped'; partition_name := part.partition_name;
-      detail := case when moved > 0 then format('%s not sent or sent within the retention period moved to messages_default', case when moved = 1 then '1 row' else moved || ' rows' end) end;
       return next;
     exception when lock_not_available then
       action := 'busy'; partition_name := part.partition_name; detail := 'the table was locked; dropped at the next run';
       return next;
+      return;
     end;
   end loop;
 end;
 $$;
 
--- The table's owner owns what the layout adds, and the functions that make and drop
--- partitions run with its rights.
+-- What the relay calls: the run as of now, with the owner's rights (so that a relay role
+-- without DDL rights may keep the partitions). Granted to nobody but the owner by default:
+-- grant EXECUTE to the relay's role.
+create function :schema.maintain_message_partitions(keep interval default null)
+returns table (action text, partition_name text, detail text)
+language sql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select * from :schema.maintain_message_partitions_as_of(keep, now())
+$$;
+
+revoke execute on function :schema.maintain_message_partitions(interval) from public;
+revoke execute on function :schema.maintain_message_partitions_as_of(interval, timestamptz) from public;
+revoke execute on function :schema.message_partition_grant(text) from public;
+
+-- The table's owner owns what the layout adds, and the function that makes and drops
+-- partitions for others runs with its rights.
 do $$
 declare
   owner name := (select r.rolname from pg_class c join pg_roles r on r.oid = c.relowner where c.oid = ':schema.messages'::regclass);
@@ -281,7 +318,9 @@ begin
   if owner <> current_user then
     execute format('alter table :schema.messages_default owner to %I', owner);
     execute format('alter table :schema.message_partitioning owner to %I', owner);
-    execute format('alter function :schema.maintain_message_partitions(interval, timestamptz) owner to %I', owner);
+    execute format('alter function :schema.maintain_message_partitions(interval) owner to %I', owner);
+    execute format('alter function :schema.maintain_message_partitions_as_of(interval, timestamptz) owner to %I', owner);
+    execute format('alter function :schema.message_partition_grant(text) owner to %I', owner);
     execute format('alter function :schema.message_partition_bounds() owner to %I', owner);
     execute format('alter function :schema.message_partition_floor(text, timestamptz) owner to %I', owner);
     execute format('alter function :schema.message_partition_next(text, timestamptz) owner to %I', owner);
@@ -289,5 +328,4 @@ begin
 end;
 $$;
 
-select count(*) from :schema.maintain_message_partitions();
-insert into :schema.messages select * from pg_temp.outbox_relay_later;
+select count(*) from :schema.maintain_message_partitions_as_of(null, now());

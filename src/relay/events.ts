@@ -24,11 +24,11 @@ export interface RelayEventMap {
   tookOver: { from: string; reconciled: number };
   /**
    * A maintenance run of a partitioned outbox (see migrate's `partitionBy`): partitions made,
-   * dropped (expired; the rows they had to keep moved to the default partition first), and
-   * left for the next run with the reason (`busy`: the table's lock was not free, or an
-   * expired partition holds too many rows to keep to move in one run).
+   * dropped (expired, no row to keep), `kept` with the reason (an expired partition holding
+   * rows not sent or sent within the retention period; a range the default partition holds
+   * rows of), and `busy` (the table's lock was not free: the run stopped there).
    */
-  partitions: { created: string[]; dropped: string[]; busy: Array<{ partition: string; reason: string }> };
+  partitions: { created: string[]; dropped: string[]; kept: Array<{ partition: string; reason: string }>; busy: Array<{ partition: string; reason: string }> };
   error: { shard?: number; error: unknown };
 }
 

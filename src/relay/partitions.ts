@@ -12,20 +12,19 @@ export async function isPartitioned(pool: pg.Pool, sqlSchema: string): Promise<b
 
 /**
  * One maintenance run of a partitioned outbox: partitions made ahead and, when `keepMs` is
- * given (the relay's retention), expired partitions dropped, the rows they had to keep moved
- * to the default partition first (see maintain_message_partitions()). What it did is
- * logged, and so is a partition left for the next run, with the reason.
+ * given (the relay's retention), expired partitions without rows to keep dropped (see
+ * maintain_message_partitions_as_of()). What it did is logged; so is, at warn, a run that
+ * stopped at a busy table.
  */
 export async function maintainPartitions(pool: pg.Pool, sqlSchema: string, keepMs: number | null, logger: Logger): Promise<PartitionReport> {
   const { rows } = await pool.query<{ action: string; partition_name: string; detail: string | null }>(maintainPartitionsSql(sqlSchema), [keepMs]);
-  const report: PartitionReport = { created: [], dropped: [], busy: [] };
+  const report: PartitionReport = { created: [], dropped: [], kept: [], busy: [] };
   for (const row of rows) {
     if (row.action === 'created') report.created.push(row.partition_name);
     else if (row.action === 'dropped') report.dropped.push(row.partition_name);
-    else report.busy.push({ partition: row.partition_name, reason: row.detail ?? '' });
+    else (row.action === 'busy' ? report.busy : report.kept).push({ partition: row.partition_name, reason: row.detail ?? '' });
   }
-  const done = rows.filter((r) => r.action !== 'busy');
-  if (done.length > 0) logger.info({ partitions: done.map((r) => ({ [r.action]: r.partition_name, ...(r.detail ? { detail: r.detail } : {}) })) }, 'outbox partitions maintained');
-  if (report.busy.length > 0) logger.warn({ busy: report.busy }, 'outbox partitions left for the next run');
+  if (report.created.length > 0 || report.dropped.length > 0) logger.info({ created: report.created, dropped: report.dropped }, 'outbox partitions maintained');
+  if (report.busy.length > 0) logger.warn({ busy: report.busy }, 'outbox partition maintenance stopped at a locked table; it goes on at the next run');
   return report;
 }

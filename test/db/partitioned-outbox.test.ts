@@ -50,9 +50,15 @@ describe('partitioned outbox (opt-in layout)', () => {
         enqueue(client, Array.from({ length: 20 }, (_, i) => ({ topic: 'orders', key: `k${i % 4}`, payload: { i } })), { schema }),
       );
       await pool.query(`update ${schema}.messages set state = 'sent', sent_at = now(), kafka_partition = 0, kafka_offset = id where id <= $1::bigint`, [ids[9]]);
-      // Dated after the current unit (an explicit created_at): they leave the first partition, keeping their ids.
-      await pool.query(`update ${schema}.messages set created_at = 'infinity' where id = $1::bigint`, [ids[10]]);
+      // A row dated after the current unit (an explicit created_at) fits no partition the table can become.
       await pool.query(`update ${schema}.messages set created_at = now() + interval '10 years' where id = $1::bigint`, [ids[11]]);
+      await expect(migrate({ db: pool, schema, partitionBy: 'day' })).rejects.toMatchObject({
+        code: 'MIGRATION_FAILED',
+        message: expect.stringContaining(`rows created after`) && expect.stringContaining(`(the first: id ${ids[11]} at`),
+      });
+      const { rows: still } = await pool.query(`select relkind from pg_class where oid = $1::regclass`, [`${schema}.messages`]);
+      expect(still[0].relkind).toBe('r');
+      await pool.query(`update ${schema}.messages set created_at = now() where id = $1::bigint`, [ids[11]]);
       // The sequence has gone past the highest id left: an id must never be handed out twice.
       await pool.query(`delete from ${schema}.messages where id = $1::bigint`, [ids[19]]);
       const before = (await pool.query(`select * from ${schema}.messages order by id`)).rows;
@@ -71,17 +77,10 @@ describe('partitioned outbox (opt-in layout)', () => {
         'messages_default',
       ]);
 
-      const { rows: later } = await pool.query(`select id::text, tableoid::regclass::text as part from ${schema}.messages where id = any($1::bigint[]) order by id`, [
-        [ids[10], ids[11]],
-      ]);
-      expect(later).toEqual([
-        { id: ids[10], part: `${schema}.messages_default` },
-        { id: ids[11], part: `${schema}.messages_default` },
-      ]);
       const { rows: owners } = await pool.query(
         `select (select relowner::regrole::text from pg_class where oid = $1::regclass) as tbl,
                 (select proowner::regrole::text from pg_proc where oid = $2::regprocedure) as fn`,
-        [`${schema}.messages`, `${schema}.maintain_message_partitions(interval, timestamptz)`],
+        [`${schema}.messages`, `${schema}.maintain_message_partitions(interval)`],
       );
       expect(owners[0]).toEqual({ tbl: owner, fn: owner });
       const { rows: triggers } = await pool.query(`select tgname from pg_trigger where tgrelid = $1::regclass and not tgisinternal order by 1`, [`${schema}.messages`]);
@@ -122,12 +121,22 @@ describe('partitioned outbox (opt-in layout)', () => {
         [role, `${schema}.messages`],
       );
       expect(grants[0]).toEqual({ sel: true, upd_state: true, upd: false, del: false });
-      // A role without DDL rights (a relay's) may keep the partitions: the function runs as the owner.
+      // Partitions get the table's grants (the relay's retention works on the default one).
+      const { rows: partGrants } = await pool.query(`select has_table_privilege($1::text, $2::text, 'select') as sel`, [role, `${schema}.messages_default`]);
+      expect(partGrants[0].sel).toBe(true);
+
+      // A role without DDL rights (a relay's) may keep the partitions once granted the function, which runs as the owner.
       const client = await pool.connect();
       try {
+        await pool.query(`drop table ${schema}.${partitionName(3)}`);
         await client.query(`set role ${role}`);
-        const { rows: made } = await client.query(`select action from ${schema}.maintain_message_partitions(null, now() + interval '2 days')`);
-        expect(made).toEqual([{ action: 'created' }, { action: 'created' }]);
+        await expect(client.query(`select * from ${schema}.maintain_message_partitions(null)`)).rejects.toMatchObject({ code: '42501' });
+        await pool.query(`grant execute on function ${schema}.maintain_message_partitions(interval) to ${role}`);
+        const { rows: made } = await client.query(`select action, partition_name from ${schema}.maintain_message_partitions(null)`);
+        expect(made).toEqual([{ action: 'created', partition_name: partitionName(3) }]);
+        // It never drops what the retention period keeps, nor moves time: those are the owner's.
+        await expect(client.query(`select * from ${schema}.maintain_message_partitions(interval '-1 day')`)).rejects.toMatchObject({ code: '22023' });
+        await expect(client.query(`select * from ${schema}.maintain_message_partitions_as_of(null, now() + interval '1 year')`)).rejects.toMatchObject({ code: '42501' });
       } finally {
         await client.query('reset role');
         client.release();
@@ -250,7 +259,7 @@ describe('partitioned outbox (opt-in layout)', () => {
     expectPerKeyOrder(read);
   });
 
-  it('an expired partition is dropped, the rows it must keep (not sent, or sent within the retention period) moved to the default partition with their ids', async () => {
+  it('an expired partition is dropped only when it holds no row to keep (one in any state but sent, or sent within the period); one that does is kept', async () => {
     const schema = await freshSchema(pool);
     await migrate({ db: pool, schema, partitionBy: 'day' });
     const insert = async (created: Date, state: string, sentAt: Date | null, held = false) =>
@@ -261,46 +270,62 @@ describe('partitioned outbox (opt-in layout)', () => {
           [created, state, sentAt, held],
         )
       ).rows[0]!.id;
+    const first = `messages_before_${partitionName(1).slice('messages_p'.length)}`;
+    await insert(day(0), 'sent', day(0.5)); // every row sent long ago: dropped
     const keep = [
-      await insert(day(0), 'dead', null), // in the first partition, with the history before the conversion
+      await insert(day(1.25), 'dead', null),
       await insert(day(2.25), 'sent', day(6)), // sent late: within the retention period at day 5
       await insert(day(3.25), 'pending', null),
-      await insert(day(3.3), 'pending', null, true),
-      await insert(day(3.4), 'failed', null),
-      await insert(day(3.5), 'skipped', null),
     ];
-    const gone = [await insert(day(0.5), 'sent', day(0.75)), await insert(day(1.25), 'sent', day(1.5))];
+    // Each state that must be kept keeps a partition on its own.
+    for (const [state, held] of [['pending', true], ['failed', false], ['skipped', false]] as const) {
+      const probe = await freshSchema(pool);
+      await migrate({ db: pool, schema: probe, partitionBy: 'day' });
+      await pool.query(`insert into ${probe}.messages (topic, payload, created_at, state, held) values ('orders', 'x', $1::timestamptz, $2::text, $3::boolean)`, [day(1.5), state, held]);
+      const { rows } = await pool.query(`select action from ${probe}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz) where partition_name = $2::text`, [
+        day(5),
+        partitionName(1),
+      ]);
+      expect({ state, held, rows }).toEqual({ state, held, rows: [{ action: 'kept' }] });
+    }
 
     const { rows } = await pool.query<{ action: string; partition_name: string; detail: string | null }>(
-      `select * from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz) where action <> 'created'`,
+      `select * from ${schema}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz) where action <> 'created'`,
       [day(5)],
     );
+    const kept = 'holds rows not sent, or sent within the retention period';
     expect(rows).toEqual([
-      { action: 'dropped', partition_name: `messages_before_${partitionName(1).slice('messages_p'.length)}`, detail: '1 row not sent or sent within the retention period moved to messages_default' },
-      { action: 'dropped', partition_name: partitionName(1), detail: null },
-      { action: 'dropped', partition_name: partitionName(2), detail: '1 row not sent or sent within the retention period moved to messages_default' },
-      { action: 'dropped', partition_name: partitionName(3), detail: '4 rows not sent or sent within the retention period moved to messages_default' },
+      { action: 'dropped', partition_name: first, detail: null },
+      { action: 'kept', partition_name: partitionName(1), detail: kept },
+      { action: 'kept', partition_name: partitionName(2), detail: kept },
+      { action: 'kept', partition_name: partitionName(3), detail: kept },
     ]);
-    const { rows: left } = await pool.query<{ id: string; part: string }>(`select id::text, tableoid::regclass::text as part from ${schema}.messages order by id`);
-    expect(left).toEqual(keep.map((id) => ({ id, part: `${schema}.messages_default` })));
-    expect(left.map((r) => r.id)).not.toContain(gone[0]);
-    expect(await partitions(schema)).toEqual([5, 6, 7, 8].map(partitionName).concat('messages_default'));
+    const { rows: left } = await pool.query<{ id: string }>(`select id::text from ${schema}.messages order by id`);
+    expect(left.map((r) => r.id)).toEqual(keep);
   });
 
-  it('an expired partition holding more rows to keep than one run moves stays until fewer', async () => {
+  it("the relay's retention deletes the sent rows of an expired partition kept for a dead row, and nothing else", async () => {
     const schema = await freshSchema(pool);
     await migrate({ db: pool, schema, partitionBy: 'day' });
-    await pool.query(`insert into ${schema}.messages (topic, payload, created_at) select 'orders', 'x', $1::timestamptz from generate_series(1, 10001)`, [day(1.5)]);
-    const { rows } = await pool.query(
-      `select action, detail from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz) where partition_name = $2::text`,
-      [day(4), partitionName(1)],
+    // A partition of days long past (as a DBA may attach one) in place of the first one.
+    const first = `messages_before_${partitionName(1).slice('messages_p'.length)}`;
+    await pool.query(`alter table ${schema}.messages detach partition ${schema}.${first}; drop table ${schema}.${first}`);
+    await pool.query(`create table ${schema}.messages_old partition of ${schema}.messages for values from ($1) to ($2)`.replace('$1', `'${day(-10).toISOString()}'`).replace('$2', `'${day(-9).toISOString()}'`));
+    await pool.query(`alter table ${schema}.messages_old add primary key (id)`);
+    const { rows } = await pool.query<{ id: string; state: string }>(
+      `insert into ${schema}.messages (topic, payload, created_at, state, sent_at, kafka_partition, kafka_offset)
+       values ('orders', 'x', $1::timestamptz, 'dead', null, null, null), ('orders', 'x', $1::timestamptz, 'sent', $2::timestamptz, 0, 0),
+              ('orders', 'x', $3::timestamptz, 'sent', $2::timestamptz, 0, 0)
+       returning id::text, state`,
+      [day(-9.5), day(-9.25), day(1.5)],
     );
-    expect(rows).toEqual([{ action: 'busy', detail: 'holds 10001 rows not sent or sent within the retention period, more than one run moves: dropped when fewer' }]);
-    const { rows: count } = await pool.query(`select count(*)::int as n from ${schema}.${partitionName(1)}`);
-    expect(count[0].n).toBe(10_001);
+    const deleted = await purgeSentRows(pool, schema, { keepMs: DAY, batchSize: 100, partitioned: true }, new AbortController().signal, createLogger({ level: 'silent' }));
+    const { rows: left } = await pool.query<{ id: string }>(`select id::text from ${schema}.messages order by id`);
+    // The dead row stays; so does the row of a partition not yet expired, however old its sending.
+    expect({ deleted, left: left.map((r) => r.id) }).toEqual({ deleted: 1, left: [rows[0]!.id, rows[2]!.id] });
   });
 
-  it('rows of a range the default partition took move into its partition when it is made', async () => {
+  it('a range of which the default partition holds rows is left to it: the rows stay where they are, nothing is refused', async () => {
     const schema = await freshSchema(pool);
     await migrate({ db: pool, schema, partitionBy: 'day' });
     const { rows: inserted } = await pool.query(
@@ -308,13 +333,28 @@ describe('partitioned outbox (opt-in layout)', () => {
       [day(10.5)],
     );
     expect(inserted[0].part).toBe(`${schema}.messages_default`);
-    const { rows } = await pool.query(`select action, detail from ${schema}.maintain_message_partitions(null, $1::timestamptz) where partition_name = $2::text`, [
-      day(8),
-      partitionName(10),
+    const { rows } = await pool.query(`select action, partition_name from ${schema}.maintain_message_partitions_as_of(null, $1::timestamptz)`, [day(8)]);
+    expect(rows).toEqual([
+      { action: 'created', partition_name: partitionName(8) },
+      { action: 'created', partition_name: partitionName(9) },
+      { action: 'kept', partition_name: partitionName(10) },
+      { action: 'created', partition_name: partitionName(11) },
     ]);
-    expect(rows).toEqual([{ action: 'created', detail: '1 row of its range moved in from messages_default' }]);
     const { rows: now } = await pool.query(`select id::text, tableoid::regclass::text as part from ${schema}.messages`);
-    expect(now).toEqual([{ id: inserted[0].id, part: `${schema}.${partitionName(10)}` }]);
+    expect(now).toEqual([{ id: inserted[0].id, part: `${schema}.messages_default` }]);
+  });
+
+  it('maintenance refuses to run but at READ COMMITTED, where every statement sees what committed before it', async () => {
+    const schema = await freshSchema(pool);
+    await migrate({ db: pool, schema, partitionBy: 'day' });
+    const client = await pool.connect();
+    try {
+      await client.query('begin isolation level repeatable read');
+      await expect(client.query(`select * from ${schema}.maintain_message_partitions(null)`)).rejects.toMatchObject({ code: '25000' });
+    } finally {
+      await client.query('rollback');
+      client.release();
+    }
   });
 
   it('row-by-row retention of a partitioned outbox deletes from its default partition only', async () => {
@@ -334,28 +374,32 @@ describe('partitioned outbox (opt-in layout)', () => {
     expect(rows).toEqual([{ part: `${schema}.messages_before_${partitionName(1).slice('messages_p'.length)}` }]);
   });
 
-  it('a writer still inserting into an expired partition is waited for, never lost: the drop is left for the next run', async () => {
+  it('a writer still inserting into an expired partition is waited for, never lost: the run stops and the next one keeps the partition', async () => {
     const schema = await freshSchema(pool);
     await migrate({ db: pool, schema, partitionBy: 'day' });
     // This session has no lock timeout of its own: without the function's, the run would wait for the writer.
     const writer = new pg.Client({ connectionString: databaseUrl() });
     await writer.connect();
     try {
+      await pool.query(`select count(*) from ${schema}.maintain_message_partitions_as_of(null, $1::timestamptz)`, [day(4)]);
       await writer.query('begin');
       const { rows: written } = await writer.query<{ id: string }>(
         `insert into ${schema}.messages (topic, payload, created_at) values ('orders', 'x', $1::timestamptz) returning id::text`,
         [day(1.5)],
       );
-      const run = () =>
-        pool.query(`select action, detail from ${schema}.maintain_message_partitions(interval '1 day', $1::timestamptz) where partition_name = $2::text`, [
-          day(4),
-          partitionName(1),
-        ]);
-      expect((await run()).rows).toEqual([{ action: 'busy', detail: 'the table was locked; dropped at the next run' }]);
+      const first = `messages_before_${partitionName(1).slice('messages_p'.length)}`;
+      const run = async () =>
+        (await pool.query(`select action, partition_name from ${schema}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz)`, [day(4)])).rows;
+      // The first expired partition's drop waits for the writer's lock, gives up, and the run stops there.
+      expect(await run()).toEqual([{ action: 'busy', partition_name: first }]);
       await writer.query('commit');
-      expect((await run()).rows).toEqual([{ action: 'dropped', detail: '1 row not sent or sent within the retention period moved to messages_default' }]);
+      expect(await run()).toEqual([
+        { action: 'dropped', partition_name: first },
+        { action: 'kept', partition_name: partitionName(1) },
+        { action: 'dropped', partition_name: partitionName(2) },
+      ]);
       const { rows } = await pool.query(`select id::text, state, tableoid::regclass::text as part from ${schema}.messages`);
-      expect(rows).toEqual([{ id: written[0]!.id, state: 'pending', part: `${schema}.messages_default` }]);
+      expect(rows).toEqual([{ id: written[0]!.id, state: 'pending', part: `${schema}.${partitionName(1)}` }]);
     } finally {
       await writer.end();
     }
@@ -369,7 +413,7 @@ describe('partitioned outbox (opt-in layout)', () => {
       const daily = await freshSchema(pool);
       await migrate({ db: berlin, schema: daily, partitionBy: 'day' });
       // Clocks in Berlin move forward on 2027-03-28.
-      await berlin.query(`select count(*) from ${daily}.maintain_message_partitions(null, '2027-03-26 12:00+00')`);
+      await berlin.query(`select count(*) from ${daily}.maintain_message_partitions_as_of(null, '2027-03-26 12:00+00')`);
       const monthly = uniqueName('t').toLowerCase();
       await migrate({ db: newYork, schema: monthly, partitionBy: 'month', partitionsAhead: 4 });
       for (const [schema, db, from] of [[daily, berlin, '2027-03-26'], [monthly, newYork, '-infinity']] as const) {

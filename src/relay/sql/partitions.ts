@@ -4,8 +4,8 @@ export function isPartitionedSql(schema: string): string {
 }
 
 /**
- * Makes the partitions ahead and, with `$1` (ms) given, drops the expired ones (moving the
- * rows they must keep to the default partition): see maintain_message_partitions() in
+ * Makes the partitions ahead and, with `$1` (ms) given, drops the expired ones that hold no
+ * row to keep: see maintain_message_partitions_as_of() in
  * migrations/optional/partition_messages_by_time.sql. One row per partition acted on.
  */
 export function maintainPartitionsSql(schema: string): string {

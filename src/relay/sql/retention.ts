@@ -2,9 +2,9 @@
  * Deletes one bounded batch of sent rows older than the retention period. Small batches
  * keep locks short and let autovacuum keep up; the caller loops until a batch comes back
  * short. The sent_at partial index finds the candidates without touching unsent rows.
- * `table` is `messages`, or in a partitioned outbox its default partition only (the others
- * are dropped whole when they expire: deleting their rows one by one first would undo the
- * point of partitioning).
+ * `table` is `messages`, or in a partitioned outbox its default partition (the other
+ * partitions are dropped whole when they expire: deleting their rows one by one first
+ * would undo the point of partitioning; see deleteExpiredInKeptPartitionsSql).
  */
 export function deleteExpiredSql(schema: string, table: 'messages' | 'messages_default' = 'messages'): string {
   return `
@@ -12,6 +12,25 @@ delete from ${schema}.${table}
  where id in (
    select id from ${schema}.${table}
     where state = 'sent' and sent_at < now() - $1::bigint * interval '1 millisecond'
+    order by sent_at
+    limit $2::int)`;
+}
+
+/**
+ * In a partitioned outbox, the same for the partitions past their time that are kept for
+ * rows they hold (not sent, or sent within the period; see maintain_message_partitions):
+ * their sent rows go one batch at a time, as in an unpartitioned outbox, so a dead row does
+ * not keep a whole partition of sent rows. They are the partitions whose range ended before
+ * the retention period; the others are pruned by the created_at bound.
+ */
+export function deleteExpiredInKeptPartitionsSql(schema: string): string {
+  return `
+delete from ${schema}.messages
+ where id in (
+   select id from ${schema}.messages
+    where state = 'sent' and sent_at < now() - $1::bigint * interval '1 millisecond'
+      and created_at < (select max(upper_bound) from ${schema}.message_partition_bounds()
+                         where not is_default and upper_bound <= now() - $1::bigint * interval '1 millisecond')
     order by sent_at
     limit $2::int)`;
 }
