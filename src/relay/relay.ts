@@ -169,7 +169,12 @@ export class Relay {
     const housekeeping = async () => {
       if (!this.leases?.shards.includes(0)) return;
       const partitioned = await isPartitioned(this.pool!, o.sqlSchema);
-      if (partitioned) this.events.emit('partitions', await maintainPartitions(this.pool!, o.sqlSchema, o.retention === false ? null : o.retention.keepMs, this.log));
+      // A failed maintenance must not stop retention, nor the other way round.
+      if (partitioned) {
+        await maintainPartitions(this.pool!, o.sqlSchema, o.retention === false ? null : o.retention.keepMs, this.log)
+          .then((report) => this.events.emit('partitions', report))
+          .catch((err: unknown) => this.log.warn({ err }, 'partition maintenance failed'));
+      }
       if (o.retention !== false) await purgeSentRows(this.pool!, o.sqlSchema, { ...o.retention, partitioned }, this.controller.signal, this.log);
     };
     if (this.leases.shards.includes(0) && (await isPartitioned(this.pool, o.sqlSchema))) {
