@@ -29,6 +29,8 @@ const quick = values.quick;
 const REPEATS = quick ? 1 : Number(values.repeats);
 const ROWS = quick ? 5_000 : Number(values.rows);
 const RECORDS = quick ? 10_000 : Number(values.records);
+/** The relay memory run's backlog (bench/relay-memory.ts): the size the targets are set for. */
+const MEMORY_ROWS = 200_000;
 for (const [name, v, max] of [['repeats', REPEATS, 20], ['rows', ROWS, 10_000_000], ['records', RECORDS, 10_000_000]] as const) {
   if (!Number.isInteger(v) || v < 1 || v > max) {
     console.error(`bench: --${name} must be an integer in 1..${max}`);
@@ -70,6 +72,10 @@ interface RelayRun {
   steady: { latencyMs: { p50: number; p95: number; p99: number; max: number }; latencyCdfMs: [number, number][]; duplicates: number; missing: number };
   memory: { rssAtStartMb: number; rssPeakMb: number };
 }
+interface RelayMemoryRun {
+  ok: boolean;
+  runs: Array<{ shards: number; rows: number; rowsPerSec: number; rssIdleMb: number; rssPeakMb: number }>;
+}
 interface WriterRun {
   medianTxPerSec: { relayBusy: number; relayIdle: number; withoutTrigger: number };
   ratio: { relayBusy: number; relayIdle: number };
@@ -91,6 +97,14 @@ async function main(): Promise<number> {
     if (!result.ok) failed = true;
     relayRuns.push(result);
   }
+
+  console.log('\n== relay memory (the built CLI in a process of its own)');
+  const memory = await runScript<RelayMemoryRun>('./relay-memory.ts', ['--rows', String(quick ? 20_000 : MEMORY_ROWS)]);
+  if (memory.code === 2 || !memory.result) {
+    console.error('bench: the relay memory benchmark could not run');
+    return 2;
+  }
+  if (!memory.result.ok) failed = true;
 
   console.log('\n== consumer');
   const consumer: ConsumerBenchResult = await runConsumerBench({ databaseUrl: databaseUrl!, brokers: brokers!, records: RECORDS, repeats: REPEATS, batchSize: 500 });
@@ -124,6 +138,7 @@ async function main(): Promise<number> {
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
     parameters: { repeats: REPEATS, rows: ROWS, records: RECORDS },
     relay,
+    relayMemory: memory.result.runs,
     consumer: { medians: consumer.medians, ratios: consumer.ratios },
     writers: writers.result,
   };
@@ -132,7 +147,9 @@ async function main(): Promise<number> {
   const lines = [
     `relay drain      ${relay.drainRowsPerSec} rows/s from the first batch; raw transactional producers ${relay.rawRowsPerSec} rows/s → ${relay.drainRatioToRaw}× (target ≥ 0.7)`,
     `relay latency    commit→read at 200 rows/s p50 ${relay.latencyMs.p50} ms, p99 ${relay.latencyMs.p99} ms (targets 10 / 30); duplicates ${relay.duplicates}, missing ${relay.missing}`,
-    `relay memory     the bench process (relay, writer, reader) ${relay.rssMb.atStart} MB before the relay, peak ${relay.rssMb.peak} MB`,
+    ...memory.result.runs.map(
+      (r) => `relay memory     bin/outbox-relay, ${r.shards} shards, ${r.rows} rows: RSS peak ${r.rssPeakMb} MB (target ${r.shards <= 4 ? 150 : 250}), ${r.rowsPerSec} rows/s`,
+    ),
     `consumer         ${CONSUMER_VARIANTS.map((v) => `${v} ${Math.round(consumer.medians[v]?.recordsPerSec ?? 0)}/s`).join(', ')}`,
     `consumer ratios  exactly-once per record ${round(consumer.ratios.eoPerRecordToAloPerRecord)}× at-least-once, batch handler ${round(consumer.ratios.eoBatchToAloMultiRow)}× multi-row (targets 0.7)`,
     `writers          with a busy relay ${writers.result.ratio.relayBusy}×, with an idle one ${writers.result.ratio.relayIdle}× the throughput without the trigger (target ≥ 0.9)`,
