@@ -135,8 +135,10 @@ async function partitionMessages(client: pg.PoolClient, q: string, schema: strin
     }
     if (ahead !== undefined) {
       await client.query(`update ${q}.message_partitioning set ahead = $1::int`, [ahead]);
-      await client.query(`select count(*) from ${q}.maintain_message_partitions()`);
+      await client.query(`select count(*) from ${q}.maintain_message_partitions_as_of(null, now(), 1000)`);
     }
+    // Grants made on the table since reach its partitions (the relay's retention needs them on the default one).
+    await client.query(`select ${q}.message_partition_grant(partition_name) from ${q}.message_partition_bounds()`);
     return false;
   }
   await client.query(`select set_config('outbox_relay.partition_unit', $1::text, true), set_config('outbox_relay.partitions_ahead', $2::text, true)`, [

@@ -85,6 +85,8 @@ describe('partitioned outbox (opt-in layout)', () => {
       expect(owners[0]).toEqual({ tbl: owner, fn: owner });
       const { rows: triggers } = await pool.query(`select tgname from pg_trigger where tgrelid = $1::regclass and not tgisinternal order by 1`, [`${schema}.messages`]);
       expect(triggers.map((t) => t.tgname)).toEqual(['messages_headers_unreserved', 'messages_notify']);
+      // Ids come from the sequence only: a partition's primary key cannot see the others'.
+      await expect(pool.query(`insert into ${schema}.messages (id, topic, payload) values ($1::bigint, 'orders', 'x')`, [ids[0]])).rejects.toMatchObject({ code: '428C9' });
       await expect(pool.query(`insert into ${schema}.messages (topic, payload) values ('not a topic!', 'x')`)).rejects.toMatchObject({
         code: '23514',
         constraint: 'messages_topic_legal',
@@ -282,7 +284,7 @@ describe('partitioned outbox (opt-in layout)', () => {
       const probe = await freshSchema(pool);
       await migrate({ db: pool, schema: probe, partitionBy: 'day' });
       await pool.query(`insert into ${probe}.messages (topic, payload, created_at, state, held) values ('orders', 'x', $1::timestamptz, $2::text, $3::boolean)`, [day(1.5), state, held]);
-      const { rows } = await pool.query(`select action from ${probe}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz) where partition_name = $2::text`, [
+      const { rows } = await pool.query(`select action from ${probe}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz, 100) where partition_name = $2::text`, [
         day(5),
         partitionName(1),
       ]);
@@ -290,7 +292,7 @@ describe('partitioned outbox (opt-in layout)', () => {
     }
 
     const { rows } = await pool.query<{ action: string; partition_name: string; detail: string | null }>(
-      `select * from ${schema}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz) where action <> 'created'`,
+      `select * from ${schema}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz, 100) where action <> 'created'`,
       [day(5)],
     );
     const kept = 'holds rows not sent, or sent within the retention period';
@@ -333,9 +335,11 @@ describe('partitioned outbox (opt-in layout)', () => {
       [day(10.5)],
     );
     expect(inserted[0].part).toBe(`${schema}.messages_default`);
-    const { rows } = await pool.query(`select action, partition_name from ${schema}.maintain_message_partitions_as_of(null, $1::timestamptz)`, [day(8)]);
+    // A run takes one step unless told otherwise (the relay's runs do: no lock is held long).
+    const { rows: one } = await pool.query(`select action, partition_name from ${schema}.maintain_message_partitions_as_of(null, $1::timestamptz)`, [day(8)]);
+    expect(one).toEqual([{ action: 'created', partition_name: partitionName(8) }]);
+    const { rows } = await pool.query(`select action, partition_name from ${schema}.maintain_message_partitions_as_of(null, $1::timestamptz, 100)`, [day(8)]);
     expect(rows).toEqual([
-      { action: 'created', partition_name: partitionName(8) },
       { action: 'created', partition_name: partitionName(9) },
       { action: 'kept', partition_name: partitionName(10) },
       { action: 'created', partition_name: partitionName(11) },
@@ -381,7 +385,7 @@ describe('partitioned outbox (opt-in layout)', () => {
     const writer = new pg.Client({ connectionString: databaseUrl() });
     await writer.connect();
     try {
-      await pool.query(`select count(*) from ${schema}.maintain_message_partitions_as_of(null, $1::timestamptz)`, [day(4)]);
+      await pool.query(`select count(*) from ${schema}.maintain_message_partitions_as_of(null, $1::timestamptz, 100)`, [day(4)]);
       await writer.query('begin');
       const { rows: written } = await writer.query<{ id: string }>(
         `insert into ${schema}.messages (topic, payload, created_at) values ('orders', 'x', $1::timestamptz) returning id::text`,
@@ -389,7 +393,7 @@ describe('partitioned outbox (opt-in layout)', () => {
       );
       const first = `messages_before_${partitionName(1).slice('messages_p'.length)}`;
       const run = async () =>
-        (await pool.query(`select action, partition_name from ${schema}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz)`, [day(4)])).rows;
+        (await pool.query(`select action, partition_name from ${schema}.maintain_message_partitions_as_of(interval '1 day', $1::timestamptz, 100)`, [day(4)])).rows;
       // The first expired partition's drop waits for the writer's lock, gives up, and the run stops there.
       expect(await run()).toEqual([{ action: 'busy', partition_name: first }]);
       await writer.query('commit');
@@ -413,7 +417,7 @@ describe('partitioned outbox (opt-in layout)', () => {
       const daily = await freshSchema(pool);
       await migrate({ db: berlin, schema: daily, partitionBy: 'day' });
       // Clocks in Berlin move forward on 2027-03-28.
-      await berlin.query(`select count(*) from ${daily}.maintain_message_partitions_as_of(null, '2027-03-26 12:00+00')`);
+      await berlin.query(`select count(*) from ${daily}.maintain_message_partitions_as_of(null, '2027-03-26 12:00+00', 100)`);
       const monthly = uniqueName('t').toLowerCase();
       await migrate({ db: newYork, schema: monthly, partitionBy: 'month', partitionsAhead: 4 });
       for (const [schema, db, from] of [[daily, berlin, '2027-03-26'], [monthly, newYork, '-infinity']] as const) {

@@ -21,18 +21,23 @@ delete from ${schema}.${table}
  * rows they hold (not sent, or sent within the period; see maintain_message_partitions):
  * their sent rows go one batch at a time, as in an unpartitioned outbox, so a dead row does
  * not keep a whole partition of sent rows. They are the partitions whose range ended before
- * the retention period; the others are pruned by the created_at bound.
+ * the retention period; the others are pruned by the created_at bound (at run time, in
+ * the search and in the delete, which finds the rows by primary key).
  */
 export function deleteExpiredInKeptPartitionsSql(schema: string): string {
   return `
+with bound as materialized (
+  select max(upper_bound) as upper from ${schema}.message_partition_bounds()
+   where not is_default and upper_bound <= now() - $1::bigint * interval '1 millisecond'
+)
 delete from ${schema}.messages
- where id in (
-   select id from ${schema}.messages
-    where state = 'sent' and sent_at < now() - $1::bigint * interval '1 millisecond'
-      and created_at < (select max(upper_bound) from ${schema}.message_partition_bounds()
-                         where not is_default and upper_bound <= now() - $1::bigint * interval '1 millisecond')
-    order by sent_at
-    limit $2::int)`;
+ where created_at < (select upper from bound)
+   and id = any (array(
+         select id from ${schema}.messages
+          where state = 'sent' and sent_at < now() - $1::bigint * interval '1 millisecond'
+            and created_at < (select upper from bound)
+          order by sent_at
+          limit $2::int))`;
 }
 
 /**
