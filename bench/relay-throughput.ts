@@ -63,6 +63,8 @@ function parse() {
       'batch-size': { type: 'string', default: '500' },
       rate: { type: 'string', default: '200' },
       seconds: { type: 'string', default: '10' },
+      // Scenario 3: the relay at a higher rate, beside a raw producer committing every 5 ms (0: skip).
+      'high-rate': { type: 'string', default: '1000' },
       // The opt-in partitioned outbox (migrate's partitionBy): day, week or month.
       'partition-by': { type: 'string' },
       // Also write the JSON result here (bench/run.ts reads it).
@@ -87,6 +89,7 @@ const params = {
   batchSize: positive('batch-size', parsed['batch-size'], 100_000),
   steadyRate: positive('rate', parsed.rate, 100_000),
   steadySeconds: positive('seconds', parsed.seconds, 3_600),
+  highRate: parsed['high-rate'] === '0' ? 0 : positive('high-rate', parsed['high-rate'], 100_000),
   partitionBy: (parsed['partition-by'] ?? null) as PartitionUnit | null,
 };
 if (params.partitionBy !== null && !(PARTITION_UNITS as readonly string[]).includes(params.partitionBy)) {
@@ -163,6 +166,10 @@ const group = `bench-${runId}`;
 const backlogTopic = `bench-${runId}-backlog`;
 const rawTopic = `bench-${runId}-raw`;
 const steadyTopic = `bench-${runId}-steady`;
+const highTopic = `bench-${runId}-high`;
+const windowTopic = `bench-${runId}-window`;
+/** The raw limit of scenario 3: one transaction per this many ms, of whatever records arrived. */
+const RAW_WINDOW_MS = 5;
 const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'error', name: 'outbox-relay-bench' });
 
 const pool = new pg.Pool({ connectionString: databaseUrl, max: WRITER_CONCURRENCY + 2, application_name: 'outbox-relay bench' });
@@ -424,10 +431,10 @@ async function startReader(topic: string): Promise<{ reading: Reading; stop: () 
   return { reading, stop: stopReading };
 }
 
-async function steadyState() {
-  const { reading, stop } = await startReader(steadyTopic);
+async function steadyState(topic: string, rate: number) {
+  const { reading, stop } = await startReader(topic);
   phase = 'steady';
-  const total = params.steadyRate * params.steadySeconds;
+  const total = rate * params.steadySeconds;
   const written = new Set<string>();
   const lags: number[] = [];
   const commitMs: number[] = [];
@@ -440,7 +447,7 @@ async function steadyState() {
     try {
       const began = performance.now();
       await client.query('begin');
-      const [id] = await enqueue(client, { topic: steadyTopic, key, payload: payload(seq, key), eventType: 'BenchEvent' }, { schema });
+      const [id] = await enqueue(client, { topic, key, payload: payload(seq, key), eventType: 'BenchEvent' }, { schema });
       await client.query('commit');
       const committed = performance.now();
       commitMs.push(committed - began);
@@ -457,7 +464,7 @@ async function steadyState() {
 
   const t0 = performance.now();
   for (let seq = 0; seq < total && writeError === undefined && !interrupted; seq++) {
-    const due = t0 + (seq * 1000) / params.steadyRate;
+    const due = t0 + (seq * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 0) await sleep(wait);
     while (inFlight.size >= WRITER_CONCURRENCY) await Promise.race(inFlight);
@@ -488,14 +495,16 @@ async function steadyState() {
     else if (n > 1) duplicates += n - 1;
   }
   const unknownIds = [...reading.received.keys()].filter((id) => !written.has(id)).length;
-  const { unsent: notSentInDb } = await unsent(steadyTopic);
+  const { unsent: notSentInDb } = await unsent(topic);
   const latencies = [...written].flatMap((id) => {
     const read = reading.readAt.get(id);
     const committed = committedAt.get(id);
     return read === undefined || committed === undefined ? [] : [round(read - committed)];
   });
+  const steadyBatches = batchSummary(batches.steady);
+  batches.steady = [];
   return {
-    targetRate: params.steadyRate,
+    targetRate: rate,
     seconds: params.steadySeconds,
     written: written.size,
     achievedRate: round(written.size / (writeMs / 1000)),
@@ -509,8 +518,66 @@ async function steadyState() {
     // From the writer's COMMIT returning to the reader receiving the record, per record.
     latencyMs: distribution(latencies),
     latencyCdfMs: cdf(latencies),
-    batches: batchSummary(batches.steady),
+    batches: steadyBatches,
   };
+}
+
+/**
+ * Scenario 3's raw limit: records made at `rate` per second (the moment one is made stands
+ * for a writer's COMMIT returning) and committed by one transactional producer, one
+ * transaction every RAW_WINDOW_MS of whatever arrived meanwhile, with no PostgreSQL; the
+ * same reader times each record's arrival.
+ */
+async function rawWindow(rate: number) {
+  const { reading, stop } = await startReader(windowTopic);
+  const producer = new TransactionalProducer({ connection: { brokers }, transactionalId: `${group}-window`, preset: params.preset });
+  const made = new Map<string, number>();
+  try {
+    await producer.connect();
+    await producer.init(30_000);
+    const total = rate * params.steadySeconds;
+    let buffered: { id: string; key: string; seq: number }[] = [];
+    let seq = 0;
+    const t0 = performance.now();
+    const maker = (async () => {
+      for (; seq < total && !interrupted; seq++) {
+        const wait = t0 + (seq * 1000) / rate - performance.now();
+        if (wait > 0) await sleep(wait);
+        const id = `window-${seq}`;
+        made.set(id, performance.timeOrigin + performance.now());
+        buffered.push({ id, key: `key-${seq % KEYS}`, seq });
+      }
+    })();
+    let done = false;
+    void maker.finally(() => (done = true));
+    while (!(done && buffered.length === 0) && !interrupted) {
+      const windowStart = performance.now();
+      if (buffered.length > 0) {
+        const records = buffered;
+        buffered = [];
+        await producer.begin();
+        await Promise.all(
+          records.map((r) =>
+            producer.produce({ topic: windowTopic, key: r.key, value: Buffer.from(JSON.stringify(payload(r.seq, r.key))), headers: [{ 'outbox-id': Buffer.from(r.id) }] }),
+          ),
+        );
+        await producer.commit(30_000);
+      }
+      const left = RAW_WINDOW_MS - (performance.now() - windowStart);
+      if (left > 0) await sleep(left);
+    }
+    const deadline = performance.now() + ARRIVAL_TIMEOUT_MS;
+    while (!interrupted && [...made.keys()].some((id) => !reading.received.has(id)) && performance.now() < deadline) await sleep(50);
+  } finally {
+    await stop();
+    await producer.disconnect();
+  }
+  const latencies = [...made.entries()].flatMap(([id, at]) => {
+    const read = reading.readAt.get(id);
+    return read === undefined ? [] : [round(read - at)];
+  });
+  const missing = [...made.keys()].filter((id) => !reading.received.has(id)).length;
+  return { rate, windowMs: RAW_WINDOW_MS, records: made.size, missing, latencyMs: distribution(latencies), latencyCdfMs: cdf(latencies) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -539,7 +606,7 @@ async function main(): Promise<number> {
 
   await migrate({ db: pool, schema, logger, ...(params.partitionBy === null ? {} : { partitionBy: params.partitionBy }) });
   schemaCreated = true;
-  for (const topic of [rawTopic, backlogTopic, steadyTopic]) {
+  for (const topic of [rawTopic, backlogTopic, steadyTopic, ...(params.highRate > 0 ? [highTopic, windowTopic] : [])]) {
     await admin.createTopic({ topic, num_partitions: PARTITIONS, replication_factor: 1 });
     createdTopics.push(topic);
     await waitForTopic(admin, topic, PARTITIONS);
@@ -585,7 +652,7 @@ async function main(): Promise<number> {
       `${round(backlog.rowsPerSecAfterStartup / raw.rowsPerSec, 2)}× the raw limit`,
   );
 
-  const steady = await steadyState();
+  const steady = await steadyState(steadyTopic, params.steadyRate);
   const l = steady.latencyMs;
   console.log(
     `steady    ${steady.written} rows at ${steady.targetRate}/s (achieved ${steady.achievedRate}/s); ` +
@@ -598,11 +665,26 @@ async function main(): Promise<number> {
       `commit ${ph.commitMs}, mark ${ph.markMs}; writer's own transaction p50 ${steady.writerTransactionMs.p50}`,
   );
 
+  // Scenario 3: the same at a higher rate, beside the raw limit of one transaction per window.
+  let high: (Awaited<ReturnType<typeof steadyState>> & { raw: Awaited<ReturnType<typeof rawWindow>>; p99ToRaw: number }) | null = null;
+  if (params.highRate > 0) {
+    const relayHigh = await steadyState(highTopic, params.highRate);
+    const raw = await rawWindow(params.highRate);
+    high = { ...relayHigh, raw, p99ToRaw: round(relayHigh.latencyMs.p99 / Math.max(0.1, raw.latencyMs.p99), 2) };
+    console.log(
+      `high      ${relayHigh.written} rows at ${params.highRate}/s (achieved ${relayHigh.achievedRate}/s); commit→read ms p50 ${relayHigh.latencyMs.p50} p99 ${relayHigh.latencyMs.p99}; ` +
+        `raw, one transaction per ${RAW_WINDOW_MS} ms: p50 ${raw.latencyMs.p50} p99 ${raw.latencyMs.p99} → p99 ${high.p99ToRaw}× the raw limit; ` +
+        `duplicates ${relayHigh.duplicates}, missing ${relayHigh.missing}, unsent in db ${relayHigh.notSentInDb}`,
+    );
+  }
+
   clearInterval(rssSampler);
   const memory = { rssAtStartMb: round(rssAtStart / 2 ** 20), rssPeakMb: round(rssPeak / 2 ** 20) };
   console.log(`memory    process RSS ${memory.rssAtStartMb} MB before the relay was created, peak ${memory.rssPeakMb} MB during drain and steady state`);
 
-  const ok = steady.duplicates === 0 && steady.missing === 0 && steady.unexpected === 0 && steady.notSentInDb === 0;
+  const exact = (r: { duplicates: number; missing: number; unexpected: number; notSentInDb: number }) =>
+    r.duplicates === 0 && r.missing === 0 && r.unexpected === 0 && r.notSentInDb === 0;
+  const ok = exact(steady) && (high === null || exact(high));
   const result = {
     benchmark: 'relay-throughput',
     ok,
@@ -613,6 +695,7 @@ async function main(): Promise<number> {
     raw,
     backlog: { ...backlog, ratioToRaw: round(backlog.rowsPerSecAfterStartup / raw.rowsPerSec, 2) },
     steady,
+    high,
     memory,
     rowFailures: { failed: failedRows, dead: deadRows },
   };
