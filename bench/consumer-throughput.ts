@@ -211,7 +211,7 @@ function runChild(args: ChildArgs): Promise<{ ms: number; peakRssMb: number; sta
   });
 }
 
-async function fill(brokers: string, topic: string, records: number): Promise<void> {
+export async function fill(brokers: string, topic: string, records: number): Promise<void> {
   const producer = new TransactionalProducer({ connection: { brokers }, transactionalId: `bench-fill-${topic}`, preset: 'throughput' });
   await producer.connect();
   await producer.init(30_000);

@@ -77,6 +77,10 @@ interface RelayMemoryRun {
   ok: boolean;
   runs: Array<{ shards: number; rows: number; rowsPerSec: number; rssIdleMb: number; rssPeakMb: number }>;
 }
+interface ConsumerMemoryRun {
+  ok: boolean;
+  runs: Array<{ kind: string; settings: string; recordsPerSec: number; rssPeakMb: number }>;
+}
 interface WriterRun {
   medianTxPerSec: { relayBusy: number; relayIdle: number; withoutTrigger: number };
   ratio: { relayBusy: number; relayIdle: number };
@@ -110,6 +114,14 @@ async function main(): Promise<number> {
   console.log('\n== consumer');
   const consumer: ConsumerBenchResult = await runConsumerBench({ databaseUrl: databaseUrl!, brokers: brokers!, records: RECORDS, repeats: REPEATS, batchSize: 500 });
   if (consumer.runs.some((run) => run.variant.startsWith('eo-') && (run.duplicates > 0 || run.missing > 0))) failed = true;
+
+  console.log('\n== consumer memory (the built package in a process of its own)');
+  const consumerMemory = await runScript<ConsumerMemoryRun>('./consumer-memory.ts', ['--records', String(RECORDS)]);
+  if (consumerMemory.code === 2 || !consumerMemory.result) {
+    console.error('bench: the consumer memory benchmark could not run');
+    return 2;
+  }
+  if (!consumerMemory.result.ok) failed = true;
 
   console.log('\n== writers');
   const writers = await runScript<WriterRun>('./writer-notify.ts', ['--repeats', String(REPEATS), ...(quick ? ['--seconds', '3'] : [])]);
@@ -151,7 +163,7 @@ async function main(): Promise<number> {
     parameters: { repeats: REPEATS, rows: ROWS, records: RECORDS },
     relay,
     relayMemory: memory.result.runs,
-    consumer: { medians: consumer.medians, ratios: consumer.ratios },
+    consumer: { medians: consumer.medians, ratios: consumer.ratios, memory: consumerMemory.result.runs },
     writers: writers.result,
   };
 
@@ -169,6 +181,9 @@ async function main(): Promise<number> {
     ),
     `consumer         ${CONSUMER_VARIANTS.map((v) => `${v} ${Math.round(consumer.medians[v]?.recordsPerSec ?? 0)}/s`).join(', ')}`,
     `consumer ratios  exactly-once per record ${round(consumer.ratios.eoPerRecordToAloPerRecord)}× at-least-once, batch handler ${round(consumer.ratios.eoBatchToAloMultiRow)}× multi-row (targets 0.7)`,
+    ...consumerMemory.result.runs.map(
+      (r) => `consumer memory  ${r.kind}, ${r.settings} settings: RSS peak ${r.rssPeakMb} MB (target 200), ${r.recordsPerSec} records/s`,
+    ),
     `writers          with a busy relay ${writers.result.ratio.relayBusy}×, with an idle one ${writers.result.ratio.relayIdle}× the throughput without the trigger (target ≥ 0.9)`,
   ];
   for (const line of lines) console.log(line);
