@@ -3,7 +3,7 @@ import { TransactionalProducer } from '../../src/kafka/producer.js';
 import { recordsWaiting } from '../../src/kafka/visible.js';
 import { freshTopic } from '../helpers/kafka.js';
 import { useTestServices } from '../helpers/services.js';
-import { uniqueName } from '../helpers/wait.js';
+import { uniqueName, waitFor } from '../helpers/wait.js';
 
 describe('records waiting between a stored offset and the log end', () => {
   const { admin, producer, connection } = useTestServices();
@@ -22,8 +22,12 @@ describe('records waiting between a stored offset and the log end', () => {
     await aborting.abort(30_000);
     await aborting.disconnect();
     const [last] = await producer.send(topic, [{ key: 'z', value: 'z', partition: 1 }]);
-    const ends = await admin.endOffsets(topic, [0, 1], { committed: true });
-    expect(ends.get(0)).toBe(4);
+    // A commit returns before its markers are written: wait until both partitions' last
+    // stable offsets are past their last transaction (3 records and a marker; 'z' and its marker).
+    const ends = await waitFor(async () => {
+      const stable = await admin.endOffsets(topic, [0, 1], { committed: true });
+      return stable.get(0) === 4 && stable.get(1) === last!.offset + 2 ? stable : undefined;
+    }, { message: 'both transactions stable' });
     // Partition 2 stays busy while the probe runs, so fetches answer at once.
     let busy = true;
     const traffic = (async () => {
