@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
 import { OwnBroker } from '../helpers/broker.js';
@@ -21,9 +22,16 @@ describe('consumer: stuck handlers and zombies', () => {
     const gate = new Promise<void>((resolve) => (release = resolve));
     const late: { code?: string }[] = [];
     const apply = effectHandler(schema);
+    // A pool of its own, named, so that its backends are told from other consumers' (other
+    // test files run at the same time, and their batches hold transactions open too).
+    const applicationName = uniqueName('zombie-consumer');
+    const ownPool = new pg.Pool({ connectionString: databaseUrl(), application_name: applicationName, max: 10 });
+    ownPool.on('error', () => undefined);
     const consumer = testConsumer({
       schema,
       topics: [topic],
+      databaseUrl: undefined,
+      pool: ownPool,
       handlerTimeoutMs: 1_000,
       maxAttempts: 2,
       handler: async (record, tx) => {
@@ -56,9 +64,10 @@ describe('consumer: stuck handlers and zombies', () => {
     const metrics = await consumer.metrics.getSingleMetricAsString('consumer_batches_aborted_total');
     expect(metrics).toMatch(/reason="handler-timeout"} 3/);
     // No backend of the consumer is left holding a transaction open.
-    const idle = await pool.query(`select count(*)::int as n from pg_stat_activity where application_name = 'outbox-relay-consumer' and state like 'idle in transaction%'`);
+    const idle = await pool.query(`select count(*)::int as n from pg_stat_activity where application_name = $1::text and state like 'idle in transaction%'`, [applicationName]);
     expect(idle.rows[0].n).toBe(0);
     await consumer.stop();
+    await ownPool.end();
   });
 
   it('a consumer frozen in the middle of a batch never blocks the new owner, and commits nothing when it wakes', { timeout: 120_000 }, async () => {
