@@ -82,8 +82,8 @@ interface ConsumerMemoryRun {
   runs: Array<{ kind: string; settings: string; recordsPerSec: number; rssPeakMb: number }>;
 }
 interface WriterRun {
-  medianTxPerSec: { relayBusy: number; relayIdle: number; withoutTrigger: number };
-  ratio: { relayBusy: number; relayIdle: number };
+  medianTxPerSec: { relayBusy: number; relayIdle: number; withoutTrigger: number; liveRelay?: number; liveRelayWithoutTrigger?: number };
+  ratio: { relayBusy: number; relayIdle: number; liveRelay?: number };
 }
 
 async function main(): Promise<number> {
@@ -184,7 +184,8 @@ async function main(): Promise<number> {
     ...consumerMemory.result.runs.map(
       (r) => `consumer memory  ${r.kind}, ${r.settings} settings: RSS peak ${r.rssPeakMb} MB (target 200), ${r.recordsPerSec} records/s`,
     ),
-    `writers          with a busy relay ${writers.result.ratio.relayBusy}×, with an idle one ${writers.result.ratio.relayIdle}× the throughput without the trigger (target ≥ 0.9)`,
+    `writers          with a busy relay ${writers.result.ratio.relayBusy}×, with an idle one ${writers.result.ratio.relayIdle}× the throughput without the trigger (target ≥ 0.9)` +
+      (writers.result.ratio.liveRelay === undefined ? '' : `; with a live relay ${writers.result.ratio.liveRelay}× (${writers.result.medianTxPerSec.liveRelay} against ${writers.result.medianTxPerSec.liveRelayWithoutTrigger} tx/s)`),
   ];
   for (const line of lines) console.log(line);
 

@@ -12,7 +12,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { enqueue, migrate } from '../src/index.js';
+import { createRelay, enqueue, migrate, type Relay } from '../src/index.js';
+import { KafkaAdmin } from '../src/kafka/admin.js';
 import { createLogger } from '../src/log.js';
 
 const { values } = parseArgs({
@@ -54,7 +55,7 @@ async function measure(): Promise<{ txPerSec: number; commitMsP50: number; commi
       for (let n = 0; performance.now() < deadline; n++) {
         await client.query('begin');
         await client.query(`insert into ${schema}.orders (customer, total) values ($1, $2)`, [`c${w}`, n]);
-        await enqueue(client, { topic: 'bench-orders', key: `c${w}`, payload }, { schema });
+        await enqueue(client, { topic, key: `c${w}`, payload }, { schema });
         const began = performance.now();
         await client.query('commit');
         commitMs.push(performance.now() - began);
@@ -74,26 +75,53 @@ async function measure(): Promise<{ txPerSec: number; commitMsP50: number; commi
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-type Setting = 'relayBusy' | 'relayIdle' | 'withoutTrigger';
-const SETTINGS: readonly Setting[] = ['relayBusy', 'relayIdle', 'withoutTrigger'];
+type Setting = 'relayBusy' | 'relayIdle' | 'withoutTrigger' | 'liveRelay' | 'liveRelayWithoutTrigger';
+const brokers = process.env.KAFKA_BROKERS;
+// With brokers, also: a real relay publishing what the writers commit, with the trigger and without it.
+const SETTINGS: readonly Setting[] = ['relayBusy', 'relayIdle', 'withoutTrigger', ...(brokers ? (['liveRelay', 'liveRelayWithoutTrigger'] as const) : [])];
+const topic = `${schema.replaceAll('_', '-')}-orders`;
+let relay: Relay | undefined;
 
 /**
  * `relayIdle`: a relay member waits for rows (its `idle` flag set): every writer
  * transaction notifies. `relayBusy`: the member is draining (flag clear): the trigger runs
- * and looks at the flag, nobody notifies. `withoutTrigger`: the trigger disabled.
+ * and looks at the flag, nobody notifies. `withoutTrigger`: the trigger disabled. The
+ * `liveRelay` pair: a real relay (defaults) publishes what the writers commit, its member
+ * flag set and cleared as it works, with the trigger and without it (the relay then finds
+ * rows by its claims and its poll alone); the pair compares the trigger's cost as users
+ * meet it, the relay's own work being in both.
  */
 async function apply(setting: Setting): Promise<void> {
-  await pool.query(`alter table ${schema}.messages ${setting === 'withoutTrigger' ? 'disable' : 'enable'} trigger messages_notify`);
-  await pool.query(`update ${schema}.relay_members set idle = $1::boolean`, [setting === 'relayIdle']);
+  if (relay) {
+    await relay.stop();
+    relay = undefined;
+  }
+  const live = setting === 'liveRelay' || setting === 'liveRelayWithoutTrigger';
+  const withoutTrigger = setting === 'withoutTrigger' || setting === 'liveRelayWithoutTrigger';
+  await pool.query(`alter table ${schema}.messages ${withoutTrigger ? 'disable' : 'enable'} trigger messages_notify`);
   await pool.query(`truncate ${schema}.messages, ${schema}.orders`);
+  await pool.query(`delete from ${schema}.relay_members`);
+  if (live) {
+    relay = createRelay({ databaseUrl: databaseUrl!, brokers: brokers!, schema, group: `${schema.replaceAll('_', '-')}-relay`, logger: createLogger({ level: 'error' }), retention: false });
+    await relay.start();
+  } else {
+    // The member row a running relay keeps (its heartbeat writes it), flag as the setting says.
+    await pool.query(`insert into ${schema}.relay_members (relay_group, relay_id, idle) values ('bench', 'bench-relay', $1::boolean)`, [setting === 'relayIdle']);
+  }
 }
 
 try {
   await migrate({ db: pool, schema, logger: createLogger({ level: 'error' }) });
   await pool.query(`create table ${schema}.orders (id bigint generated always as identity primary key, customer text not null, total numeric not null)`);
-  // The member row a running relay keeps (its heartbeat writes it).
-  await pool.query(`insert into ${schema}.relay_members (relay_group, relay_id) values ('bench', 'bench-relay')`);
-  const runs: Record<Setting, Awaited<ReturnType<typeof measure>>[]> = { relayBusy: [], relayIdle: [], withoutTrigger: [] };
+  if (brokers) {
+    const admin = new KafkaAdmin({ brokers });
+    try {
+      await admin.createTopic({ topic, num_partitions: 6, replication_factor: 1 });
+    } finally {
+      admin.close();
+    }
+  }
+  const runs = Object.fromEntries(SETTINGS.map((k) => [k, []])) as unknown as Record<Setting, Awaited<ReturnType<typeof measure>>[]>;
   // A warm-up run, not counted; then the settings take turns, each repeat starting with
   // the next one, so that drift of the machine affects all alike.
   await apply('relayIdle');
@@ -109,10 +137,15 @@ try {
   }
   const medians = Object.fromEntries(SETTINGS.map((k) => [k, median(runs[k].map((r) => r.txPerSec))])) as Record<Setting, number>;
   const round = (x: number) => Math.round(x * 100) / 100;
-  const ratio = { relayBusy: round(medians.relayBusy / medians.withoutTrigger), relayIdle: round(medians.relayIdle / medians.withoutTrigger) };
+  const ratio = {
+    relayBusy: round(medians.relayBusy / medians.withoutTrigger),
+    relayIdle: round(medians.relayIdle / medians.withoutTrigger),
+    ...(brokers ? { liveRelay: round(medians.liveRelay / medians.liveRelayWithoutTrigger) } : {}),
+  };
   console.log(
     `writers ${WRITERS}: median ${medians.relayBusy} tx/s with the relay busy, ${medians.relayIdle} with it idle (notifying), ${medians.withoutTrigger} without the trigger → ` +
-      `ratio busy ${ratio.relayBusy} (target ≥ 0.9), idle ${ratio.relayIdle}`,
+      `ratio busy ${ratio.relayBusy} (target ≥ 0.9), idle ${ratio.relayIdle}` +
+      (brokers ? `; with a live relay ${medians.liveRelay} tx/s, ${medians.liveRelayWithoutTrigger} without the trigger → ${ratio.liveRelay}` : ''),
   );
   const result = {
     benchmark: 'writer-notify',
@@ -128,6 +161,12 @@ try {
   await writeFile(new URL(`${result.at.replaceAll(':', '-')}-writer-notify.json`, dir), `${JSON.stringify(result, null, 2)}\n`);
   if (values.out) await writeFile(values.out, `${JSON.stringify(result, null, 2)}\n`);
 } finally {
+  await relay?.stop().catch(() => undefined);
+  if (brokers) {
+    const admin = new KafkaAdmin({ brokers });
+    for (const t of [topic, `outbox-relay.checkpoints.${schema.replaceAll('_', '-')}-relay`]) await admin.deleteTopic(t).catch(() => undefined);
+    admin.close();
+  }
   await pool.query(`drop schema if exists ${schema} cascade`).catch(() => undefined);
   await pool.end();
 }
