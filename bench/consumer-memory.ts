@@ -9,16 +9,16 @@
 //
 // Exit code 0 when every run wrote each effect exactly once, 1 when one did not, 2 when a run failed.
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { KafkaAdmin } from '../src/kafka/admin.js';
 import { migrate } from '../src/index.js';
+import { rssMb } from './proc.js';
 import { fill } from './consumer-throughput.js';
 
-const { values } = parseArgs({ options: { records: { type: 'string', default: '50000' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { records: { type: 'string', default: '50000' }, out: { type: 'string' }, 'no-build': { type: 'boolean', default: false } } });
 const RECORDS = Number(values.records);
 if (!Number.isInteger(RECORDS) || RECORDS < 1 || RECORDS > 10_000_000) {
   console.error('consumer-memory: --records must be an integer in 1..10000000');
@@ -43,14 +43,6 @@ interface Run {
   missing: number;
 }
 
-function rssMb(pid: number): number {
-  try {
-    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-  } catch {
-    return 0;
-  }
-}
-
 async function runChild(args: Record<string, unknown>, settings: (typeof SETTINGS)[keyof typeof SETTINGS]): Promise<{ ms: number; peak: number }> {
   const env: Record<string, string | undefined> = { ...process.env, ...settings.env };
   if (!('MALLOC_ARENA_MAX' in settings.env)) delete env.MALLOC_ARENA_MAX;
@@ -67,7 +59,7 @@ async function runChild(args: Record<string, unknown>, settings: (typeof SETTING
 
 async function main(): Promise<number> {
   console.log(`consumer-memory: building the package, then ${RECORDS} records per run`);
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  if (!values['no-build']) execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
   const tag = `${process.pid}_${Date.now().toString(36)}`;
   const schema = `bench_cmem_${tag}`;
   const topic = `bench-cmem-${tag}`;

@@ -10,13 +10,13 @@
 // Exit code 0 when every run verified exactly-once delivery, 1 when one did not, 2 when a run failed.
 import Kafka from '@confluentinc/kafka-javascript';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { KafkaAdmin } from '../src/kafka/admin.js';
 import { migrate } from '../src/index.js';
+import { rssMb } from './proc.js';
 
 const { values } = parseArgs({
   options: {
@@ -24,6 +24,8 @@ const { values } = parseArgs({
     shards: { type: 'string', default: '4,16' },
     'payload-bytes': { type: 'string', default: '1024' },
     out: { type: 'string' },
+    // npm run bench builds once for both memory benchmarks.
+    'no-build': { type: 'boolean', default: false },
   },
 });
 const ROWS = Number(values.rows);
@@ -50,14 +52,6 @@ interface Run {
   rssPeakMb: number;
   duplicates: number;
   missing: number;
-}
-
-function rssMb(pid: number): number {
-  try {
-    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-  } catch {
-    return 0;
-  }
 }
 
 async function readBack(topic: string, expected: number): Promise<Map<string, number>> {
@@ -160,7 +154,7 @@ async function runOnce(pool: pg.Pool, admin: KafkaAdmin, shards: number): Promis
 
 async function main(): Promise<number> {
   console.log(`relay-memory: building the CLI, then ${ROWS} rows of ${PAYLOAD_BYTES} bytes per run, shards ${SHARDS.join(', ')}`);
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  if (!values['no-build']) execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   const admin = new KafkaAdmin({ brokers: brokers! });
   try {

@@ -9,7 +9,7 @@
 //
 // Exit code: 0 when every run verified exactly-once delivery of what it measured, 1 when
 // one did not, 2 when a benchmark could not run.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -104,7 +104,8 @@ async function main(): Promise<number> {
   }
 
   console.log('\n== relay memory (the built CLI in a process of its own)');
-  const memory = await runScript<RelayMemoryRun>('./relay-memory.ts', ['--rows', String(quick ? 20_000 : MEMORY_ROWS)]);
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: here('..'), stdio: 'inherit' });
+  const memory = await runScript<RelayMemoryRun>('./relay-memory.ts', ['--rows', String(quick ? 20_000 : MEMORY_ROWS), '--no-build']);
   if (memory.code === 2 || !memory.result) {
     console.error('bench: the relay memory benchmark could not run');
     return 2;
@@ -116,7 +117,7 @@ async function main(): Promise<number> {
   if (consumer.runs.some((run) => run.variant.startsWith('eo-') && (run.duplicates > 0 || run.missing > 0))) failed = true;
 
   console.log('\n== consumer memory (the built package in a process of its own)');
-  const consumerMemory = await runScript<ConsumerMemoryRun>('./consumer-memory.ts', ['--records', String(RECORDS)]);
+  const consumerMemory = await runScript<ConsumerMemoryRun>('./consumer-memory.ts', ['--records', String(RECORDS), '--no-build']);
   if (consumerMemory.code === 2 || !consumerMemory.result) {
     console.error('bench: the consumer memory benchmark could not run');
     return 2;
