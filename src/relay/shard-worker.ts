@@ -120,6 +120,7 @@ export class ShardWorker {
         if (!this.producer) await this.takeOver();
         if (!this.producer) break;
         const { rows, held } = await this.claim();
+        this.ctx.wakeup.claimed(rows.length);
         if (rows.length === 0) {
           // Rows just held behind a blocked key: look further at once.
           if (held === 0) {

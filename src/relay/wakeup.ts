@@ -5,7 +5,16 @@ import { currentSnapshotSql, setMemberIdleSql, stillRunningSql } from './sql/wak
 
 /** Busy this long without any worker waiting for rows: writers are asked to stop notifying. */
 export const QUIET_AFTER_MS = 1_000;
+/**
+ * Claiming at least this many rows a second, the member asks writers to stop notifying
+ * even though its workers find nothing now and then: rows come faster than a short poll.
+ */
+export const QUIET_ROWS_PER_SECOND = 500;
+/** While writers do not notify, a worker that found nothing claims again this soon. */
+export const QUIET_POLL_MS = 5;
 const QUIET_CHECK_MS = 250;
+/** The rate is counted over the last second, in four slices of {@link QUIET_CHECK_MS}. */
+const RATE_SLICES = 4;
 const CATCH_UP_FIRST_MS = 5;
 
 /** The relay member whose `idle` flag says whether writers notify (migration 0012). */
@@ -23,12 +32,15 @@ export interface WakeupMember {
  *
  * Writers notify only while the member is `idle` (a worker waits for rows): the commits of
  * notifying transactions are serialised by PostgreSQL, and a busy relay claims again at
- * once anyway. After {@link QUIET_AFTER_MS} with no worker waiting, the flag is cleared.
- * A worker that finds nothing while it is cleared sets it again and claims once more
- * before it waits. A writer that read the flag before it was set did not notify: its
- * transaction is running in the snapshot taken just after, and the workers are woken again
- * as such transactions end (checked from 5 ms, backing off to the poll interval), so its
- * rows wait no longer than its own commit.
+ * once anyway. The flag is cleared (the member turns quiet) after {@link QUIET_AFTER_MS}
+ * with no worker waiting, or when the member claims {@link QUIET_ROWS_PER_SECOND} rows a
+ * second or more: rows then come faster than a short poll would find them. While quiet, a
+ * worker that finds nothing claims again after {@link QUIET_POLL_MS}; the flag is set
+ * again once workers find nothing and the rate has fallen below half that. A writer that
+ * read the flag before it was set did not notify: its transaction is running in the
+ * snapshot taken just after, and the workers are woken again as such transactions end
+ * (checked from 5 ms, backing off to the poll interval), so its rows wait no longer than
+ * its own commit.
  */
 export class Wakeup {
   private waiters = new Set<() => void>();
@@ -42,6 +54,11 @@ export class Wakeup {
   private flag: Promise<void> = Promise.resolve();
   private flagFailed = false;
   private lastWaitAt = Date.now();
+  /** Rows claimed in each of the last {@link RATE_SLICES} slices of {@link QUIET_CHECK_MS}, the current one at `slice`. */
+  private claimedRows = new Array<number>(RATE_SLICES).fill(0);
+  private slice = 0;
+  /** A worker found nothing while quiet since the last check. */
+  private foundNothing = false;
   private quietTimer: NodeJS.Timeout | undefined;
   private catchUpTimer: NodeJS.Timeout | undefined;
   private readonly q: string;
@@ -65,14 +82,33 @@ export class Wakeup {
     this.quietTimer.unref();
   }
 
-  /** No worker has waited for a while: writers need not notify. */
+  /** Counts the rows a worker claimed, for the member's rate. */
+  claimed(rows: number): void {
+    this.claimedRows[this.slice]! += rows;
+  }
+
+  /** Turns quiet when busy or fed fast, idle again when fed slowly and workers find nothing. */
   private quietIfBusy(): void {
+    const rowsPerSecond = this.claimedRows.reduce((a, b) => a + b, 0) * (1_000 / (QUIET_CHECK_MS * RATE_SLICES));
+    this.slice = (this.slice + 1) % RATE_SLICES;
+    this.claimedRows[this.slice] = 0;
+    const foundNothing = this.foundNothing;
+    this.foundNothing = false;
     if (this.flagFailed && this.listening) {
       this.flagFailed = false;
       void this.listen();
       return;
     }
-    if (!this.listening || this.waiters.size > 0 || Date.now() - this.lastWaitAt < QUIET_AFTER_MS) return;
+    if (this.listening) {
+      const busy = this.waiters.size === 0 && Date.now() - this.lastWaitAt >= QUIET_AFTER_MS;
+      if (busy || rowsPerSecond >= QUIET_ROWS_PER_SECOND) this.quiet();
+    } else if (foundNothing && rowsPerSecond < QUIET_ROWS_PER_SECOND / 2) {
+      void this.listen();
+    }
+  }
+
+  /** Tells writers not to notify; workers waiting for a notification poll shortly instead. */
+  private quiet(): void {
     this.listening = false;
     const { group, relayId } = this.member;
     this.flag = this.flag
@@ -80,6 +116,8 @@ export class Wakeup {
         await this.pool.query(setMemberIdleSql(this.q), [group, relayId, false]);
       })
       .catch((err: unknown) => this.logger.debug({ err }, 'could not clear the idle flag; writers keep notifying'));
+    // Their long waits count on notifications that may no longer come.
+    this.wakeAll();
   }
 
   /**
@@ -88,6 +126,7 @@ export class Wakeup {
    */
   private listen(): Promise<void> {
     this.listening = true;
+    this.lastWaitAt = Date.now();
     const member = this.member;
     this.flag = this.flag
       .then(async () => {
@@ -174,16 +213,17 @@ export class Wakeup {
   }
 
   /**
-   * Resolves on the next notification, after `timeoutMs`, or when `signal` aborts. When
-   * writers were told not to notify, it tells them to again and resolves at once instead:
-   * the caller claims again before it waits.
+   * Resolves on the next notification, after `timeoutMs`, or when `signal` aborts. While
+   * writers are told not to notify, after {@link QUIET_POLL_MS} at most: the caller claims
+   * again soon instead.
    */
   async wait(timeoutMs: number, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
-    this.lastWaitAt = Date.now();
-    if (!this.listening) {
-      await this.listen();
-      return;
+    if (this.listening) {
+      this.lastWaitAt = Date.now();
+    } else {
+      this.foundNothing = true;
+      timeoutMs = Math.min(timeoutMs, QUIET_POLL_MS);
     }
     return new Promise((resolve) => {
       const done = () => {

@@ -46,9 +46,9 @@ describe('relay wake-ups', () => {
       // Behind the whole backlog (one shard, id order): slow on a loaded machine.
       await waitFor(() => sent(schema, busyRow!), { timeoutMs: 60_000, message: 'the row written while busy published' });
       expect(notifications).toBe(0);
-      // The drained worker finds nothing (first event), sets the flag, claims again, finds
-      // nothing again (second event) and waits: the late row was not visible to that claim,
-      // and nothing will notify when it is.
+      // The drained worker finds nothing and polls shortly while the claimed rate falls;
+      // then the flag is set and it waits: the late row was not visible to its claims, and
+      // nothing will notify when it is.
       await waitFor(async () => idleEvents >= 2 && (await idle(schema)).every((v) => v === true), { timeoutMs: 60_000, message: 'the drained relay sets its idle flag and waits' });
       await held.query('commit');
       await waitFor(() => sent(schema, lateRow!), { timeoutMs: 10_000, message: 'the row of the writer that did not notify published' });
@@ -59,6 +59,61 @@ describe('relay wake-ups', () => {
       await waitFor(() => notifications > 0, { timeoutMs: 10_000, message: 'a notification while idle' });
     } finally {
       held.release();
+      await relay.stop();
+      await listener.end();
+    }
+  });
+
+  it('writers do not notify a relay fed faster than a short poll, though its workers find nothing between batches; once the feed stops they notify again', { timeout: 240_000 }, async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 3);
+    const listener = new pg.Client({ connectionString: databaseUrl() });
+    await listener.connect();
+    let notifications = 0;
+    listener.on('notification', () => notifications++);
+    await listener.query(`listen "${notifyChannel(schema)}"`);
+    // Only a wake-up or a short poll publishes fast: the workers' own poll would take a minute.
+    const relay = await startRelay(schema, { shards: 2, pollIntervalMs: 60_000 });
+    let idleEvents = 0;
+    relay.events.on('idle', () => idleEvents++);
+    // About 2,000 rows a second, 10 per transaction: well above the quiet rate, and a load
+    // the relay keeps up with, so its workers find nothing now and then.
+    let feeding = true;
+    let transactions = 0;
+    const ids: string[] = [];
+    const feeder = (async () => {
+      for (let t = 0; feeding; t++) {
+        ids.push(...(await inTransaction(pool, (client) => enqueue(client, Array.from({ length: 10 }, (_, i) => ({ topic, key: `k${(t * 10 + i) % 20}`, payload: { t, i } })), { schema }))));
+        transactions++;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    try {
+      await waitFor(async () => (await idle(schema)).every((v) => v === false), { timeoutMs: 30_000, message: 'the relay fed fast clears its idle flag' });
+      // Transactions that read the flag before it was cleared may still notify.
+      const cleared = transactions;
+      await waitFor(() => transactions >= cleared + 2, { timeoutMs: 10_000, message: 'the feed goes on' });
+      notifications = 0;
+      idleEvents = 0;
+      const before = transactions;
+      await waitFor(() => transactions >= before + 100 && idleEvents > 0, { timeoutMs: 60_000, message: 'a hundred more transactions, and workers that found nothing' });
+      expect(notifications, 'writers notified a quiet relay').toBe(0);
+      expect(await idle(schema)).toEqual([false]);
+      feeding = false;
+      await feeder;
+      const unsent = async () => Number((await pool.query<{ n: string }>(`select count(*) as n from "${schema}".messages where state <> 'sent'`)).rows[0]!.n);
+      await waitFor(async () => (await unsent()) === 0, { timeoutMs: 30_000, message: 'every row published by the short poll alone' });
+      expect(ids.length).toBe(transactions * 10);
+
+      // Fed no more: writers are asked to notify again, and their rows go at once.
+      await waitFor(async () => (await idle(schema)).every((v) => v === true), { timeoutMs: 30_000, message: 'the relay no longer fed sets its idle flag' });
+      notifications = 0;
+      const [idleRow] = await inTransaction(pool, (client) => enqueue(client, { topic, key: 'idle', payload: {} }, { schema }));
+      await waitFor(() => sent(schema, idleRow!), { timeoutMs: 10_000, message: 'the row written while idle published' });
+      expect(notifications).toBeGreaterThan(0);
+    } finally {
+      feeding = false;
+      await feeder.catch(() => undefined);
       await relay.stop();
       await listener.end();
     }
