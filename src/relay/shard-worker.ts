@@ -115,6 +115,7 @@ export class ShardWorker {
   private async run(): Promise<void> {
     const { options } = this.ctx;
     let failures = 0;
+    let emptyClaims = 0;
     while (!this.signal.aborted) {
       try {
         if (!this.producer) await this.takeOver();
@@ -125,10 +126,11 @@ export class ShardWorker {
           // Rows just held behind a blocked key: look further at once.
           if (held === 0) {
             this.ctx.events.emit('idle', { shard: this.shard });
-            await this.ctx.wakeup.wait(options.pollIntervalMs, this.signal);
+            await this.ctx.wakeup.wait(options.pollIntervalMs, this.signal, ++emptyClaims);
           }
           continue;
         }
+        emptyClaims = 0;
         await this.publish(rows);
         failures = 0;
       } catch (err) {
