@@ -22,6 +22,7 @@ import { createLogger, createRelay, enqueue, migrate, PARTITION_UNITS, PRODUCER_
 import { KafkaAdmin } from '../src/kafka/admin.js';
 import type { BatchPhases } from '../src/relay/events.js';
 import { TransactionalProducer } from '../src/kafka/producer.js';
+import { cpuPerRow } from './proc.js';
 
 const PARTITIONS = 6;
 const KEYS = 1_000;
@@ -297,6 +298,7 @@ async function unsentByIndexes(topic: string): Promise<{ unsent: number; dead: n
 async function drainBacklog(r: Relay) {
   phase = 'backlog';
   const startCalled = performance.now();
+  const cpu = cpuPerRow();
   await r.start();
   const startMs = performance.now() - startCalled;
   let last = { unsent: params.rows, at: performance.now() };
@@ -317,6 +319,7 @@ async function drainBacklog(r: Relay) {
     }
     await sleep(20);
   }
+  const cpuUsPerRow = cpu.stop(params.rows);
   const polledDone = performance.now();
   phase = 'idle';
   const list = batches.backlog;
@@ -332,6 +335,7 @@ async function drainBacklog(r: Relay) {
     firstBatchAfterMs: round(firstStart - startCalled),
     rowsPerSec: Math.round(params.rows / (drainMs / 1000)),
     rowsPerSecAfterStartup: Math.round(params.rows / (afterStartupMs / 1000)),
+    cpuUsPerRow,
     batches: batchSummary(list),
   };
 }
@@ -346,7 +350,12 @@ async function drainBacklog(r: Relay) {
  * Timed from the first transaction's begin to the last commit (producers initialised
  * before), so it compares with the drain's rate from its first batch.
  */
-async function rawProduce(): Promise<{ rowsPerSec: number; ms: number; producers: number }> {
+/** CPU per row, µs: the benchmark's process (producers or relay), PostgreSQL, the broker. */
+function cpuText(cpu: { processUs: number; postgresUs: number; brokerUs: number }): string {
+  return `CPU per row ${cpu.processUs} µs here, ${cpu.postgresUs} µs PostgreSQL, ${cpu.brokerUs} µs broker`;
+}
+
+async function rawProduce(): Promise<{ rowsPerSec: number; ms: number; producers: number; cpuUsPerRow: ReturnType<ReturnType<typeof cpuPerRow>['stop']> }> {
   const producers = Array.from({ length: params.shards }, (_, i) => new TransactionalProducer({ connection: { brokers }, transactionalId: `${group}-raw-${i}`, preset: params.preset }));
   try {
     await Promise.all(producers.map(async (p) => {
@@ -354,6 +363,7 @@ async function rawProduce(): Promise<{ rowsPerSec: number; ms: number; producers
       await p.init(30_000);
     }));
     let next = 0;
+    const cpu = cpuPerRow();
     const started = performance.now();
     await Promise.all(
       producers.map(async (p) => {
@@ -375,7 +385,7 @@ async function rawProduce(): Promise<{ rowsPerSec: number; ms: number; producers
       }),
     );
     const ms = performance.now() - started;
-    return { rowsPerSec: Math.round(params.rows / (ms / 1000)), ms: round(ms), producers: producers.length };
+    return { rowsPerSec: Math.round(params.rows / (ms / 1000)), ms: round(ms), producers: producers.length, cpuUsPerRow: cpu.stop(params.rows) };
   } finally {
     await Promise.all(producers.map((p) => p.disconnect()));
   }
@@ -635,7 +645,7 @@ async function main(): Promise<number> {
   }
 
   const raw = await rawProduce();
-  console.log(`raw       ${raw.producers} transactional producers, ${params.batchSize} records per transaction, no PostgreSQL: ${raw.rowsPerSec} rows/s`);
+  console.log(`raw       ${raw.producers} transactional producers, ${params.batchSize} records per transaction, no PostgreSQL: ${raw.rowsPerSec} rows/s; ${cpuText(raw.cpuUsPerRow)}`);
 
   const { insertMs } = await insertBacklog();
   console.log(`backlog   inserted ${params.rows} rows in ${(insertMs / 1000).toFixed(2)} s; starting the relay`);
@@ -671,7 +681,7 @@ async function main(): Promise<number> {
     `backlog   ${params.rows} rows drained in ${(backlog.drainMs / 1000).toFixed(2)} s: ${backlog.rowsPerSec} rows/s ` +
       `(${backlog.rowsPerSecAfterStartup} rows/s from the first batch); ${b.count} batches, ${b.meanRowsPerBatch} rows/batch, ` +
       `batch ms p50 ${b.durationMs.p50} p95 ${b.durationMs.p95} p99 ${b.durationMs.p99} max ${b.durationMs.max}; ` +
-      `${round(backlog.rowsPerSecAfterStartup / raw.rowsPerSec, 2)}× the raw limit`,
+      `${round(backlog.rowsPerSecAfterStartup / raw.rowsPerSec, 2)}× the raw limit; ${cpuText(backlog.cpuUsPerRow)}`,
   );
 
   const steady = await steadyState(steadyTopic, params.steadyRate);

@@ -65,10 +65,21 @@ async function runScript<T>(script: string, args: string[]): Promise<{ code: num
   return { code, result };
 }
 
+/** µs of CPU per row: the benchmark's process, PostgreSQL's processes, the broker's (bench/proc.ts). */
+interface CpuPerRow {
+  processUs: number;
+  postgresUs: number;
+  brokerUs: number;
+}
+const medianCpu = (runs: CpuPerRow[]): CpuPerRow => ({
+  processUs: round(median(runs.map((r) => r.processUs)), 1),
+  postgresUs: round(median(runs.map((r) => r.postgresUs)), 1),
+  brokerUs: round(median(runs.map((r) => r.brokerUs)), 1),
+});
 interface RelayRun {
   ok: boolean;
-  raw: { rowsPerSec: number };
-  backlog: { rowsPerSecAfterStartup: number; ratioToRaw: number };
+  raw: { rowsPerSec: number; cpuUsPerRow: CpuPerRow };
+  backlog: { rowsPerSecAfterStartup: number; ratioToRaw: number; cpuUsPerRow: CpuPerRow };
   steady: { latencyMs: { p50: number; p95: number; p99: number; max: number }; latencyCdfMs: [number, number][]; duplicates: number; missing: number };
   memory: { rssAtStartMb: number; rssPeakMb: number };
   high: { targetRate: number; latencyMs: { p50: number; p99: number }; duplicates: number; missing: number; raw: { windowMs: number; latencyMs: { p50: number; p99: number } }; p99ToRaw: number } | null;
@@ -136,6 +147,8 @@ async function main(): Promise<number> {
     rawRowsPerSec: Math.round(median(relayRuns.map((r) => r.raw.rowsPerSec))),
     drainRowsPerSec: Math.round(median(relayRuns.map((r) => r.backlog.rowsPerSecAfterStartup))),
     drainRatioToRaw: round(median(relayRuns.map((r) => r.backlog.ratioToRaw))),
+    /** Where the drain's cores go, beside the raw producers': a drain bound by CPU runs at about the ratio of the totals. */
+    cpuUsPerRow: { raw: medianCpu(relayRuns.map((r) => r.raw.cpuUsPerRow)), drain: medianCpu(relayRuns.map((r) => r.backlog.cpuUsPerRow)) },
     latencyMs: Object.fromEntries((['p50', 'p95', 'p99', 'max'] as const).map((q) => [q, round(median(relayRuns.map((r) => r.steady.latencyMs[q])), 1)])) as Record<'p50' | 'p95' | 'p99' | 'max', number>,
     /** Per run: [percent of records, ms] (bench/relay-throughput.ts). */
     latencyCdfMs: relayRuns.map((r) => r.steady.latencyCdfMs),
@@ -171,6 +184,7 @@ async function main(): Promise<number> {
   console.log('\n== summary (medians)');
   const lines = [
     `relay drain      ${relay.drainRowsPerSec} rows/s from the first batch; raw transactional producers ${relay.rawRowsPerSec} rows/s → ${relay.drainRatioToRaw}× (target ≥ 0.7)`,
+    `relay CPU/row    drain: relay ${relay.cpuUsPerRow.drain.processUs} µs, PostgreSQL ${relay.cpuUsPerRow.drain.postgresUs}, broker ${relay.cpuUsPerRow.drain.brokerUs}; raw: producers ${relay.cpuUsPerRow.raw.processUs} µs, broker ${relay.cpuUsPerRow.raw.brokerUs}`,
     `relay latency    commit→read at 200 rows/s p50 ${relay.latencyMs.p50} ms, p99 ${relay.latencyMs.p99} ms (targets 10 / 30); duplicates ${relay.duplicates}, missing ${relay.missing}`,
     ...(relay.high
       ? [
