@@ -5,7 +5,12 @@
 #
 #   kafka-broker.sh fetch                      resolve the jars into .cache/kafka (once)
 #   kafka-broker.sh start DIR PORT CTRL_PORT   format DIR if new, start, wait until it serves
+#   kafka-broker.sh start DIR PORT CTRL_PORT NODE_ID VOTERS REPLICAS CLUSTER_ID
+#                                              one node of a cluster, started without waiting
+#   kafka-broker.sh wait DIR                   wait until the node in DIR serves
+#   kafka-broker.sh random-id                  a fresh cluster id
 #   kafka-broker.sh stop DIR                   stop the broker whose pid file is in DIR
+#   kafka-broker.sh kill DIR                   SIGKILL it (no controlled shutdown)
 #   kafka-broker.sh status DIR                 exit 0 when that broker process is alive
 #
 # Every broker listens on 127.0.0.1 only.
@@ -41,17 +46,18 @@ pid_alive() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-start() {
-  local dir=$1 port=$2 ctrl=$3
-  fetch
-  mkdir -p "$dir"
-  dir=$(cd "$dir" && pwd)
-  if pid_alive "$dir"; then log "broker already running (pid $(cat "$dir/broker.pid"))"; return 0; fi
-  if port_open "$port"; then log "port $port is taken by another process"; exit 1; fi
+# write_config DIR PORT CTRL_PORT NODE_ID VOTERS REPLICAS: the node's server.properties.
+# REPLICAS is the replication of internal topics and the default of new ones: 1 for a
+# single node; a cluster also refuses acks from fewer than two replicas and never elects
+# an out-of-sync leader.
+write_config() {
+  local dir=$1 port=$2 ctrl=$3 node=$4 voters=$5 replicas=$6
+  local min_isr=1
+  (( replicas > 1 )) && min_isr=2
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$ctrl
+node.id=$node
+controller.quorum.voters=$voters
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl
 advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
@@ -59,34 +65,51 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=3
-# Single node: internal topics cannot be replicated. Few partitions keep start-up fast.
-offsets.topic.replication.factor=1
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+unclean.leader.election.enable=false
+# Few partitions of the internal topics keep start-up fast.
+offsets.topic.replication.factor=$replicas
 offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=6
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$min_isr
 # Tests want rebalances at once and unknown topics surfaced as errors, as in production.
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 PROPS
+}
+
+# launch DIR [CLUSTER_ID]: formats DIR's data if new (with CLUSTER_ID, or a fresh one) and
+# starts the node in the background; wait_ready waits until it serves.
+launch() {
+  local dir=$1 cluster_id=${2:-}
   local cp="$libs/*"
   if [[ ! -f "$dir/data/meta.properties" ]]; then
-    local cluster_id
-    cluster_id=$(java -cp "$cp" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
-      kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    if [[ -z "$cluster_id" ]]; then
+      cluster_id=$(java -cp "$cp" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
+        kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    fi
     java -cp "$cp" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
       kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; exit 1; }
   fi
-  log "starting broker on 127.0.0.1:$port (data in $dir)"
+  log "starting node on 127.0.0.1:$(port_of "$dir") (data in $dir)"
   : > "$dir/broker.log"
   # setsid: the broker outlives the shell that started it and is not hit by its signals.
   setsid nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
     -cp "$cp" kafka.Kafka "$dir/server.properties" >>"$dir/broker.log" 2>&1 < /dev/null &
   echo $! > "$dir/broker.pid"
+}
+
+port_of() { sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$1/server.properties"; }
+
+wait_ready() {
+  local dir=$1 port
+  port=$(port_of "$dir")
   local deadline=$((SECONDS + 90))
   until grep -q "Kafka Server started" "$dir/broker.log" && port_open "$port"; do
     if ! pid_alive "$dir"; then log "broker exited during start-up:"; tail -n 40 "$dir/broker.log" >&2; exit 1; fi
@@ -94,6 +117,20 @@ PROPS
     sleep 0.3
   done
   log "broker ready on 127.0.0.1:$port"
+}
+
+# start DIR PORT CTRL_PORT [NODE_ID VOTERS REPLICAS CLUSTER_ID]: a single node by default;
+# with the rest, one node of a cluster (see kafka-cluster.sh), started without waiting.
+start() {
+  local dir=$1 port=$2 ctrl=$3 node=${4:-1} voters=${5:-} replicas=${6:-1} cluster_id=${7:-}
+  fetch
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if pid_alive "$dir"; then log "broker already running (pid $(cat "$dir/broker.pid"))"; return 0; fi
+  if port_open "$port"; then log "port $port is taken by another process"; exit 1; fi
+  write_config "$dir" "$port" "$ctrl" "$node" "${voters:-1@127.0.0.1:$ctrl}" "$replicas"
+  launch "$dir" "$cluster_id"
+  if [[ -z "$voters" ]]; then wait_ready "$dir"; fi
 }
 
 stop() {
@@ -113,8 +150,11 @@ stop() {
 
 case "${1:-}" in
   fetch) fetch ;;
-  start) start "$2" "$3" "$4" ;;
+  start) shift; start "$@" ;;
+  wait) wait_ready "$(cd "$2" && pwd)" ;;
+  random-id) fetch; java -cp "$libs/*" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 ;;
   stop) stop "$2" ;;
+  kill) if pid_alive "$2"; then kill -KILL "$(cat "$2/broker.pid")"; fi ;;
   status) pid_alive "$2" ;;
-  *) echo "usage: $0 fetch | start DIR PORT CTRL_PORT | stop DIR | status DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch | start DIR PORT CTRL_PORT [NODE_ID VOTERS REPLICAS CLUSTER_ID] | wait DIR | random-id | stop DIR | kill DIR | status DIR" >&2; exit 2 ;;
 esac

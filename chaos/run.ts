@@ -1,0 +1,645 @@
+// The fault-injection soak: writers, two relays and two consumers on a three-broker
+// cluster and a PostgreSQL of the suite's own, under faults injected at seeded random
+// times; then a read_committed verdict on everything that committed.
+//
+//   node --import tsx chaos/run.ts [--events N] [--duration D] [--seed S] [--report FILE]
+//     [--rate ROWS_PER_S] [--fault-every D] [--keep]
+//
+// Exit code: 0 when nothing was lost, duplicated, reordered or applied twice; 1 when
+// something was; 2 when the run itself could not be carried out.
+import Kafka from '@confluentinc/kafka-javascript';
+import type { Message } from '@confluentinc/kafka-javascript';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, createWriteStream, mkdtempSync, rmSync, type WriteStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { createLogger, enqueue, migrate } from '../src/index.js';
+import { KafkaAdmin } from '../src/kafka/admin.js';
+import { KafkaCluster, OwnPostgres } from './services.js';
+
+// ---------------------------------------------------------------------------------------
+// Arguments
+
+function duration(name: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) usage(`--${name} must be a duration such as 90s, 10m or 1h`);
+  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Number(m[1]) * unit;
+}
+
+function integer(name: string, text: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) usage(`--${name} must be an integer in ${min}..${max}`);
+  return Number(text);
+}
+
+function usage(message: string): never {
+  console.error(`chaos: ${message}\nusage: npm run chaos -- [--events N] [--duration D] [--seed S] [--report FILE] [--rate R] [--fault-every D] [--keep]`);
+  process.exit(2);
+}
+
+const { values } = (() => {
+  try {
+    return parseArgs({
+      options: {
+        events: { type: 'string', default: '20000' },
+        duration: { type: 'string', default: '60m' },
+        seed: { type: 'string', default: '1' },
+        report: { type: 'string' },
+        rate: { type: 'string', default: '400' },
+        'fault-every': { type: 'string', default: '5s' },
+        keep: { type: 'boolean', default: false },
+      },
+      strict: true,
+    });
+  } catch (err) {
+    usage((err as Error).message);
+  }
+})();
+
+const EVENTS = integer('events', values.events, 100, 10_000_000);
+const MAX_LOAD_MS = duration('duration', values.duration);
+const SEED = integer('seed', values.seed, 0, 2 ** 31 - 1);
+const RATE = integer('rate', values.rate, 10, 100_000);
+const FAULT_EVERY_MS = duration('fault-every', values['fault-every']);
+
+// ---------------------------------------------------------------------------------------
+// Setting
+
+const SCHEMA = 'chaos';
+const TOPIC = 'chaos-payments';
+const PARTITIONS = 6;
+const GROUP = 'chaos-relay';
+const CONSUMER_GROUP = 'chaos-ledger';
+const ACCOUNTS = 200;
+const HOT_ACCOUNT = 'account-hot';
+const WRITERS = 6;
+const LEASE_MS = 4_000;
+const MAX_POLL_INTERVAL_MS = 8_000;
+/** How long the verdict waits for every committed row to be published and applied. */
+const QUIET_DEADLINE_MS = 5 * 60_000;
+
+const dir = mkdtempSync(join(tmpdir(), 'outbox-chaos-'));
+// PostgreSQL's server runs as its own user, which must reach its data directory inside.
+chmodSync(dir, 0o755);
+const logFile = createWriteStream(join(dir, 'chaos.log'));
+const started = Date.now();
+const since = () => ((Date.now() - started) / 1000).toFixed(1).padStart(7);
+const log = (line: string) => {
+  const text = `${since()}s ${line}`;
+  console.log(text);
+  logFile.write(`${text}\n`);
+};
+
+/** mulberry32: a small seeded generator, so a run's fault schedule can be replayed. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+const rand = random(SEED);
+const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)]!;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------
+// Child processes: relays and consumers, respawned after a kill
+
+/** Exits no fault caused (a child that stopped by itself), by child. */
+const unexpectedExits: Record<string, number> = {};
+/** Set by SIGINT or SIGTERM: the run ends early and cleans up. */
+let interrupted: string | undefined;
+
+class Child {
+  process: ChildProcess | undefined;
+  exited: Promise<void> = Promise.resolve();
+  private readonly out: WriteStream;
+  /** Set while the suite itself kills or stops the child. */
+  private expecting = false;
+  private quickFailures = 0;
+  private stopped = false;
+
+  constructor(
+    readonly name: string,
+    private readonly script: string,
+    private readonly env: Record<string, string>,
+    private readonly onGiveUp: (reason: string) => void,
+  ) {
+    this.out = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
+  }
+
+  start(): void {
+    this.expecting = false;
+    const startedAt = Date.now();
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(this.script, import.meta.url))], {
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout!.pipe(this.out, { end: false });
+    child.stderr!.pipe(this.out, { end: false });
+    this.process = child;
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => {
+        resolve();
+        if (this.expecting || this.stopped) return;
+        // Stopped by itself: counted, and started again, as a supervisor would.
+        unexpectedExits[this.name] = (unexpectedExits[this.name] ?? 0) + 1;
+        log(`${this.name} exited by itself (${signal ?? `code ${code}`}); see ${this.name}.log`);
+        this.quickFailures = Date.now() - startedAt < 10_000 ? this.quickFailures + 1 : 0;
+        if (this.quickFailures >= 3) return this.onGiveUp(`${this.name} keeps exiting at start`);
+        setTimeout(() => {
+          if (!this.stopped && !this.alive) this.start();
+        }, 1_000);
+      }),
+    );
+  }
+
+  get alive(): boolean {
+    return this.process !== undefined && this.process.exitCode === null && this.process.signalCode === null;
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.alive) this.process!.kill(sig);
+  }
+
+  /** SIGKILL, as a fault; `start` brings it back. */
+  async kill(): Promise<void> {
+    this.expecting = true;
+    this.signal('SIGCONT');
+    this.signal('SIGKILL');
+    await this.exited;
+  }
+
+  /** Arms the relay's kill at its next point between a Kafka commit and the mark. */
+  armKillAtCommit(): void {
+    this.expecting = true;
+    this.signal('SIGUSR2');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.signal('SIGCONT');
+    this.signal('SIGTERM');
+    const timer = setTimeout(() => this.signal('SIGKILL'), 30_000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writers: a service committing business rows and outbox rows in one transaction
+
+interface WriterStats {
+  committedTx: number;
+  rolledBackTx: number;
+  failedTx: number;
+  rows: number;
+}
+
+/**
+ * Each transaction locks one account's row (writers of one account are serialised, as a
+ * service does), bumps its version and writes 1–3 outbox rows for it; one in twenty is
+ * rolled back on purpose, and its rows must never be published. Connection failures
+ * (PostgreSQL restarts) end a transaction whose outcome the database alone knows: the
+ * verdict reads what committed from the database, never from the writers.
+ */
+const withListener = new WeakSet<pg.PoolClient>();
+
+async function writers(pool: pg.Pool, stats: WriterStats, until: () => boolean): Promise<void> {
+  const perWriterInterval = (WRITERS * 2) / RATE; // ~2 rows per transaction
+  const loop = async (w: number) => {
+    let next = Date.now();
+    for (let n = 0; !until(); n++) {
+      next += perWriterInterval * 1000;
+      const wait = next - Date.now();
+      if (wait > 0) await sleep(wait);
+      else if (wait < -1_000) next = Date.now();
+      const account = rand() < 0.1 ? HOT_ACCOUNT : `account-${Math.floor(rand() * ACCOUNTS)}`;
+      const rows = 1 + Math.floor(rand() * 3);
+      const rollback = rand() < 0.05;
+      let client: pg.PoolClient | undefined;
+      try {
+        client = await pool.connect();
+        // A connection cut while checked out (PostgreSQL restarts) fails the query in flight.
+        if (!withListener.has(client)) {
+          withListener.add(client);
+          client.on('error', () => undefined);
+        }
+        await client.query('begin');
+        const { rows: locked } = await client.query<{ version: number }>(`update ${SCHEMA}.accounts set version = version + 1 where account = $1 returning version`, [account]);
+        const version = locked[0]!.version;
+        await enqueue(
+          client,
+          Array.from({ length: rows }, (_, i) => ({
+            topic: TOPIC,
+            key: account,
+            payload: { account, amount: 1 + Math.floor(rand() * 100), version, row: i, writer: w, rollback, ...(rand() < 0.01 ? { failOnce: true } : {}) },
+            eventType: 'PaymentBooked',
+          })),
+          { schema: SCHEMA },
+        );
+        if (rollback) {
+          await client.query('rollback');
+          stats.rolledBackTx++;
+        } else {
+          await client.query('commit');
+          stats.committedTx++;
+          stats.rows += rows;
+        }
+        client.release();
+      } catch {
+        stats.failedTx++;
+        client?.release(true);
+        await sleep(100);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: WRITERS }, (_, w) => loop(w)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults
+
+const FAULT_KINDS = [
+  'relayKill',
+  'relayKillBetweenCommitAndMark',
+  'relayPause',
+  'consumerKill',
+  'consumerPause',
+  'brokerBounce',
+  'brokersBelowMinIsr',
+  'postgresRestart',
+] as const;
+type FaultKind = (typeof FAULT_KINDS)[number];
+
+interface World {
+  cluster: KafkaCluster;
+  postgres: OwnPostgres;
+  relays: Child[];
+  consumers: Child[];
+}
+
+async function inject(kind: FaultKind, world: World): Promise<string> {
+  switch (kind) {
+    case 'relayKill': {
+      const relay = pick(world.relays);
+      await relay.kill();
+      await sleep(500);
+      relay.start();
+      return relay.name;
+    }
+    case 'relayKillBetweenCommitAndMark': {
+      const relay = pick(world.relays);
+      relay.armKillAtCommit();
+      // It kills itself at its next commit; one with nothing to commit is killed anyway.
+      const timeout = sleep(10_000).then(() => 'timeout');
+      const how = await Promise.race([relay.exited.then(() => 'at the fault point'), timeout]);
+      if (how === 'timeout') await relay.kill();
+      await sleep(500);
+      relay.start();
+      return `${relay.name} ${how}`;
+    }
+    case 'relayPause': {
+      const relay = pick(world.relays);
+      relay.signal('SIGSTOP');
+      await sleep(LEASE_MS + 2_000);
+      relay.signal('SIGCONT');
+      return relay.name;
+    }
+    case 'consumerKill': {
+      const consumer = pick(world.consumers);
+      await consumer.kill();
+      await sleep(500);
+      consumer.start();
+      return consumer.name;
+    }
+    case 'consumerPause': {
+      const consumer = pick(world.consumers);
+      consumer.signal('SIGSTOP');
+      await sleep(MAX_POLL_INTERVAL_MS + 2_000);
+      consumer.signal('SIGCONT');
+      return consumer.name;
+    }
+    case 'brokerBounce': {
+      const node = pick(world.cluster.nodes);
+      await world.cluster.kill(node);
+      await sleep(2_000);
+      await world.cluster.restart(node);
+      return `node ${node}`;
+    }
+    case 'brokersBelowMinIsr': {
+      const down = pick(world.cluster.nodes);
+      const nodes = world.cluster.nodes.filter((n) => n !== down);
+      await Promise.all(nodes.map((n) => world.cluster.kill(n)));
+      await sleep(3_000);
+      await Promise.all(nodes.map((n) => world.cluster.restart(n)));
+      return `nodes ${nodes.join(' and ')}`;
+    }
+    case 'postgresRestart': {
+      await world.postgres.restart();
+      return 'immediate';
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Verdict
+
+interface Verdict {
+  committed: number;
+  published: number;
+  lost: number;
+  duplicated: number;
+  reordered: number;
+  /** Records of rows that never committed (a rolled-back writer's). */
+  phantom: number;
+  duplicateEffects: number;
+  missingEffects: number;
+  balanceMismatches: number;
+  deadLetters: number;
+  unsentRows: number;
+}
+
+async function readAll(brokers: string, expected: number): Promise<Message[]> {
+  const consumer = new Kafka.KafkaConsumer(
+    { 'bootstrap.servers': brokers, 'group.id': `chaos-verdict-${process.pid}`, 'enable.auto.commit': false, 'isolation.level': 'read_committed', 'log.connection.close': false } as never,
+    {},
+  );
+  await new Promise<void>((resolve, reject) => consumer.connect({ timeout: 30_000 }, (err) => (err ? reject(err) : resolve())));
+  try {
+    consumer.assign(Array.from({ length: PARTITIONS }, (_, partition) => ({ topic: TOPIC, partition, offset: 0 })));
+    const messages: Message[] = [];
+    const deadline = Date.now() + 5 * 60_000;
+    let settleUntil = Number.POSITIVE_INFINITY;
+    while (Date.now() < Math.min(deadline, settleUntil)) {
+      const batch = await new Promise<Message[]>((resolve, reject) => consumer.consume(1_000, (err, msgs) => (err ? reject(err) : resolve(msgs))));
+      messages.push(...batch);
+      if (messages.length >= expected && settleUntil === Number.POSITIVE_INFINITY) settleUntil = Date.now() + 3_000;
+    }
+    return messages;
+  } finally {
+    await new Promise<void>((resolve) => consumer.disconnect(() => resolve()));
+  }
+}
+
+function header(message: Message, name: string): string | undefined {
+  for (const h of message.headers ?? []) if (name in h) return String(h[name]);
+  return undefined;
+}
+
+async function verdict(pool: pg.Pool, brokers: string): Promise<Verdict> {
+  const { rows: committedRows } = await pool.query<{ id: string; key: string; amount: string; state: string }>(
+    `select id::text, key, (convert_from(payload, 'UTF8')::jsonb->>'amount') as amount, state from ${SCHEMA}.messages order by id`,
+  );
+  const committed = new Map(committedRows.map((r) => [r.id, r]));
+  const messages = await readAll(brokers, committed.size);
+  const seen = new Map<string, number>();
+  const lastIdOfKey = new Map<string, bigint>();
+  let reordered = 0;
+  let phantom = 0;
+  // Per partition in offset order: a key lives on one partition.
+  const ordered = [...messages].sort((a, b) => a.partition - b.partition || a.offset - b.offset);
+  for (const m of ordered) {
+    const id = header(m, 'outbox-id');
+    if (id === undefined) continue;
+    seen.set(id, (seen.get(id) ?? 0) + 1);
+    if (!committed.has(id)) phantom++;
+    if ((seen.get(id) ?? 0) > 1) continue;
+    const key = m.key?.toString() ?? '';
+    const last = lastIdOfKey.get(key);
+    if (last !== undefined && BigInt(id) < last) reordered++;
+    lastIdOfKey.set(key, BigInt(id));
+  }
+  let lost = 0;
+  for (const id of committed.keys()) if (!seen.has(id)) lost++;
+  let duplicated = 0;
+  for (const n of seen.values()) duplicated += n - 1;
+
+  const { rows: effects } = await pool.query<{ outbox_id: string; n: number }>(`select outbox_id::text, count(*)::int as n from ${SCHEMA}.ledger group by outbox_id`);
+  const applied = new Map(effects.map((e) => [e.outbox_id, e.n]));
+  let duplicateEffects = 0;
+  for (const n of applied.values()) duplicateEffects += n - 1;
+  const { rows: deadRows } = await pool.query<{ n: number }>(`select count(*)::int as n from ${SCHEMA}.dead_letters where replayed_at is null and discarded_at is null`);
+  const deadLetters = deadRows[0]!.n;
+  let missingEffects = 0;
+  for (const id of seen.keys()) if (committed.has(id) && !applied.has(id)) missingEffects++;
+
+  const { rows: mismatches } = await pool.query<{ n: number }>(`
+    with expected as (
+      select key as account, sum((convert_from(payload, 'UTF8')::jsonb->>'amount')::bigint) as balance from ${SCHEMA}.messages group by key
+    )
+    select count(*)::int as n from expected e full join ${SCHEMA}.balances b on b.account = e.account
+     where e.balance is distinct from b.balance`);
+  const unsentRows = committedRows.filter((r) => r.state !== 'sent').length;
+  return {
+    committed: committed.size,
+    published: messages.length,
+    lost,
+    duplicated,
+    reordered,
+    phantom,
+    duplicateEffects,
+    missingEffects,
+    balanceMismatches: mismatches[0]!.n,
+    deadLetters,
+    unsentRows,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+async function main(): Promise<number> {
+  const kafkaBase = Number(process.env.CHAOS_KAFKA_PORT ?? 29192);
+  const pgPort = Number(process.env.CHAOS_PG_PORT ?? 25532);
+  const cluster = new KafkaCluster(join(dir, 'kafka'), kafkaBase);
+  const postgres = new OwnPostgres(join(dir, 'postgres'), pgPort);
+  const world: World = { cluster, postgres, relays: [], consumers: [] };
+  let pool: pg.Pool | undefined;
+  const stopChildren = async () => {
+    await Promise.all([...world.relays, ...world.consumers].map((c) => c.stop()));
+  };
+  try {
+    log(`chaos: ${EVENTS} events, seed ${SEED}, ~${RATE} rows/s, a fault every ${FAULT_EVERY_MS / 1000} s; logs in ${dir}`);
+    const [databaseUrl] = await Promise.all([postgres.start(), cluster.start()]);
+    log(`services: PostgreSQL ${databaseUrl.replace(/:[^:@/]*@/, ':***@')}, Kafka ${cluster.brokers}`);
+    pool = new pg.Pool({ connectionString: databaseUrl, max: WRITERS + 4 });
+    pool.on('error', () => undefined);
+    await migrate({ db: pool, schema: SCHEMA, logger: createLogger({ level: 'warn' }) });
+    await pool.query(`create table ${SCHEMA}.accounts (account text primary key, version int not null default 0)`);
+    await pool.query(`insert into ${SCHEMA}.accounts (account) select 'account-' || i from generate_series(0, ${ACCOUNTS - 1}) i union all select '${HOT_ACCOUNT}'`);
+    await pool.query(`create table ${SCHEMA}.ledger (id bigint generated always as identity primary key, outbox_id bigint not null, account text not null, amount bigint not null, consumer text not null)`);
+    await pool.query(`create index on ${SCHEMA}.ledger (outbox_id)`);
+    await pool.query(`create table ${SCHEMA}.balances (account text primary key, balance bigint not null)`);
+    const admin = new KafkaAdmin({ brokers: cluster.brokers });
+    try {
+      await admin.createTopic({ topic: TOPIC, num_partitions: PARTITIONS, replication_factor: 3 });
+    } finally {
+      admin.close();
+    }
+
+    const relayOptions = (relayId: string) => ({
+      CHAOS_RELAY: JSON.stringify({
+        databaseUrl,
+        brokers: cluster.brokers,
+        schema: SCHEMA,
+        group: GROUP,
+        relayId,
+        shards: 8,
+        leaseMs: LEASE_MS,
+        pollIntervalMs: 500,
+        retention: false,
+      }),
+    });
+    const consumerOptions = (name: string) => ({
+      CHAOS_CONSUMER: JSON.stringify({ databaseUrl, brokers: cluster.brokers, groupId: CONSUMER_GROUP, topics: [TOPIC], schema: SCHEMA, name, maxPollIntervalMs: MAX_POLL_INTERVAL_MS }),
+    });
+    let abandoned: string | undefined;
+    const giveUp = (reason: string) => (abandoned ??= reason);
+    world.relays.push(new Child('relay-1', './relay.ts', relayOptions('relay-1'), giveUp), new Child('relay-2', './relay.ts', relayOptions('relay-2'), giveUp));
+    world.consumers.push(new Child('consumer-1', './consumer.ts', consumerOptions('consumer-1'), giveUp), new Child('consumer-2', './consumer.ts', consumerOptions('consumer-2'), giveUp));
+    for (const child of [...world.relays, ...world.consumers]) child.start();
+
+    const stats: WriterStats = { committedTx: 0, rolledBackTx: 0, failedTx: 0, rows: 0 };
+    const loadStarted = Date.now();
+    // The load goes on until the events are written and every fault kind has been injected
+    // once (or the duration is up): a short run meets every kind.
+    let everyKindOnce = false;
+    const loadDone = () => (stats.rows >= EVENTS && everyKindOnce) || Date.now() - loadStarted > MAX_LOAD_MS || abandoned !== undefined || interrupted !== undefined;
+    const load = writers(pool, stats, loadDone);
+    const progress = setInterval(() => log(`load: ${stats.rows} rows in ${stats.committedTx} transactions (${stats.rolledBackTx} rolled back, ${stats.failedTx} failed)`), 10_000);
+
+    // Faults: each round takes every kind once, in a seeded order, so that a short run
+    // meets every kind and a long one meets each about equally often.
+    const faults: Record<string, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0]));
+    const recovery: Record<string, number[]> = Object.fromEntries(FAULT_KINDS.map((k) => [k, []]));
+    let round: FaultKind[] = [];
+    await sleep(Math.min(FAULT_EVERY_MS, 3_000));
+    while (!loadDone()) {
+      if (round.length === 0) round = [...FAULT_KINDS].sort(() => rand() - 0.5);
+      const kind = round.shift()!;
+      const at = Date.now();
+      const what = await inject(kind, world).catch((err: unknown) => `failed to inject: ${(err as Error).message}`);
+      faults[kind]!++;
+      everyKindOnce = FAULT_KINDS.every((k) => faults[k]! > 0);
+      // Recovered: a row committed after the fault ended has been applied by a consumer.
+      const mark = await pool.query<{ id: string | null }>(`select max(id)::text as id from ${SCHEMA}.messages`).then((r) => r.rows[0]!.id ?? '0', () => '0');
+      const ended = Date.now();
+      let recoveredMs: number | undefined;
+      while (Date.now() - ended < 60_000) {
+        const { rows } = await pool.query(`select 1 from ${SCHEMA}.ledger where outbox_id > $1::bigint limit 1`, [mark]).catch(() => ({ rows: [] }));
+        if (rows.length > 0) {
+          recoveredMs = Date.now() - ended;
+          break;
+        }
+        if (loadDone()) break;
+        await sleep(100);
+      }
+      if (recoveredMs !== undefined) recovery[kind]!.push(recoveredMs);
+      log(`fault ${kind} (${what}) took ${((ended - at) / 1000).toFixed(1)} s; ${recoveredMs === undefined ? 'recovery not measured' : `flowing again ${recoveredMs} ms after`}`);
+      const rest = FAULT_EVERY_MS - (Date.now() - ended);
+      if (rest > 0 && !loadDone()) await sleep(rest);
+    }
+    await load;
+    clearInterval(progress);
+    if (abandoned) throw new Error(abandoned);
+    if (interrupted) throw new Error(`interrupted by ${interrupted}`);
+    log(`load done: ${stats.rows} rows in ${stats.committedTx} transactions (${stats.rolledBackTx} rolled back, ${stats.failedTx} failed) in ${((Date.now() - loadStarted) / 1000).toFixed(0)} s`);
+
+    // Quiet period: everything committed is sent and applied, or the deadline passes.
+    const quietStarted = Date.now();
+    for (;;) {
+      const { rows } = await pool.query<{ unsent: number; committed: number; applied: number }>(
+        `select (select count(*)::int from ${SCHEMA}.messages where state <> 'sent') as unsent,
+                (select count(*)::int from ${SCHEMA}.messages) as committed,
+                (select count(distinct outbox_id)::int from ${SCHEMA}.ledger) as applied`,
+      ).catch(() => ({ rows: [] as { unsent: number; committed: number; applied: number }[] }));
+      const r = rows[0];
+      if (r && r.unsent === 0 && r.applied >= r.committed) break;
+      if (interrupted) throw new Error(`interrupted by ${interrupted}`);
+      if (Date.now() - quietStarted > QUIET_DEADLINE_MS) {
+        log(`quiet period: deadline passed (${JSON.stringify(r)})`);
+        break;
+      }
+      await sleep(500);
+    }
+    await stopChildren();
+    const v = await verdict(pool, cluster.brokers);
+    const recoveryMs = Object.fromEntries(
+      FAULT_KINDS.map((k) => {
+        const sorted = [...recovery[k]!].sort((a, b) => a - b);
+        return [k, sorted.length === 0 ? { p50: null, max: null } : { p50: percentile(sorted, 0.5), max: sorted.at(-1)! }];
+      }),
+    );
+    const ok = v.lost === 0 && v.duplicated === 0 && v.reordered === 0 && v.phantom === 0 && v.duplicateEffects === 0 && v.missingEffects === 0 && v.balanceMismatches === 0 && v.unsentRows === 0;
+    const report = {
+      ok,
+      seed: SEED,
+      events: v.committed,
+      published: v.published,
+      faults,
+      lost: v.lost,
+      duplicated: v.duplicated,
+      reordered: v.reordered,
+      phantom: v.phantom,
+      duplicateEffects: v.duplicateEffects,
+      missingEffects: v.missingEffects,
+      balanceMismatches: v.balanceMismatches,
+      deadLetters: v.deadLetters,
+      unsentRows: v.unsentRows,
+      recoveryMs,
+      writers: stats,
+      unexpectedExits,
+      durationMs: Date.now() - started,
+    };
+    console.log('\n| fault | injected | recovery p50 ms | recovery max ms |\n| --- | ---: | ---: | ---: |');
+    for (const k of FAULT_KINDS) console.log(`| ${k} | ${faults[k]} | ${recoveryMs[k]!.p50 ?? '–'} | ${recoveryMs[k]!.max ?? '–'} |`);
+    console.log(
+      `\nevents ${v.committed} (published ${v.published}), lost ${v.lost}, duplicated ${v.duplicated}, reordered ${v.reordered}, phantom ${v.phantom}, ` +
+        `duplicate effects ${v.duplicateEffects}, missing effects ${v.missingEffects}, balance mismatches ${v.balanceMismatches}, dead letters ${v.deadLetters}, unsent rows ${v.unsentRows}`,
+    );
+    if (Object.keys(unexpectedExits).length > 0) console.log(`processes that exited by themselves (restarted): ${JSON.stringify(unexpectedExits)}`);
+    console.log(ok ? 'chaos: OK' : 'chaos: FAILED');
+    if (values.report) await writeFile(values.report, `${JSON.stringify(report, null, 2)}\n`);
+    return ok ? 0 : 1;
+  } finally {
+    await stopChildren().catch(() => undefined);
+    await pool?.end().catch(() => undefined);
+    await Promise.all([cluster.stop(), postgres.stop()]);
+    logFile.end();
+    if (!values.keep) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// Interrupted: the finally block of main still stops the services and children.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    interrupted = signal;
+  });
+}
+
+process.on('uncaughtException', (err) => {
+  console.error('chaos: unexpected error; cleaning up:', err);
+  interrupted = 'an unexpected error';
+  process.exitCode = 2;
+});
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error('chaos: the run could not be carried out:', err);
+    process.exit(2);
+  },
+);
