@@ -1,6 +1,7 @@
 // One relay of the fault-injection suite, in a process of its own. Configured by the
 // CHAOS_RELAY environment variable (RelayOptions as JSON). SIGUSR2 arms a kill at the
-// next instant between a Kafka commit and the PostgreSQL mark; SIGTERM stops gracefully.
+// next instant between a Kafka commit and the PostgreSQL mark, SIGUSR1 disarms it; SIGTERM
+// stops gracefully.
 import { createLogger } from '../src/log.js';
 import { installFaultHook } from '../src/relay/faults.js';
 import { createRelay } from '../src/relay/relay.js';
@@ -13,6 +14,10 @@ let armed = false;
 process.on('SIGUSR2', () => {
   armed = true;
   say('armed');
+});
+process.on('SIGUSR1', () => {
+  armed = false;
+  say('disarmed');
 });
 installFaultHook((point) => {
   if (armed && point === 'after-kafka-commit') {

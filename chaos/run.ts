@@ -112,8 +112,12 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 // ---------------------------------------------------------------------------------------
 // Child processes: relays and consumers, respawned after a kill
 
-/** Exits no fault caused (a child that stopped by itself), by child. */
-const unexpectedExits: Record<string, number> = {};
+/**
+ * Exits no fault caused, by child: before it said it had started (its start failed, as
+ * when PostgreSQL or the brokers are down: a supervisor starts it again), and after (a
+ * crash, which the verdict counts as a failure).
+ */
+const unexpectedExits: { startFailed: Record<string, number>; crashed: Record<string, number> } = { startFailed: {}, crashed: {} };
 /** Set by SIGINT or SIGTERM: the run ends early and cleans up. */
 let interrupted: string | undefined;
 
@@ -142,6 +146,10 @@ class Child {
       env: { ...process.env, ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    let started = false;
+    child.stdout!.on('data', (chunk: Buffer) => {
+      if (!started && chunk.toString().includes('"event":"started"')) started = true;
+    });
     child.stdout!.pipe(this.out, { end: false });
     child.stderr!.pipe(this.out, { end: false });
     this.process = child;
@@ -150,8 +158,9 @@ class Child {
         resolve();
         if (this.expecting || this.stopped) return;
         // Stopped by itself: counted, and started again, as a supervisor would.
-        unexpectedExits[this.name] = (unexpectedExits[this.name] ?? 0) + 1;
-        log(`${this.name} exited by itself (${signal ?? `code ${code}`}); see ${this.name}.log`);
+        const tally = started ? unexpectedExits.crashed : unexpectedExits.startFailed;
+        tally[this.name] = (tally[this.name] ?? 0) + 1;
+        log(`${this.name} exited by itself ${started ? 'after it had started' : 'during its start'} (${signal ?? `code ${code}`}); see ${this.name}.log`);
         this.quickFailures = Date.now() - startedAt < 10_000 ? this.quickFailures + 1 : 0;
         if (this.quickFailures >= 3) return this.onGiveUp(`${this.name} keeps exiting at start`);
         setTimeout(() => {
@@ -181,6 +190,11 @@ class Child {
   armKillAtCommit(): void {
     this.expecting = true;
     this.signal('SIGUSR2');
+  }
+
+  disarm(): void {
+    this.signal('SIGUSR1');
+    this.expecting = false;
   }
 
   async stop(): Promise<void> {
@@ -284,67 +298,84 @@ interface World {
   postgres: OwnPostgres;
   relays: Child[];
   consumers: Child[];
+  /** Brokers still starting after a bounce: the next broker fault waits for them. */
+  brokersBack: Promise<void>;
 }
 
-async function inject(kind: FaultKind, world: World): Promise<string> {
+/** What a fault did, and what is still under way when it returns (brokers starting again). */
+interface Injected {
+  what: string;
+  tail: Promise<void>;
+}
+
+async function inject(kind: FaultKind, world: World): Promise<Injected> {
+  const done = (what: string): Injected => ({ what, tail: Promise.resolve() });
   switch (kind) {
     case 'relayKill': {
       const relay = pick(world.relays);
       await relay.kill();
       await sleep(500);
       relay.start();
-      return relay.name;
+      return done(relay.name);
     }
     case 'relayKillBetweenCommitAndMark': {
-      const relay = pick(world.relays);
-      relay.armKillAtCommit();
-      // It kills itself at its next commit; one with nothing to commit is killed anyway.
-      const timeout = sleep(10_000).then(() => 'timeout');
-      const how = await Promise.race([relay.exited.then(() => 'at the fault point'), timeout]);
-      if (how === 'timeout') await relay.kill();
+      // Armed in every live relay: the first to commit a batch dies between its Kafka
+      // commit and its mark; the others are disarmed then.
+      const armed = world.relays.filter((r) => r.alive);
+      for (const relay of armed) relay.armKillAtCommit();
+      const first = await Promise.race([...armed.map((r) => r.exited.then(() => r)), sleep(20_000).then(() => undefined)]);
+      for (const relay of armed) if (relay !== first) relay.disarm();
+      if (!first) {
+        await Promise.all(armed.map((r) => r.kill()));
+        for (const relay of armed) relay.start();
+        return done('no batch committed within 20 s; killed instead');
+      }
       await sleep(500);
-      relay.start();
-      return `${relay.name} ${how}`;
+      first.start();
+      return done(`${first.name}, at the fault point`);
     }
     case 'relayPause': {
       const relay = pick(world.relays);
       relay.signal('SIGSTOP');
       await sleep(LEASE_MS + 2_000);
       relay.signal('SIGCONT');
-      return relay.name;
+      return done(relay.name);
     }
     case 'consumerKill': {
       const consumer = pick(world.consumers);
       await consumer.kill();
       await sleep(500);
       consumer.start();
-      return consumer.name;
+      return done(consumer.name);
     }
     case 'consumerPause': {
       const consumer = pick(world.consumers);
       consumer.signal('SIGSTOP');
       await sleep(MAX_POLL_INTERVAL_MS + 2_000);
       consumer.signal('SIGCONT');
-      return consumer.name;
+      return done(consumer.name);
     }
     case 'brokerBounce': {
+      await world.brokersBack;
       const node = pick(world.cluster.nodes);
       await world.cluster.kill(node);
       await sleep(2_000);
-      await world.cluster.restart(node);
-      return `node ${node}`;
+      world.brokersBack = world.cluster.restart(node);
+      return { what: `node ${node}`, tail: world.brokersBack };
     }
     case 'brokersBelowMinIsr': {
-      const down = pick(world.cluster.nodes);
-      const nodes = world.cluster.nodes.filter((n) => n !== down);
+      // Producers must wait (acks=all cannot be met) and lose nothing.
+      await world.brokersBack;
+      const up = pick(world.cluster.nodes);
+      const nodes = world.cluster.nodes.filter((n) => n !== up);
       await Promise.all(nodes.map((n) => world.cluster.kill(n)));
       await sleep(3_000);
-      await Promise.all(nodes.map((n) => world.cluster.restart(n)));
-      return `nodes ${nodes.join(' and ')}`;
+      world.brokersBack = Promise.all(nodes.map((n) => world.cluster.restart(n))).then(() => undefined);
+      return { what: `nodes ${nodes.join(' and ')}`, tail: world.brokersBack };
     }
     case 'postgresRestart': {
       await world.postgres.restart();
-      return 'immediate';
+      return done('immediate');
     }
   }
 }
@@ -466,7 +497,7 @@ async function main(): Promise<number> {
   const pgPort = Number(process.env.CHAOS_PG_PORT ?? 25532);
   const cluster = new KafkaCluster(join(dir, 'kafka'), kafkaBase);
   const postgres = new OwnPostgres(join(dir, 'postgres'), pgPort);
-  const world: World = { cluster, postgres, relays: [], consumers: [] };
+  const world: World = { cluster, postgres, relays: [], consumers: [], brokersBack: Promise.resolve() };
   let pool: pg.Pool | undefined;
   const stopChildren = async () => {
     await Promise.all([...world.relays, ...world.consumers].map((c) => c.stop()));
@@ -517,7 +548,12 @@ async function main(): Promise<number> {
     // The load goes on until the events are written and every fault kind has been injected
     // once (or the duration is up): a short run meets every kind.
     let everyKindOnce = false;
-    const loadDone = () => (stats.rows >= EVENTS && everyKindOnce) || Date.now() - loadStarted > MAX_LOAD_MS || abandoned !== undefined || interrupted !== undefined;
+    let pendingRecoveries = 0;
+    const cutShort = () => Date.now() - loadStarted > MAX_LOAD_MS || abandoned !== undefined || interrupted !== undefined;
+    // Faults stop once the events are written and every kind was injected; the load goes on
+    // until the last fault's recovery is measured.
+    const faultsDone = () => (stats.rows >= EVENTS && everyKindOnce) || cutShort();
+    const loadDone = () => (faultsDone() && pendingRecoveries === 0) || cutShort();
     const load = writers(pool, stats, loadDone);
     const progress = setInterval(() => log(`load: ${stats.rows} rows in ${stats.committedTx} transactions (${stats.rolledBackTx} rolled back, ${stats.failedTx} failed)`), 10_000);
 
@@ -526,34 +562,53 @@ async function main(): Promise<number> {
     const faults: Record<string, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0]));
     const recovery: Record<string, number[]> = Object.fromEntries(FAULT_KINDS.map((k) => [k, []]));
     let round: FaultKind[] = [];
+    const measuring: Promise<void>[] = [];
+    /** The last row's id, once the load is over. */
+    let lastCommittedId: string | undefined;
+    // Recovered: once the fault is over (brokers back too), a row committed after that has
+    // been applied by a consumer. Measured beside the next faults.
+    const recovered = async (kind: FaultKind, tail: Promise<void>): Promise<void> => {
+      pendingRecoveries++;
+      try {
+        await measureRecovery(kind, tail);
+      } finally {
+        pendingRecoveries--;
+      }
+    };
+    const measureRecovery = async (kind: FaultKind, tail: Promise<void>): Promise<void> => {
+      await tail.catch(() => undefined);
+      const mark = await pool!.query<{ id: string | null }>(`select max(id)::text as id from ${SCHEMA}.messages`).then((r) => r.rows[0]!.id ?? '0', () => '0');
+      const ended = Date.now();
+      while (Date.now() - ended < 120_000 && !interrupted) {
+        const { rows } = await pool!.query(`select 1 from ${SCHEMA}.ledger where outbox_id > $1::bigint limit 1`, [mark]).catch(() => ({ rows: [] }));
+        if (rows.length > 0) {
+          recovery[kind]!.push(Date.now() - ended);
+          log(`fault ${kind}: flowing again ${Date.now() - ended} ms after it ended`);
+          return;
+        }
+        // Nothing was written after it: nothing to wait for.
+        if (lastCommittedId !== undefined && BigInt(lastCommittedId) <= BigInt(mark)) break;
+        await sleep(100);
+      }
+      log(`fault ${kind}: recovery not measured`);
+    };
     await sleep(Math.min(FAULT_EVERY_MS, 3_000));
-    while (!loadDone()) {
+    while (!faultsDone()) {
       if (round.length === 0) round = [...FAULT_KINDS].sort(() => rand() - 0.5);
       const kind = round.shift()!;
       const at = Date.now();
-      const what = await inject(kind, world).catch((err: unknown) => `failed to inject: ${(err as Error).message}`);
+      const { what, tail } = await inject(kind, world).catch((err: unknown) => ({ what: `failed to inject: ${(err as Error).message}`, tail: Promise.resolve() }));
       faults[kind]!++;
       everyKindOnce = FAULT_KINDS.every((k) => faults[k]! > 0);
-      // Recovered: a row committed after the fault ended has been applied by a consumer.
-      const mark = await pool.query<{ id: string | null }>(`select max(id)::text as id from ${SCHEMA}.messages`).then((r) => r.rows[0]!.id ?? '0', () => '0');
-      const ended = Date.now();
-      let recoveredMs: number | undefined;
-      while (Date.now() - ended < 60_000) {
-        const { rows } = await pool.query(`select 1 from ${SCHEMA}.ledger where outbox_id > $1::bigint limit 1`, [mark]).catch(() => ({ rows: [] }));
-        if (rows.length > 0) {
-          recoveredMs = Date.now() - ended;
-          break;
-        }
-        if (loadDone()) break;
-        await sleep(100);
-      }
-      if (recoveredMs !== undefined) recovery[kind]!.push(recoveredMs);
-      log(`fault ${kind} (${what}) took ${((ended - at) / 1000).toFixed(1)} s; ${recoveredMs === undefined ? 'recovery not measured' : `flowing again ${recoveredMs} ms after`}`);
-      const rest = FAULT_EVERY_MS - (Date.now() - ended);
-      if (rest > 0 && !loadDone()) await sleep(rest);
+      log(`fault ${kind} (${what}) injected in ${((Date.now() - at) / 1000).toFixed(1)} s`);
+      measuring.push(recovered(kind, tail));
+      if (!faultsDone()) await sleep(FAULT_EVERY_MS);
     }
     await load;
     clearInterval(progress);
+    lastCommittedId = await pool.query<{ id: string | null }>(`select max(id)::text as id from ${SCHEMA}.messages`).then((r) => r.rows[0]!.id ?? '0');
+    await world.brokersBack;
+    await Promise.all(measuring);
     if (abandoned) throw new Error(abandoned);
     if (interrupted) throw new Error(`interrupted by ${interrupted}`);
     log(`load done: ${stats.rows} rows in ${stats.committedTx} transactions (${stats.rolledBackTx} rolled back, ${stats.failedTx} failed) in ${((Date.now() - loadStarted) / 1000).toFixed(0)} s`);
@@ -583,7 +638,7 @@ async function main(): Promise<number> {
         return [k, sorted.length === 0 ? { p50: null, max: null } : { p50: percentile(sorted, 0.5), max: sorted.at(-1)! }];
       }),
     );
-    const ok = v.lost === 0 && v.duplicated === 0 && v.reordered === 0 && v.phantom === 0 && v.duplicateEffects === 0 && v.missingEffects === 0 && v.balanceMismatches === 0 && v.unsentRows === 0;
+    const ok = Object.keys(unexpectedExits.crashed).length === 0 && v.lost === 0 && v.duplicated === 0 && v.reordered === 0 && v.phantom === 0 && v.duplicateEffects === 0 && v.missingEffects === 0 && v.balanceMismatches === 0 && v.unsentRows === 0;
     const report = {
       ok,
       seed: SEED,
@@ -610,7 +665,9 @@ async function main(): Promise<number> {
       `\nevents ${v.committed} (published ${v.published}), lost ${v.lost}, duplicated ${v.duplicated}, reordered ${v.reordered}, phantom ${v.phantom}, ` +
         `duplicate effects ${v.duplicateEffects}, missing effects ${v.missingEffects}, balance mismatches ${v.balanceMismatches}, dead letters ${v.deadLetters}, unsent rows ${v.unsentRows}`,
     );
-    if (Object.keys(unexpectedExits).length > 0) console.log(`processes that exited by themselves (restarted): ${JSON.stringify(unexpectedExits)}`);
+    const crashes = Object.values(unexpectedExits.crashed).reduce((a, b) => a + b, 0);
+    if (Object.keys(unexpectedExits.startFailed).length > 0) console.log(`starts that failed (started again): ${JSON.stringify(unexpectedExits.startFailed)}`);
+    if (crashes > 0) console.log(`processes that crashed after their start: ${JSON.stringify(unexpectedExits.crashed)}`);
     console.log(ok ? 'chaos: OK' : 'chaos: FAILED');
     if (values.report) await writeFile(values.report, `${JSON.stringify(report, null, 2)}\n`);
     return ok ? 0 : 1;

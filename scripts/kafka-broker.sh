@@ -80,6 +80,13 @@ share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 PROPS
+  if (( replicas > 1 )); then
+    # A node killed and started again is fenced and let back in within seconds.
+    cat >> "$dir/server.properties" <<PROPS
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=500
+PROPS
+  fi
 }
 
 # launch DIR [CLUSTER_ID]: formats DIR's data if new (with CLUSTER_ID, or a fresh one) and

@@ -1,0 +1,63 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { spawnTracked } from '../helpers/children.js';
+
+const runner = fileURLToPath(new URL('../../chaos/run.ts', import.meta.url));
+
+interface Report {
+  ok: boolean;
+  events: number;
+  faults: Record<string, number>;
+  lost: number;
+  duplicated: number;
+  reordered: number;
+  phantom: number;
+  duplicateEffects: number;
+  missingEffects: number;
+  balanceMismatches: number;
+  unsentRows: number;
+  recoveryMs: Record<string, { p50: number | null; max: number | null }>;
+}
+
+describe('fault-injection soak (npm run chaos, short)', () => {
+  it(
+    'under every fault kind, on a three-broker cluster and a PostgreSQL restarted at will, every committed row reaches Kafka once and in key order, and its effect is applied once',
+    { timeout: 600_000 },
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'outbox-chaos-report-'));
+      const reportFile = join(dir, 'report.json');
+      try {
+        // Its own services on ports of its own (the shared broker and database are untouched).
+        const child = spawnTracked(process.execPath, ['--import', 'tsx', runner, '--events', '20000', '--rate', '300', '--seed', '7', '--report', reportFile], {
+          env: { ...process.env, CHAOS_KAFKA_PORT: '29592', CHAOS_PG_PORT: '25632' },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let output = '';
+        child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+        child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+        const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+        expect(code, output.slice(-4_000)).toBe(0);
+        const report = JSON.parse(readFileSync(reportFile, 'utf8')) as Report;
+        expect(report.events).toBeGreaterThanOrEqual(20_000);
+        for (const [kind, count] of Object.entries(report.faults)) expect(count, `${kind} injected`).toBeGreaterThanOrEqual(1);
+        expect(Object.keys(report.faults)).toHaveLength(8);
+        expect({
+          lost: report.lost,
+          duplicated: report.duplicated,
+          reordered: report.reordered,
+          phantom: report.phantom,
+          duplicateEffects: report.duplicateEffects,
+          missingEffects: report.missingEffects,
+          balanceMismatches: report.balanceMismatches,
+          unsentRows: report.unsentRows,
+        }).toEqual({ lost: 0, duplicated: 0, reordered: 0, phantom: 0, duplicateEffects: 0, missingEffects: 0, balanceMismatches: 0, unsentRows: 0 });
+        expect(report.ok).toBe(true);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
