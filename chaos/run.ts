@@ -3,7 +3,7 @@
 // times; then a read_committed verdict on everything that committed.
 //
 //   node --import tsx chaos/run.ts [--events N] [--duration D] [--seed S] [--report FILE]
-//     [--rate ROWS_PER_S] [--fault-every D] [--keep]
+//     [--rate ROWS_PER_S] [--fault-every D] [--faults KIND,KIND] [--keep]
 //
 // Exit code: 0 when nothing was lost, duplicated, reordered or applied twice; 1 when
 // something was; 2 when the run itself could not be carried out.
@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { createLogger, enqueue, migrate } from '../src/index.js';
 import { KafkaAdmin } from '../src/kafka/admin.js';
+import { HalfOpenProxy } from './proxy.js';
 import { KafkaCluster, OwnPostgres } from './services.js';
 
 // ---------------------------------------------------------------------------------------
@@ -37,7 +38,7 @@ function integer(name: string, text: string, min: number, max: number): number {
 }
 
 function usage(message: string): never {
-  console.error(`chaos: ${message}\nusage: npm run chaos -- [--events N] [--duration D] [--seed S] [--report FILE] [--rate R] [--fault-every D] [--keep]`);
+  console.error(`chaos: ${message}\nusage: npm run chaos -- [--events N] [--duration D] [--seed S] [--report FILE] [--rate R] [--fault-every D] [--faults K,K] [--keep]`);
   process.exit(2);
 }
 
@@ -51,6 +52,7 @@ const { values } = (() => {
         report: { type: 'string' },
         rate: { type: 'string', default: '400' },
         'fault-every': { type: 'string', default: '5s' },
+        faults: { type: 'string' },
         keep: { type: 'boolean', default: false },
       },
       strict: true,
@@ -162,10 +164,10 @@ class Child {
         tally[this.name] = (tally[this.name] ?? 0) + 1;
         log(`${this.name} exited by itself ${started ? 'after it had started' : 'during its start'} (${signal ?? `code ${code}`}); see ${this.name}.log`);
         this.quickFailures = Date.now() - startedAt < 10_000 ? this.quickFailures + 1 : 0;
-        if (this.quickFailures >= 3) return this.onGiveUp(`${this.name} keeps exiting at start`);
+        if (this.quickFailures >= 10) return this.onGiveUp(`${this.name} keeps exiting at start`);
         setTimeout(() => {
           if (!this.stopped && !this.alive) this.start();
-        }, 1_000);
+        }, Math.min(10_000, 500 * 2 ** this.quickFailures));
       }),
     );
   }
@@ -281,7 +283,7 @@ async function writers(pool: pg.Pool, stats: WriterStats, until: () => boolean):
 // ---------------------------------------------------------------------------------------
 // Faults
 
-const FAULT_KINDS = [
+const ALL_FAULT_KINDS = [
   'relayKill',
   'relayKillBetweenCommitAndMark',
   'relayPause',
@@ -290,12 +292,23 @@ const FAULT_KINDS = [
   'brokerBounce',
   'brokersBelowMinIsr',
   'postgresRestart',
+  'postgresHalfOpen',
 ] as const;
-type FaultKind = (typeof FAULT_KINDS)[number];
+type FaultKind = (typeof ALL_FAULT_KINDS)[number];
+/** Run unless `--faults` names others. */
+const DEFAULT_FAULT_KINDS: readonly FaultKind[] = ALL_FAULT_KINDS.filter((k) => k !== 'postgresHalfOpen');
+const FAULT_KINDS: readonly FaultKind[] = values.faults === undefined
+  ? DEFAULT_FAULT_KINDS
+  : values.faults.split(',').map((k) => {
+      if (!(ALL_FAULT_KINDS as readonly string[]).includes(k)) usage(`--faults: unknown fault ${k} (known: ${ALL_FAULT_KINDS.join(', ')})`);
+      return k as FaultKind;
+    });
 
 interface World {
   cluster: KafkaCluster;
   postgres: OwnPostgres;
+  /** Every client but the verdict reaches PostgreSQL through it. */
+  postgresProxy: HalfOpenProxy;
   relays: Child[];
   consumers: Child[];
   /** Brokers still starting after a bounce: the next broker fault waits for them. */
@@ -372,6 +385,10 @@ async function inject(kind: FaultKind, world: World): Promise<Injected> {
       await sleep(3_000);
       world.brokersBack = Promise.all(nodes.map((n) => world.cluster.restart(n))).then(() => undefined);
       return { what: `nodes ${nodes.join(' and ')}`, tail: world.brokersBack };
+    }
+    case 'postgresHalfOpen': {
+      const n = world.postgresProxy.halfOpenAll();
+      return done(`${n} connections silent for good`);
     }
     case 'postgresRestart': {
       await world.postgres.restart();
@@ -497,16 +514,24 @@ async function main(): Promise<number> {
   const pgPort = Number(process.env.CHAOS_PG_PORT ?? 25532);
   const cluster = new KafkaCluster(join(dir, 'kafka'), kafkaBase);
   const postgres = new OwnPostgres(join(dir, 'postgres'), pgPort);
-  const world: World = { cluster, postgres, relays: [], consumers: [], brokersBack: Promise.resolve() };
+  const postgresProxy = new HalfOpenProxy(pgPort + 1, { host: '127.0.0.1', port: pgPort });
+  const world: World = { cluster, postgres, postgresProxy, relays: [], consumers: [], brokersBack: Promise.resolve() };
   let pool: pg.Pool | undefined;
+  let closeWriters: () => Promise<void> = async () => undefined;
   const stopChildren = async () => {
     await Promise.all([...world.relays, ...world.consumers].map((c) => c.stop()));
   };
   try {
     log(`chaos: ${EVENTS} events, seed ${SEED}, ~${RATE} rows/s, a fault every ${FAULT_EVERY_MS / 1000} s; logs in ${dir}`);
-    const [databaseUrl] = await Promise.all([postgres.start(), cluster.start()]);
-    log(`services: PostgreSQL ${databaseUrl.replace(/:[^:@/]*@/, ':***@')}, Kafka ${cluster.brokers}`);
-    pool = new pg.Pool({ connectionString: databaseUrl, max: WRITERS + 4 });
+    const [directUrl] = await Promise.all([postgres.start(), cluster.start(), postgresProxy.start()]);
+    const databaseUrl = directUrl.replace(`:${pgPort}/`, `:${pgPort + 1}/`);
+    log(`services: PostgreSQL ${directUrl.replace(/:[^:@/]*@/, ':***@')} (clients through ${pgPort + 1}), Kafka ${cluster.brokers}`);
+    // The suite's own reads and the verdict go to PostgreSQL directly.
+    pool = new pg.Pool({ connectionString: directUrl, max: 4 });
+    // The writers, as a service would, give up on a statement after 3 s.
+    const writerPool = new pg.Pool({ connectionString: databaseUrl, max: WRITERS, query_timeout: 3_000, connectionTimeoutMillis: 5_000 });
+    writerPool.on('error', () => undefined);
+    closeWriters = () => writerPool.end();
     pool.on('error', () => undefined);
     await migrate({ db: pool, schema: SCHEMA, logger: createLogger({ level: 'warn' }) });
     await pool.query(`create table ${SCHEMA}.accounts (account text primary key, version int not null default 0)`);
@@ -554,7 +579,7 @@ async function main(): Promise<number> {
     // until the last fault's recovery is measured.
     const faultsDone = () => (stats.rows >= EVENTS && everyKindOnce) || cutShort();
     const loadDone = () => (faultsDone() && pendingRecoveries === 0) || cutShort();
-    const load = writers(pool, stats, loadDone);
+    const load = writers(writerPool, stats, loadDone);
     const progress = setInterval(() => log(`load: ${stats.rows} rows in ${stats.committedTx} transactions (${stats.rolledBackTx} rolled back, ${stats.failedTx} failed)`), 10_000);
 
     // Faults: each round takes every kind once, in a seeded order, so that a short run
@@ -673,7 +698,9 @@ async function main(): Promise<number> {
     return ok ? 0 : 1;
   } finally {
     await stopChildren().catch(() => undefined);
+    await closeWriters().catch(() => undefined);
     await pool?.end().catch(() => undefined);
+    await postgresProxy.stop();
     await Promise.all([cluster.stop(), postgres.stop()]);
     logFile.end();
     if (!values.keep) rmSync(dir, { recursive: true, force: true });

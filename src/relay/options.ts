@@ -47,6 +47,12 @@ export interface RelayOptions {
   transactionTimeoutMs?: number;
   /** Timeout for init/commit/abort of a transaction. Default 30000. */
   transactionOperationTimeoutMs?: number;
+  /**
+   * How long the relay waits for PostgreSQL's answer to one statement before it gives the
+   * connection up as dead (a silent, half-open connection) and recovers on a new one.
+   * Default 40000 (its sessions' statement_timeout is 30 s). Not applied to a `pool` given.
+   */
+  queryTimeoutMs?: number;
   /** Refuse to start when target topics are missing or can lose data (RF < 3). Default false: warn. */
   strict?: boolean;
   /** Sent rows are kept this long, then deleted in batches. `false` keeps them forever. Default 7 days. */
@@ -93,6 +99,7 @@ export interface ResolvedRelayOptions {
   checkpointReplicationFactor: number | undefined;
   transactionTimeoutMs: number;
   transactionOperationTimeoutMs: number;
+  queryTimeoutMs: number;
   strict: boolean;
   retention: false | { keepMs: number; intervalMs: number; batchSize: number };
   relayId: string;
@@ -114,6 +121,7 @@ const DEFAULTS = {
   failureBackoff: { minMs: 200, maxMs: 30_000 },
   transactionTimeoutMs: 60_000,
   transactionOperationTimeoutMs: 30_000,
+  queryTimeoutMs: 40_000,
   strict: false,
   retention: { keepMs: 7 * 24 * 3600 * 1000, intervalMs: 60_000, batchSize: 1_000 },
 } as const satisfies Partial<ResolvedRelayOptions>;
@@ -138,6 +146,7 @@ export const RELAY_OPTION_BOUNDS = {
   checkpointReplicationFactor: [1, 32_767],
   transactionTimeoutMs: [1_000, 3_600_000],
   transactionOperationTimeoutMs: [1_000, 600_000],
+  queryTimeoutMs: [1_000, 3_600_000],
   'retention.keepMs': [60_000, 10 * 366 * 86_400_000],
   'retention.intervalMs': [10, 86_400_000],
   'retention.batchSize': [1, 100_000],
@@ -161,7 +170,7 @@ function describe(value: unknown): string {
 const KNOWN_OPTIONS = new Set<string>([
   'databaseUrl', 'pool', 'brokers', 'kafka', 'schema', 'group', 'shards', 'batchSize', 'maxBatchBytes', 'preset',
   'pollIntervalMs', 'leaseMs', 'maxAttempts', 'rowBackoff', 'failureBackoff', 'checkpointTopic',
-  'checkpointReplicationFactor', 'transactionTimeoutMs', 'transactionOperationTimeoutMs', 'strict', 'retention',
+  'checkpointReplicationFactor', 'transactionTimeoutMs', 'transactionOperationTimeoutMs', 'queryTimeoutMs', 'strict', 'retention',
   'relayId', 'logger', 'takeOverFrom', 'metricsRegistry',
 ]);
 
@@ -257,6 +266,7 @@ export function resolveRelayOptions(input: RelayOptions): ResolvedRelayOptions {
       input.checkpointReplicationFactor === undefined ? undefined : intOption('checkpointReplicationFactor', input.checkpointReplicationFactor, 3),
     transactionTimeoutMs,
     transactionOperationTimeoutMs,
+    queryTimeoutMs: intOption('queryTimeoutMs', input.queryTimeoutMs, DEFAULTS.queryTimeoutMs),
     strict: input.strict ?? DEFAULTS.strict,
     retention,
     relayId,

@@ -123,6 +123,9 @@ export class Relay {
         // millisecond: compiling would cost far more than it saves. A statement stuck on a
         // lock must fail (and the shard recover) rather than hang while its lease renews.
         options: '-c jit=off -c statement_timeout=30000 -c lock_timeout=10000',
+        // A connection that went silent (half-open: no error, no answer) fails its statement
+        // instead of holding a shard worker, a lease renewal or the mark forever.
+        query_timeout: o.queryTimeoutMs,
       });
     await this.checkSchema(this.pool);
     const { instanceId, takeOverFrom } = await this.registerGroup(this.pool);

@@ -20,6 +20,7 @@ import type { Tracing } from '../tracing.js';
 import type { RelayActivity } from './activity.js';
 import type { RelayMetrics } from './metrics.js';
 import { sleep, type Wakeup } from './wakeup.js';
+import { reusableAfter } from '../db/pool.js';
 
 /** How long a producer dropped after a refused record may take to flush: nothing of it is wanted. */
 const DISCARD_TIMEOUT_MS = 200;
@@ -238,6 +239,8 @@ export class ShardWorker {
       }));
       await client.query('commit');
     } catch (err) {
+      // A connection that dropped or went silent is not asked anything more.
+      if (!lost && !reusableAfter(err)) lost = err as Error;
       if (!lost) await client.query('rollback').catch(() => undefined);
       throw lost ?? err;
     } finally {

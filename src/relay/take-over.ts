@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { reusableAfter } from '../db/pool.js';
 import { OutboxError } from '../errors.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import { TransactionalProducer } from '../kafka/producer.js';
@@ -123,6 +124,7 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
     }
 
     const client = await pool.connect();
+    let broken: Error | undefined;
     try {
       await client.query('begin');
       await client.query(retireGroupSql(o.sqlSchema), [from]);
@@ -130,10 +132,11 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
       await client.query(releaseGroupShardsSql(o.sqlSchema), [from]);
       await client.query('commit');
     } catch (err) {
-      await client.query('rollback').catch(() => undefined);
+      if (reusableAfter(err)) await client.query('rollback').catch(() => undefined);
+      else broken = err as Error;
       throw err;
     } finally {
-      client.release();
+      client.release(broken);
     }
     log.warn({ from, reconciled, oldShards: old.shards, shards: o.shards }, 'took over the outbox: this relay group serves it now');
     return reconciled;

@@ -21,6 +21,8 @@ const QUIET_CHECK_MS = 250;
 /** The rate is counted over the last second, in four slices of {@link QUIET_CHECK_MS}. */
 const RATE_SLICES = 4;
 const CATCH_UP_FIRST_MS = 5;
+const LISTEN_PROBE_EVERY_MS = 10_000;
+const LISTEN_PROBE_TIMEOUT_MS = 5_000;
 
 /** The relay member whose `idle` flag says whether writers notify (migration 0012). */
 export interface WakeupMember {
@@ -193,10 +195,28 @@ export class Wakeup {
       this.client = client;
       this.reconnectDelayMs = 200;
       this.wakeAll();
+      this.probe(client);
     } catch (err) {
       this.logger.warn({ err }, 'could not listen for outbox notifications; polling until it can');
       this.scheduleReconnect(client);
     }
+  }
+
+  /**
+   * Asks the listening connection something now and then: one that went silent (half-open)
+   * raises no error, and notifications would stop without a word; an answer that does not
+   * come within {@link LISTEN_PROBE_TIMEOUT_MS} has it re-opened.
+   */
+  private probe(client: pg.Client): void {
+    const timer = setInterval(() => {
+      if (this.client !== client) return clearInterval(timer);
+      client.query({ text: 'select 1', query_timeout: LISTEN_PROBE_TIMEOUT_MS } as pg.QueryConfig).catch((err: unknown) => {
+        clearInterval(timer);
+        this.logger.warn({ err }, 'listen connection does not answer; reconnecting');
+        this.scheduleReconnect(client);
+      });
+    }, LISTEN_PROBE_EVERY_MS);
+    timer.unref();
   }
 
   private scheduleReconnect(client: pg.Client): void {

@@ -76,16 +76,20 @@ describe('relay wake-ups', () => {
     const relay = await startRelay(schema, { shards: 2, pollIntervalMs: 60_000 });
     let idleEvents = 0;
     relay.events.on('idle', () => idleEvents++);
-    // About 2,000 rows a second, 10 per transaction: well above the quiet rate, and a load
-    // the relay keeps up with, so its workers find nothing now and then.
+    // 25 rows a transaction, one transaction every 5 ms when the machine keeps up (5,000 rows
+    // a second; a transaction late on its schedule is not waited for): well above the quiet
+    // rate even on a loaded machine, and a load the relay keeps up with, so its workers find
+    // nothing now and then.
     let feeding = true;
     let transactions = 0;
     const ids: string[] = [];
     const feeder = (async () => {
+      const start = Date.now();
       for (let t = 0; feeding; t++) {
-        ids.push(...(await inTransaction(pool, (client) => enqueue(client, Array.from({ length: 10 }, (_, i) => ({ topic, key: `k${(t * 10 + i) % 20}`, payload: { t, i } })), { schema }))));
+        ids.push(...(await inTransaction(pool, (client) => enqueue(client, Array.from({ length: 25 }, (_, i) => ({ topic, key: `k${(t * 25 + i) % 20}`, payload: { t, i } })), { schema }))));
         transactions++;
-        await new Promise((resolve) => setTimeout(resolve, 5));
+        const ahead = start + (t + 1) * 5 - Date.now();
+        if (ahead > 0) await new Promise((resolve) => setTimeout(resolve, ahead));
       }
     })();
     try {
@@ -103,7 +107,7 @@ describe('relay wake-ups', () => {
       await feeder;
       const unsent = async () => Number((await pool.query<{ n: string }>(`select count(*) as n from "${schema}".messages where state <> 'sent'`)).rows[0]!.n);
       await waitFor(async () => (await unsent()) === 0, { timeoutMs: 30_000, message: 'every row published by the short poll alone' });
-      expect(ids.length).toBe(transactions * 10);
+      expect(ids.length).toBe(transactions * 25);
 
       // Fed no more: writers are asked to notify again, and their rows go at once.
       await waitFor(async () => (await idle(schema)).every((v) => v === true), { timeoutMs: 30_000, message: 'the relay no longer fed sets its idle flag' });

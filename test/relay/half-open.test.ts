@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { HalfOpenProxy } from '../../chaos/proxy.js';
+import { enqueue } from '../../src/outbox/enqueue.js';
+import { databaseUrl, freshSchema, inTransaction } from '../helpers/db.js';
+import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
+import { expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../helpers/relay.js';
+import { useTestServices } from '../helpers/services.js';
+
+describe('relay on connections that go silent', () => {
+  const { pool, admin } = useTestServices();
+
+  it('a relay whose PostgreSQL connections all go silent (half-open: no error, no answer) recovers on new ones, and every row is published once, in key order', { timeout: 180_000 }, async () => {
+    const schema = await freshSchema(pool);
+    const topic = await freshTopic(admin, 3);
+    const url = new URL(databaseUrl());
+    const proxy = new HalfOpenProxy(0, { host: url.hostname, port: Number(url.port || 5432) });
+    await proxy.start();
+    const proxied = new URL(databaseUrl());
+    proxied.port = String(proxy.address);
+    const write = (from: number, n: number) =>
+      inTransaction(pool, (client) => enqueue(client, Array.from({ length: n }, (_, i) => ({ topic, key: `k${(from + i) % 7}`, payload: { i: from + i } })), { schema }));
+    // Short leases, timeouts and polls, so the recovery fits a test; the poll interval is
+    // long, so rows can only go through wake-ups on a listening connection that works.
+    const relay = await startRelay(schema, { databaseUrl: proxied.toString(), shards: 2, leaseMs: 3_000, queryTimeoutMs: 3_000, pollIntervalMs: 60_000 });
+    try {
+      const ids = await write(0, 50);
+      await waitAllSent(pool, schema, 30_000);
+      const silenced = proxy.halfOpenAll();
+      expect(silenced).toBeGreaterThan(0);
+      ids.push(...(await write(50, 50)));
+      // Every connection of the relay was silenced: only new ones can carry these rows.
+      await waitAllSent(pool, schema, 90_000);
+      ids.push(...(await write(100, 20)));
+      await waitAllSent(pool, schema, 30_000);
+      const messages = await readTopic(kafkaConnection(), topic, 3, { expected: ids.length });
+      expectExactlyOnce(messages, ids);
+      expectPerKeyOrder(messages);
+    } finally {
+      await relay.stop();
+      await proxy.stop();
+    }
+  });
+});
