@@ -225,6 +225,13 @@ export interface TransactionOptions<T> {
 export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConnection) => Promise<T>, options: TransactionOptions<T> = {}): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  // A connection lost while the client is checked out raises 'error' on it, during BEGIN
+  // and after the batch's own guard is closed too: with no listener that would end the
+  // process. The client is destroyed instead.
+  const onLost = (err: Error) => {
+    broken ??= err;
+  };
+  client.on('error', onLost);
   let connection: BatchConnection | undefined;
   try {
     let begun: unknown;
@@ -261,6 +268,7 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
     connection?.close();
     if (connection?.aborted) broken ??= new Error(`batch transaction aborted (${connection.aborted})`);
     // A client whose connection broke is destroyed instead of going back to the pool.
+    client.off('error', onLost);
     client.release(broken);
   }
 }
