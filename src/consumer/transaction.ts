@@ -43,6 +43,8 @@ type QueryArgs = [textOrConfig: string | { text: string }, values?: unknown, cal
 export class BatchConnection {
   private status = 'T';
   private closed = false;
+  /** The transaction is ending (ROLLBACK or COMMIT sent): statements are refused. */
+  private sealed = false;
   /** The refused statement, when a handler tried to end the consumer's transaction. */
   misuse: OutboxError | undefined;
   /** The results of the transaction's opening statements (`begin` and what was sent with it). */
@@ -104,7 +106,7 @@ export class BatchConnection {
         },
       );
     }
-    if (this.closed) {
+    if (this.closed || this.sealed) {
       return Promise.reject(new OutboxError('TX_CLOSED', 'the batch transaction has ended; a handler must not use its tx after returning'));
     }
     const text = typeof textOrConfig === 'string' ? textOrConfig : textOrConfig?.text;
@@ -147,8 +149,19 @@ export class BatchConnection {
     (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }
 
+  /**
+   * The transaction is about to end: from now on the guard refuses every statement. Called
+   * before ROLLBACK or COMMIT is sent, so that a handler still running (left behind by a
+   * timeout or an abort) cannot queue a statement behind them: it would run after the
+   * transaction, on its own, and commit.
+   */
+  seal(): void {
+    this.sealed = true;
+  }
+
   /** The batch is over: the guard refuses everything from now on. */
   close(): void {
+    this.sealed = true;
     this.closed = true;
     this.connection?.off('readyForQuery', this.onReady);
     // An aborted client is destroyed, and its late errors must still be caught.
@@ -252,11 +265,13 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
     try {
       result = await fn(connection);
     } catch (err) {
+      connection.seal();
       await client.query('rollback').catch((rollbackError: unknown) => {
         broken = rollbackError as Error;
       });
       throw err;
     }
+    connection.seal();
     try {
       await client.query((options.shouldCommit?.(result) ?? true) ? 'commit' : 'rollback');
     } catch (err) {

@@ -177,4 +177,80 @@ describe('consumer: stuck handlers and zombies', () => {
       await broker.stop();
     }
   });
+  it('a handler still running when its batch is aborted runs no statement after the rollback: nothing it does lands outside the transaction', { timeout: 120_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const broker = new OwnBroker(19592, 19593);
+    await broker.start();
+    const own = kafkaConnection(broker.brokers);
+    const ownAdmin = new KafkaAdmin(own);
+    const ownProducer = await TestProducer.connect(own);
+    const topic = await freshTopic(ownAdmin, 1);
+    const ownPool = new pg.Pool({ connectionString: databaseUrl(), max: 2 });
+    ownPool.on('error', () => undefined);
+    // Every statement of the looping handler leaves a row here, saying whether it ran in a
+    // transaction block (now() is the transaction's start) or on its own (autocommit).
+    await pool.query(`create table "${schema}".probe (inside boolean not null)`);
+    let looping = false;
+    let stop = false;
+    let statements = 0;
+    const refused: { code?: string }[] = [];
+    const apply = effectHandler(schema);
+    const consumer = testConsumer({
+      schema,
+      brokers: broker.brokers,
+      topics: [topic],
+      databaseUrl: undefined,
+      pool: ownPool,
+      maxPollIntervalMs: 30_000,
+      handlerTimeoutMs: 20_000,
+      handler: async (record, tx) => {
+        await apply(record, tx);
+        if (record.value?.toString() !== 'loops' || looping) return;
+        looping = true;
+        // Statement after statement, until the guard refuses one.
+        while (!stop) {
+          try {
+            await tx.query(`insert into "${schema}".probe (inside) select now() <> statement_timestamp()`);
+            statements++;
+          } catch (err) {
+            refused.push(err as { code?: string });
+            if ((err as { code?: string }).code === 'TX_CLOSED') return;
+          }
+        }
+      },
+    });
+    try {
+      consumers.push(consumer);
+      const aborted: string[] = [];
+      consumer.on('aborted', (e) => aborted.push(e.reason));
+      await consumer.start();
+      await ownProducer.send(topic, relayed(['first', 'loops']));
+      await waitFor(() => statements > 10, { timeoutMs: 30_000, message: 'handler looping in its transaction' });
+      // The pool's other connection is taken: the abort's terminate has to wait for one, as
+      // in a busy consumer, and only the consumer's own guard can keep the handler's
+      // statements from running after the rollback.
+      const held = await ownPool.connect();
+      broker.pause();
+      try {
+        await waitFor(() => aborted.includes('revoked'), { timeoutMs: 30_000, message: 'batch aborted as revoked' });
+      } finally {
+        held.release();
+        broker.resume();
+      }
+      await waitFor(() => refused.some((e) => e.code === 'TX_CLOSED'), { timeoutMs: 10_000, message: 'the handler\'s statements refused' });
+      // The batch transaction was rolled back: had a statement slipped in after its end, it
+      // would have committed on its own.
+      expect((await pool.query(`select inside from "${schema}".probe`)).rows).toEqual([]);
+      await waitFor(async () => (await effectCounts(pool, schema)).size === 2, { timeoutMs: 60_000, message: 'both applied after the session came back' });
+      expect(exactlyOnceReport(await effectCounts(pool, schema), ['first', 'loops'])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    } finally {
+      stop = true;
+      await consumer.stop();
+      await ownPool.end();
+      await ownProducer.close();
+      ownAdmin.close();
+      await broker.stop();
+    }
+  });
 });
