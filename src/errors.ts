@@ -10,6 +10,8 @@ export type OutboxErrorCode =
   | 'INVALID_ARGUMENT'
   | 'NOT_IN_TRANSACTION'
   | 'MIGRATION_FAILED'
+  /** The database role lacks a privilege the operation needs (SQLSTATE 42501): the message names it; see `outbox-relay roles`. */
+  | 'PERMISSION_DENIED'
   | 'KAFKA_ERROR'
   | 'UNKNOWN_TOPIC'
   | 'TOPIC_UNSAFE'

@@ -15,6 +15,7 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; summary: string }>
   skip: { run: async () => (await import('./repair.js')).skipCommand, summary: 'park outbox rows for good so their keys move on (audited)' },
   'dead-letters': { run: async () => (await import('./dead-letters.js')).deadLettersCommand, summary: 'list, show, replay or discard a consumer group\'s dead letters (audited)' },
   offsets: { run: async () => (await import('./offsets.js')).offsetsCommand, summary: 'show, set or rewind consumer offsets stored in PostgreSQL' },
+  roles: { run: async () => (await import('./roles.js')).rolesCommand, summary: 'print or apply least-privilege roles: writer, relay, consumer, operator' },
 };
 
 const USAGE = `usage: outbox-relay <command> [options]
@@ -42,7 +43,9 @@ export async function main(argv: string[]): Promise<number> {
     return await (await command.run())(rest);
   } catch (err) {
     const code = err instanceof OutboxError ? err.code : 'UNKNOWN';
-    console.error(`outbox-relay ${name}: ${describeError(err)} (${code})`);
+    // A role without a privilege it needs (SQLSTATE 42501): say where the grants come from.
+    const hint = code === 'PERMISSION_DENIED' || describeError(err).includes('[42501]') ? '; the roles and their grants: outbox-relay roles --help' : '';
+    console.error(`outbox-relay ${name}: ${describeError(err)} (${code})${hint}`);
     return err instanceof OutboxError && ['INVALID_ARGUMENT', 'INVALID_OPTIONS', 'NOT_FOUND'].includes(err.code) ? 2 : 1;
   }
 }

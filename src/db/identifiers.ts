@@ -31,3 +31,28 @@ export const MAX_SCHEMA_LENGTH = MAX_IDENTIFIER_BYTES - '.messages'.length;
 export function notifyChannel(schema: string): string {
   return `${schema}.messages`;
 }
+
+/** Role names PostgreSQL reserves (also when quoted), besides the `pg_` prefix. */
+const RESERVED_ROLE_NAMES = new Set(['public', 'none', 'current_user', 'session_user', 'current_role']);
+
+/**
+ * Validates a role name and returns it quoted for SQL: any name of 1–63 bytes without NUL
+ * (quotes are doubled), but those PostgreSQL reserves (`pg_…`, `public`, `none`, …),
+ * which it would refuse with a less helpful message.
+ */
+export function quoteRole(name: string): string {
+  if (name.length === 0 || name.includes('\u0000') || Buffer.byteLength(name) > MAX_IDENTIFIER_BYTES) {
+    throw new OptionsError(`role ${JSON.stringify(name)}: a role name has 1-${MAX_IDENTIFIER_BYTES} bytes and no NUL`);
+  }
+  if (name.startsWith('pg_') || RESERVED_ROLE_NAMES.has(name.toLowerCase())) {
+    throw new OptionsError(`role ${JSON.stringify(name)}: PostgreSQL reserves this name`);
+  }
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** A string as an SQL literal: quotes doubled, and written E'…' with backslashes doubled when it holds any. */
+export function quoteLiteral(text: string): string {
+  if (text.includes('\u0000')) throw new OptionsError('an SQL literal cannot hold NUL');
+  const quoted = `'${text.replaceAll("'", "''")}'`;
+  return text.includes('\\') ? `E${quoted.replaceAll('\\', '\\\\')}` : quoted;
+}

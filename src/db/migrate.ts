@@ -65,6 +65,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const migrations = await loadMigrations();
   const client = await pool.connect();
   try {
+    // Up to date: nothing to do, and no DDL asked of a role that may not make any (a relay
+    // started with --migrate under its own least-privilege role).
+    if (!partitioning && (await upToDate(client, q, migrations))) return { applied: [] };
     await client.query('begin');
     await client.query(`select pg_advisory_xact_lock(hashtext('outbox-relay.migrate'), hashtext($1::text))`, [schema]);
     await client.query(`create schema if not exists ${q}`);
@@ -102,10 +105,34 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     return { applied };
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
+    const denied = [err, (err as Error).cause].find((e) => (e as { code?: string } | undefined)?.code === '42501');
+    if (denied) {
+      const { rows } = await client.query<{ role: string }>('select current_user as role').catch(() => ({ rows: [] as { role: string }[] }));
+      throw new OutboxError(
+        'PERMISSION_DENIED',
+        `role ${rows[0]?.role ?? '?'} may not migrate schema ${schema} (${(denied as Error).message}): run outbox-relay migrate as the schema's owner ` +
+          '(or a role with CREATE on the database); the relay, consumers and writers need no DDL once it is migrated',
+        { cause: err },
+      );
+    }
     throw err;
   } finally {
     client.release();
     await ownPool?.end();
+  }
+}
+
+/** Whether every migration is applied already, read without a lock or DDL (false when unsure: the locked path decides). */
+async function upToDate(client: pg.PoolClient, q: string, migrations: Migration[]): Promise<boolean> {
+  const { rows: table } = await client.query<{ t: string | null }>(`select to_regclass($1::text)::text as t`, [`${q}.migrations`]);
+  if (table[0]?.t == null) return false;
+  try {
+    const { rows } = await client.query<{ id: number }>(`select id from ${q}.migrations`);
+    const done = new Set(rows.map((r) => r.id));
+    const latest = migrations.at(-1)?.id ?? 0;
+    return rows.every((r) => r.id <= latest) && migrations.every((m) => done.has(m.id));
+  } catch {
+    return false;
   }
 }
 

@@ -1,6 +1,7 @@
 import { inspect } from 'node:util';
 import type pg from 'pg';
 import { loadMigrations } from '../db/migrate.js';
+import { missingPrivileges } from '../db/privileges.js';
 import { createPool } from '../db/pool.js';
 import { OptionsError, OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
@@ -189,18 +190,45 @@ export class Relay {
     this.log.info({ shards: o.shards, schema: o.schema, checkpointTopic: o.checkpointTopic }, 'relay started');
   }
 
+  /**
+   * The schema is migrated, and the relay's role may do what the relay does there. The
+   * relay makes no DDL: migrations are run by the schema's owner (outbox-relay migrate), and
+   * a relay role needs only the grants of `outbox-relay roles`, checked here all at once so
+   * that a missing one fails start() with its name instead of a shard later.
+   */
   private async checkSchema(pool: pg.Pool): Promise<void> {
+    const o = this.options;
     const latest = (await loadMigrations()).at(-1)?.id ?? 0;
     let current = 0;
     try {
-      const { rows } = await pool.query<{ id: number | null }>(`select max(id) as id from ${this.options.sqlSchema}.migrations`);
+      const { rows } = await pool.query<{ id: number | null }>(`select max(id) as id from ${o.sqlSchema}.migrations`);
       current = rows[0]?.id ?? 0;
     } catch (cause) {
-      if ((cause as { code?: string }).code !== '42P01' && (cause as { code?: string }).code !== '3F000') throw cause;
+      const code = (cause as { code?: string }).code;
+      if (code === '42501') {
+        throw new OutboxError('PERMISSION_DENIED', `${await this.roleOf(pool)} may not read schema ${o.schema} (${(cause as Error).message}): ${grantHint(o.schema)}`, { cause });
+      }
+      if (code !== '42P01' && code !== '3F000') throw cause;
     }
     if (current < latest) {
-      throw new OutboxError('MIGRATION_FAILED', `schema ${this.options.schema} is not migrated (at ${current}, need ${latest}): run outbox-relay migrate`);
+      throw new OutboxError('MIGRATION_FAILED', `schema ${o.schema} is not migrated (at ${current}, need ${latest}): run outbox-relay migrate (as the schema's owner)`);
     }
+    const missing = await missingPrivileges(pool, o.schema, 'relay', { retention: o.retention !== false, partitioned: await isPartitioned(pool, o.sqlSchema) });
+    const required = missing.filter((m) => m.need !== 'dashboard');
+    if (required.length > 0) {
+      throw new OutboxError(
+        'PERMISSION_DENIED',
+        `${await this.roleOf(pool)} lacks what the relay needs on schema ${o.schema}: ${required.map((m) => `${m.privilege} (${m.why})`).join('; ')}. ${grantHint(o.schema)}`,
+      );
+    }
+    if (missing.length > 0) {
+      this.log.warn({ missing: missing.map((m) => m.privilege) }, "the relay's role may not read what its dashboard and /api/status show: those reads will fail");
+    }
+  }
+
+  private async roleOf(pool: pg.Pool): Promise<string> {
+    const { rows } = await pool.query<{ role: string }>('select current_user as role');
+    return `role ${rows[0]?.role ?? '?'}`;
   }
 
   /**
@@ -537,6 +565,11 @@ const RELEASE_BATCH = 5_000;
 
 /** How often housekeeping runs when retention is off (it then only makes a partitioned outbox's partitions ahead). */
 const HOUSEKEEPING_MS = 10 * 60_000;
+
+/** How a relay's role gets what it needs. */
+function grantHint(schema: string): string {
+  return `grant it the relay role: outbox-relay roles --schema ${schema} --apply (as the schema's owner), then GRANT ${schema}_relay TO the relay's login`;
+}
 
 /** The relay's connections are named after it in pg_stat_activity. */
 function applicationName(relayId: string): string {
