@@ -48,11 +48,16 @@ export async function missingPrivileges(
     }
   }
   // CASE evaluates one branch per row: each object is looked up by the function of its kind.
+  // An object that does not exist is not judged here (the has_* functions would raise): a
+  // damaged schema is reported by the checks that read it, with how to repair it.
   const { rows } = await db.query<{ ok: boolean }>(
-    `select case c.kind when 'schema' then has_schema_privilege(c.object, c.privilege)
+    `select case when c.kind in ('table', 'column') and to_regclass(c.object) is null then true
+                 when c.kind = 'function' and to_regprocedure(c.object) is null then true
+                 else case c.kind
+                        when 'schema' then has_schema_privilege(c.object, c.privilege)
                         when 'table' then has_table_privilege(c.object, c.privilege)
                         when 'column' then has_column_privilege(c.object, c.col, c.privilege)
-                        else has_function_privilege(c.object, c.privilege) end as ok
+                        else has_function_privilege(c.object, c.privilege) end end as ok
        from unnest($1::text[], $2::text[], $3::text[], $4::text[]) with ordinality as c(kind, object, col, privilege, n)
       order by c.n`,
     [checks.map((c) => c.kind), checks.map((c) => c.object), checks.map((c) => c.column), checks.map((c) => c.privilege)],
