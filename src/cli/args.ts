@@ -68,6 +68,17 @@ export function parseIds(raw: readonly string[], what: string): string[] {
   ];
 }
 
+/**
+ * Whether an ISO time's leading `YYYY-MM-DD` names a day of the calendar: `Date` would
+ * read `2026-02-30` as 2 March without a word.
+ */
+export function calendarDay(raw: string): boolean {
+  const match = /^(\d{4})-(\d{2})-(\d{2})/.exec(raw);
+  if (!match) return false;
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
 /** A text flag of 1-`max` characters without NUL, or undefined when not given. */
 export function textFlag(value: unknown, name: string, max: number): string | undefined {
   if (value === undefined) return undefined;

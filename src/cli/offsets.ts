@@ -7,7 +7,7 @@ import { outboxTables } from '../db/schema.js';
 import { OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import { lagKey, measureLag } from '../ops/lag.js';
-import { brokersFrom, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { brokersFrom, calendarDay, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
 
 export const OFFSETS_HELP = `outbox-relay offsets <show|set|rewind> --group G [options]
 
@@ -136,7 +136,7 @@ export async function offsetsCommand(argv: string[]): Promise<number> {
 /** ISO 8601 time, not in the future. */
 function parseTime(text: string): number {
   const ms = Date.parse(text);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(ms)) {
+  if (!calendarDay(text) || Number.isNaN(ms)) {
     throw new OutboxError('INVALID_ARGUMENT', `--to-time must be an ISO 8601 time such as 2025-01-31T12:00:00Z, got ${JSON.stringify(text)}`);
   }
   if (ms > Date.now()) throw new OutboxError('INVALID_ARGUMENT', `--to-time ${text} is in the future`);

@@ -1,7 +1,7 @@
 import { userInfo } from 'node:os';
 import { quoteSchema } from '../db/identifiers.js';
 import { repairRows } from '../ops/repair.js';
-import { bad, integerFlag, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
+import { bad, calendarDay, integerFlag, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
 
 export const RETRY_HELP = `outbox-relay retry ID... | --dead [--topic T] [--key K] [--since TIME] [--limit N]  --reason "..." [options]
 
@@ -93,6 +93,6 @@ async function repair(command: 'retry' | 'skip', argv: string[]): Promise<number
 
 function parseTime(raw: string): string {
   const time = new Date(raw);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(raw) || Number.isNaN(time.getTime())) bad(`--since must be an ISO time such as 2026-12-01T10:00:00Z, got ${JSON.stringify(raw.slice(0, 40))}`);
+  if (!calendarDay(raw) || Number.isNaN(time.getTime())) bad(`--since must be an ISO time such as 2026-12-01T10:00:00Z, got ${JSON.stringify(raw.slice(0, 40))}`);
   return time.toISOString();
 }

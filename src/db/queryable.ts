@@ -52,8 +52,8 @@ function isPool(db: object): boolean {
 
 /**
  * Accepts a `pg` client (inside the caller's transaction) or a drizzle transaction. A `pg`
- * Pool is refused: each of its queries may run on another connection, outside the
- * caller's transaction, which would break the outbox's atomicity.
+ * Pool, or a drizzle database over one, is refused: each of its queries may run on another
+ * connection, outside the caller's transaction, which would break the outbox's atomicity.
  */
 export function toQueryable(db: unknown): Queryable {
   if (typeof db !== 'object' || db === null) {
@@ -63,6 +63,15 @@ export function toQueryable(db: unknown): Queryable {
     throw new OutboxError(
       'NOT_IN_TRANSACTION',
       'a pg Pool cannot enlist in your transaction: pass the client you called BEGIN on (pool.connect()) or a drizzle transaction',
+    );
+  }
+  // A drizzle database (not a transaction) keeps its driver client as `$client`: over a
+  // Pool, each of its statements runs on any connection, outside the caller's transaction.
+  const driver = (db as { $client?: unknown }).$client;
+  if (typeof driver === 'object' && driver !== null && isPool(driver)) {
+    throw new OutboxError(
+      'NOT_IN_TRANSACTION',
+      'a drizzle database over a pg Pool cannot enlist in your transaction: pass the transaction, db.transaction((tx) => enqueue(tx, ...))',
     );
   }
   // A pg client has query(); drizzle databases and transactions have execute() and a

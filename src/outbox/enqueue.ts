@@ -1,6 +1,6 @@
 import { toQueryable } from '../db/queryable.js';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
-import { ValidationError } from '../errors.js';
+import { OptionsError, ValidationError } from '../errors.js';
 import type { OutboxEvent } from './event.js';
 import { insertMessagesSql } from './sql/insertMessages.js';
 import { CLAIM_CHECK_HEADER, encodeReference, resolveClaimCheckOptions, sha256Hex, type ClaimCheckOptions, type ClaimCheckStore } from '../claim-check/store.js';
@@ -19,6 +19,9 @@ export interface EnqueueOptions {
   claimCheck?: ClaimCheckOptions;
 }
 
+/** The names {@link EnqueueOptions} knows: a misspelt one would otherwise be ignored and its default used without a word. */
+const ENQUEUE_OPTIONS: ReadonlySet<string> = new Set(['schema', 'maxMessageBytes', 'claimCheck'] satisfies Array<keyof EnqueueOptions>);
+
 /**
  * Writes events to the outbox inside the caller's open transaction. `db` is the `pg`
  * client the caller ran BEGIN on, or a drizzle transaction. Every event is validated
@@ -26,6 +29,10 @@ export interface EnqueueOptions {
  * is inserted. Returns the new row ids (decimal strings), in input order.
  */
 export async function enqueue(db: unknown, events: OutboxEvent | readonly OutboxEvent[], options: EnqueueOptions = {}): Promise<string[]> {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new OptionsError('enqueue options must be an object');
+  for (const name of Object.keys(options)) {
+    if (!ENQUEUE_OPTIONS.has(name)) throw new OptionsError(`${name} is not an enqueue option (known: ${[...ENQUEUE_OPTIONS].join(', ')})`);
+  }
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   if (!Number.isInteger(maxMessageBytes) || maxMessageBytes <= 0) {
     throw new ValidationError('maxMessageBytes', 'must be a positive integer');

@@ -30,6 +30,22 @@ export function toRecord(row: ClaimedRow, source: string, log: Logger): ProduceR
   return { topic: row.topic, key: row.key, value: row.payload, headers: headers.map(([name, value]) => ({ [name]: value })) };
 }
 
+/**
+ * Why a row's headers cannot go on a record as they are, if they cannot. The schema only
+ * requires a JSON object; a row written by plain SQL may hold numbers, objects or nulls,
+ * which would reach Kafka as `1`, `[object Object]` or `null`. Such a row is parked (dead,
+ * with this text) instead of published with headers it did not mean.
+ */
+export function invalidHeaders(headers: Record<string, unknown> | null): string | undefined {
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    if (typeof value !== 'string') {
+      const kind = value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+      return `header ${JSON.stringify(name.slice(0, 255))} is ${kind}, not a string: a row's headers must be a JSON object of string values (fix the row, then outbox-relay retry it)`;
+    }
+  }
+  return undefined;
+}
+
 /** The record's size under the one size rule (see recordBytes). */
 export function recordSize(record: ProduceRecord): number {
   return recordBytes(record.key, record.value, record.headers.flatMap((h) => Object.entries(h) as Array<[string, string | Buffer]>));

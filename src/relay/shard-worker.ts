@@ -11,7 +11,7 @@ import { foreignCheckpointError, markCheckpointSent, reconcileShard } from './re
 import type { RelayEventSink } from './events.js';
 import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
-import { recordSize, toRecord, tracedRecord } from './records.js';
+import { invalidHeaders, recordSize, toRecord, tracedRecord } from './records.js';
 import { CLAIM_PLAN_SETTINGS, claimStatement, type ClaimedRow } from './sql/claimBatch.js';
 import { holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
@@ -270,6 +270,13 @@ export class ShardWorker {
     const batchKeys = new Set<string>();
     for (const row of rows) {
       if (row.key !== null && blockedKeys.has(row.key)) continue;
+      // Headers that are not all strings (a plain-SQL row): no retry can help, dead at once.
+      const badHeaders = invalidHeaders(row.headers);
+      if (badHeaders !== undefined) {
+        await this.markFailed(row, badHeaders, { dead: true });
+        if (row.key !== null) blockedKeys.add(row.key);
+        continue;
+      }
       const record = toRecord(row, this.ctx.source, this.log);
       const topic = topics.get(row.topic);
       const size = recordSize(record);
