@@ -54,6 +54,12 @@ export class GroupClient {
       // Records fetched ahead of the application, at most (librdkafka's default is 64 MiB):
       // 16 MiB is still many polls' worth, and keeps the process small.
       'queued.max.messages.kbytes': 16_384,
+      // At most 64 KiB of one partition per fetch (librdkafka's default is 1 MiB): a fetch
+      // then holds slices of every partition of the broker, so records of all of them reach
+      // the loop side by side (and their batches run in parallel). With 1 MiB, one
+      // partition's backlog fills the queue first and the others wait for it to drain,
+      // long enough to look stalled. A larger first record batch is still fetched whole.
+      'max.partition.fetch.bytes': 65_536,
       ...options.properties,
       'group.id': options.groupId,
       'enable.auto.commit': false,

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { databaseUrl, freshSchema } from '../helpers/db.js';
@@ -63,6 +64,33 @@ describe('consumer: partition concurrency', () => {
     const topic = await freshTopic(admin, 1);
     const consumer = testConsumer({ schema, topics: [topic], handler: async () => undefined, poolSize: 4, partitionConcurrency: 4 });
     await expect(consumer.start()).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('partitionConcurrency') });
+    await consumer.stop();
+  });
+  it('partitions with backlogs are served side by side: none waits for another to drain', { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    const partitions = 6;
+    const topic = await freshTopic(admin, partitions);
+    // A backlog on every partition, well under librdkafka's default 1 MiB per-partition
+    // fetch (the values do not compress: a fetch limit counts compressed bytes).
+    const perPartition = 2_000;
+    for (let partition = 0; partition < partitions; partition++) {
+      await producer.send(topic, Array.from({ length: perPartition }, (_, i) => ({ key: `k${partition}`, value: `${partition}-${i}-${randomBytes(80).toString('hex')}`, partition })));
+    }
+    const applied = new Array<number>(partitions).fill(0);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      // A handler that takes its time, as a real one does: the loop is slower than the fetches.
+      handler: async (record) => {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        applied[record.partition]!++;
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    // By the time a sixth of everything is applied, every partition has had its turn.
+    await waitFor(() => applied.reduce((a, b) => a + b, 0) >= (partitions * perPartition) / 6, { timeoutMs: 60_000, message: 'a sixth applied' });
+    expect(applied.map((n) => n > 0)).toEqual(new Array(partitions).fill(true));
     await consumer.stop();
   });
 });
