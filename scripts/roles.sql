@@ -56,8 +56,8 @@ begin
     raise exception 'schema % is not migrated: run outbox-relay migrate first', s using errcode = 'undefined_table';
   end if;
   execute format('select coalesce(max(id), 0) from %I.migrations', s) into at;
-  if at < 13 then
-    raise exception 'schema % is at migration %, these roles are for migration 13: run outbox-relay migrate first', s, at
+  if at < 14 then
+    raise exception 'schema % is at migration %, these roles are for migration 14: run outbox-relay migrate first', s, at
       using errcode = 'undefined_table';
   end if;
   foreach r in array array[current_setting('outbox_relay.roles_writer'), current_setting('outbox_relay.roles_relay'), current_setting('outbox_relay.roles_consumer'), current_setting('outbox_relay.roles_operator')] loop
@@ -72,7 +72,7 @@ $$;
 -- application's tables in this schema, if any, nothing is touched).
 revoke all on schema :"schema" from :"writer", :"relay", :"consumer", :"operator";
 revoke all on table :"schema".migrations, :"schema".messages, :"schema".outbox_source, :"schema".claim_checks, :"schema".relay_groups, :"schema".relay_shards, :"schema".relay_members, :"schema".consumer_offsets, :"schema".consumer_inbox, :"schema".dead_letters, :"schema".operator_actions from :"writer", :"relay", :"consumer", :"operator";
-revoke all on function :"schema".notify_messages(), :"schema".reserved_header_names(), :"schema".headers_free_of_reserved(jsonb), :"schema".refuse_reserved_headers() from :"writer", :"relay", :"consumer", :"operator";
+revoke all on function :"schema".notify_messages(), :"schema".reserved_header_names(), :"schema".headers_free_of_reserved(jsonb), :"schema".refuse_reserved_headers(), :"schema".refuse_oversized_key() from :"writer", :"relay", :"consumer", :"operator";
 -- Every role uses the schema; none may create in it (no DDL), none owns anything.
 grant usage on schema :"schema" to :"writer", :"relay", :"consumer", :"operator";
 

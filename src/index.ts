@@ -3,6 +3,7 @@
 export { enqueue, type EnqueueOptions } from './outbox/enqueue.js';
 export { HEADER, RESERVED_HEADERS, type JsonValue, type OutboxEvent } from './outbox/event.js';
 export { DEFAULT_MAX_MESSAGE_BYTES, encodedSize, validateEvent, validateTopic } from './outbox/validate.js';
+export { MAX_KEY_BYTES } from './outbox/key-size.js';
 export { DEFAULT_MAX_RECORD_BYTES, recordBytes } from './kafka/record-size.js';
 export {
   CLAIM_CHECK_DEFAULTS,

@@ -6,6 +6,7 @@
  * good input through the same entry point still flows, end to end.
  */
 import type { MessageHeader } from '@confluentinc/kafka-javascript';
+import { randomBytes } from 'node:crypto';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -112,6 +113,8 @@ const ENQUEUE_CASES: EnqueueCase[] = [
   { name: 'a Buffer key', events: { ...ok, key: Buffer.from('k') }, code: 'INVALID_EVENT', field: 'key' },
   { name: 'an object key', events: { ...ok, key: { id: 1 } }, code: 'INVALID_EVENT', field: 'key' },
   { name: 'a key with a NUL character', events: { ...ok, key: 'a\u0000b' }, code: 'INVALID_EVENT', field: 'key', message: /NUL/ },
+  { name: 'a key over 2,048 bytes of UTF-8 (1,025 characters of é)', events: { ...ok, key: 'é'.repeat(1_025) }, code: 'INVALID_EVENT', field: 'key', message: /at most 2048 bytes of UTF-8 \(MAX_KEY_BYTES\), got 2050/ },
+  { name: 'a key of 1.1 MB', events: { ...ok, key: 'k'.repeat(1_100_000) }, code: 'INVALID_EVENT', field: 'key', message: /at most 2048 bytes/ },
   { name: 'an empty aggregateId', events: { ...ok, aggregateId: '' }, code: 'INVALID_EVENT', field: 'aggregateId' },
   { name: 'a numeric aggregateId', events: { ...ok, aggregateId: 17 }, code: 'INVALID_EVENT', field: 'aggregateId' },
   { name: 'an eventType that is not a string', events: { ...ok, eventType: ['OrderPlaced'] }, code: 'INVALID_EVENT', field: 'eventType' },
@@ -211,6 +214,8 @@ const SQL_REFUSALS: SqlRefusal[] = [
   { name: 'an unknown state', columns: { state: 'published' }, sqlstate: '23514', constraint: 'messages_state_known' },
   { name: 'a schema_version of 0', columns: { schema_version: 0 }, sqlstate: '23514', constraint: 'messages_schema_version_positive' },
   { name: 'negative attempts', columns: { attempts: -1 }, sqlstate: '23514', constraint: 'messages_attempts_nonnegative' },
+  { name: 'a key over 2,048 bytes', columns: { key: 'k'.repeat(2_049) }, sqlstate: '23514', constraint: 'messages_key_size' },
+  { name: 'a key of 1.1 MB (random, incompressible)', columns: { key: randomBytes(825_000).toString('base64') }, sqlstate: '23514', constraint: 'messages_key_size' },
 ];
 
 interface SqlParked {

@@ -67,7 +67,13 @@ export const OUTBOX_TABLES = [
 ] as const;
 export type OutboxTable = (typeof OUTBOX_TABLES)[number];
 
-export const OUTBOX_FUNCTIONS = ['notify_messages()', 'reserved_header_names()', 'headers_free_of_reserved(jsonb)', 'refuse_reserved_headers()'] as const;
+export const OUTBOX_FUNCTIONS = [
+  'notify_messages()',
+  'reserved_header_names()',
+  'headers_free_of_reserved(jsonb)',
+  'refuse_reserved_headers()',
+  'refuse_oversized_key()',
+] as const;
 export type OutboxFunction = (typeof OUTBOX_FUNCTIONS)[number];
 
 /** The relay's columns of `messages`: a relay marks rows, it never rewrites what a writer wrote. */

@@ -7,7 +7,8 @@ export interface OutboxEvent {
   topic: string;
   /**
    * Record key. Rows with the same key go to the same partition, in outbox order. `null` or
-   * absent: no key (no ordering between such rows).
+   * absent: no key (no ordering between such rows). At most `MAX_KEY_BYTES` (2,048)
+   * bytes of UTF-8.
    */
   key?: string | null;
   /**

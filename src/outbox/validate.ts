@@ -2,6 +2,7 @@ import { ValidationError } from '../errors.js';
 import { DEFAULT_MAX_RECORD_BYTES, recordBytes, tooLargeMessage } from '../kafka/record-size.js';
 import { CLAIM_CHECK_HEADER, encodeReference, type ClaimCheckOptions } from '../claim-check/store.js';
 import { LARGEST_RELAY_FIELDS, recordHeaders, RESERVED_HEADERS, type OutboxEvent } from './event.js';
+import { keyBytes, MAX_KEY_BYTES } from './key-size.js';
 
 /** The relay's default limit: the producer's default `message.max.bytes`. */
 export const DEFAULT_MAX_MESSAGE_BYTES = DEFAULT_MAX_RECORD_BYTES;
@@ -146,6 +147,10 @@ export function validateEvent(
       throw new ValidationError('key', `must be a string or null, got ${typeOf(e.key)}`, index);
     }
     key = checkText('key', e.key, index);
+    const bytes = keyBytes(key);
+    if (bytes > MAX_KEY_BYTES) {
+      throw new ValidationError('key', `must be at most ${MAX_KEY_BYTES} bytes of UTF-8 (MAX_KEY_BYTES), got ${bytes}; send a hash of a longer key`, index);
+    }
   }
   const schemaVersion = e.schemaVersion ?? null;
   if (schemaVersion !== null && (!Number.isInteger(schemaVersion) || schemaVersion < 1 || schemaVersion > 2_147_483_647)) {

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { describeError } from '../errors.js';
+import { keyTooLongMessage, MAX_KEY_BYTES } from '../outbox/key-size.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import { classifyKafkaError, isRecordTooLarge } from '../kafka/errors.js';
 import { tooLargeMessage } from '../kafka/record-size.js';
@@ -15,6 +16,7 @@ import { invalidHeaders, recordSize, toRecord, tracedRecord } from './records.js
 import { CLAIM_PLAN_SETTINGS, claimStatement, type ClaimedRow } from './sql/claimBatch.js';
 import { holdsLeaseSql } from './sql/leases.js';
 import { markFailedSql } from './sql/markFailed.js';
+import { isRowDatabaseError, SetAsideRows } from './set-aside.js';
 import type { TopicCache } from './topics.js';
 import type { Tracing } from '../tracing.js';
 import type { RelayActivity } from './activity.js';
@@ -87,6 +89,8 @@ export class ShardWorker {
   /** The checkpoint topic's id when this shard last reconciled: the incarnation its cursor is in. */
   private checkpointTopicId: string | null = null;
   private readonly claimStatement: { name: string; text: string };
+  /** Rows the database refused to mark, kept out of the claims for a while (see SetAsideRows). */
+  private readonly setAside: SetAsideRows;
 
   constructor(
     private readonly ctx: ShardContext,
@@ -97,6 +101,7 @@ export class ShardWorker {
     this.checkpointPartition = shard % ctx.checkpointPartitions;
     this.checkpointKey = checkpointKey(ctx.options.group, shard);
     this.claimStatement = claimStatement(ctx.options.sqlSchema);
+    this.setAside = new SetAsideRows(ctx.options.rowBackoff);
   }
 
   start(): void {
@@ -231,11 +236,12 @@ export class ShardWorker {
     const onError = (err: Error) => (lost = err);
     client.on('error', onError);
     let rows: Array<ClaimedRow & { held: number }>;
+    const setAside = this.setAside.excluded();
     try {
       await client.query(`begin; ${CLAIM_PLAN_SETTINGS}`);
       ({ rows } = await client.query<ClaimedRow & { held: number }>({
         ...this.claimStatement,
-        values: [options.shards, this.shard, options.batchSize, options.batchSize, options.maxBatchBytes],
+        values: [options.shards, this.shard, options.batchSize, options.batchSize, options.maxBatchBytes, setAside.ids, setAside.keys],
       }));
       await client.query('commit');
     } catch (err) {
@@ -270,6 +276,14 @@ export class ShardWorker {
     const batchKeys = new Set<string>();
     for (const row of rows) {
       if (row.key !== null && blockedKeys.has(row.key)) continue;
+      // A key too long for the indexes that keep per-key order (a row from before migration
+      // 0014, or written past its trigger): dead at once, never published. Every row of
+      // that key is, so none can overtake another; and the index of blocking rows leaves
+      // such keys out, so this mark cannot fail for the key's size.
+      if (row.key_bytes !== null && row.key_bytes > MAX_KEY_BYTES) {
+        await this.markFailed(row, keyTooLongMessage(row.key_bytes), { dead: true });
+        continue;
+      }
       // Headers that are not all strings (a plain-SQL row): no retry can help, dead at once.
       const badHeaders = invalidHeaders(row.headers);
       if (badHeaders !== undefined) {
@@ -329,6 +343,7 @@ export class ShardWorker {
   private async publishItems(items: Item[]): Promise<boolean> {
     const outcome = await this.transact(items);
     if (outcome.kind === 'committed') {
+      for (const item of items) this.setAside.delete(item.row.id);
       // A row that had failed before is sent: the rows held behind it may go now.
       if (items.some((i) => i.row.attempts > 0)) await this.ctx.releaseHeld();
       return true;
@@ -495,16 +510,37 @@ export class ShardWorker {
     });
   }
 
+  /**
+   * Records a failed attempt on the row (markFailedSql). When the database refuses that
+   * for the row itself (a constraint it breaks, an index entry too large: see
+   * isRowDatabaseError), the row is set aside instead (SetAsideRows) and the batch goes on:
+   * one row the database cannot mark must not stop every key of the shard. Any other
+   * error fails the shard cycle, which retries.
+   */
   private async markFailed(row: ClaimedRow, error: string, { dead = false } = {}): Promise<void> {
     const { options, pool } = this.ctx;
-    const { rows } = await pool.query<{ state: string; attempts: number }>(markFailedSql(options.sqlSchema), [
-      row.id,
-      error,
-      options.maxAttempts,
-      options.rowBackoff.minMs,
-      options.rowBackoff.maxMs,
-      dead,
-    ]);
+    let rows: Array<{ state: string; attempts: number }>;
+    try {
+      ({ rows } = await pool.query<{ state: string; attempts: number }>(markFailedSql(options.sqlSchema), [
+        row.id,
+        error,
+        options.maxAttempts,
+        options.rowBackoff.minMs,
+        options.rowBackoff.maxMs,
+        dead,
+      ]));
+    } catch (err) {
+      if (!isRowDatabaseError(err)) throw err;
+      const until = this.setAside.add(row);
+      if (until === undefined) throw err;
+      this.log.error(
+        { err, id: row.id, topic: row.topic, sqlstate: err.code, constraint: err.constraint, until, error },
+        'the database refused to mark a failed row; it and the later rows of its key are set aside, the other keys go on',
+      );
+      this.ctx.events.emit('error', { shard: this.shard, error: err });
+      return;
+    }
+    this.setAside.delete(row.id);
     const state = rows[0]?.state ?? 'unknown';
     this.log.warn({ id: row.id, topic: row.topic, key: row.key, attempts: rows[0]?.attempts, state, error }, 'row failed');
     this.ctx.events.emit('rowFailed', { shard: this.shard, id: row.id, error, dead: state === 'dead' });

@@ -84,7 +84,7 @@ describe('partitioned outbox (opt-in layout)', () => {
       );
       expect(owners[0]).toEqual({ tbl: owner, fn: owner });
       const { rows: triggers } = await pool.query(`select tgname from pg_trigger where tgrelid = $1::regclass and not tgisinternal order by 1`, [`${schema}.messages`]);
-      expect(triggers.map((t) => t.tgname)).toEqual(['messages_headers_unreserved', 'messages_notify']);
+      expect(triggers.map((t) => t.tgname)).toEqual(['messages_headers_unreserved', 'messages_key_size', 'messages_notify']);
       // Ids come from the sequence only: a partition's primary key cannot see the others'.
       await expect(pool.query(`insert into ${schema}.messages (id, topic, payload) values ($1::bigint, 'orders', 'x')`, [ids[0]])).rejects.toMatchObject({ code: '428C9' });
       await expect(pool.query(`insert into ${schema}.messages (topic, payload) values ('not a topic!', 'x')`)).rejects.toMatchObject({
@@ -115,6 +115,11 @@ describe('partitioned outbox (opt-in layout)', () => {
       // The headers check still refuses what the relay sets itself.
       await expect(pool.query(`insert into ${schema}.messages (topic, payload, headers) values ('orders', 'x', '{"outbox-id": "1"}')`)).rejects.toMatchObject({
         code: '23514',
+      });
+      // And the key size check refuses a key too long for the indexes of keys.
+      await expect(pool.query(`insert into ${schema}.messages (topic, key, payload) values ('orders', repeat('k', 2049), 'x')`)).rejects.toMatchObject({
+        code: '23514',
+        constraint: 'messages_key_size',
       });
       const { rows: grants } = await pool.query(
         `select has_table_privilege($1::text, $2::text, 'select with grant option') as sel,

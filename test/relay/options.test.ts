@@ -52,6 +52,7 @@ describe('the one size rule', () => {
     id: '9223372036854775807',
     topic: 't',
     key: 'order-1',
+    key_bytes: 7,
     payload,
     headers: { tenant: 'acme', 'x-long': 'v'.repeat(300) },
     event_type: 'OrderPlaced',

@@ -177,7 +177,7 @@ describe('relay and the rows it is given', () => {
       const relayCount = (id: number, bytes: number) =>
         recordSize(
           toRecord(
-            { id: String(id), topic, key: 'sized', payload: Buffer.alloc(bytes), headers: { tenant: 'acme' }, event_type: 'Sized', aggregate_type: null,
+            { id: String(id), topic, key: 'sized', key_bytes: 5, payload: Buffer.alloc(bytes), headers: { tenant: 'acme' }, event_type: 'Sized', aggregate_type: null,
               aggregate_id: null, schema_version: null, traceparent: null, created_at: new Date(), attempts: 0, state: 'pending' },
             src[0].source_id as string,
             createLogger({ level: 'silent' }),

@@ -1,6 +1,8 @@
 // Read-only statements of the on-call commands (outbox-relay stuck / show / status) and the
 // unsent gauges. Filters are bound parameters, never part of the text.
 
+import { MAX_KEY_BYTES } from '../key-size.js';
+
 /**
  * Every unsent row, through the three partial indexes that together cover them (publishable,
  * held, dead): the cost follows the unsent rows, however many sent rows are kept. A plain
@@ -15,13 +17,15 @@ const unsent = (schema: string) => `(
 
 /**
  * Unsent rows older than `$1` ms, oldest first, with what holds each back: its own state,
- * or the first earlier failed or dead row of its key (through the index of such rows).
+ * or the first earlier failed or dead row of its key (through the index of such rows, whose
+ * predicate the query repeats; a key over MAX_KEY_BYTES has none: its rows are each dead).
  */
 export const stuckRowsSql = (schema: string) => `
 select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.created_at, m.next_attempt_at,
        extract(epoch from now() - m.created_at)::float8 as age_seconds,
        (select min(e.id)::text from ${schema}.messages e
-         where m.key is not null and e.key = m.key and e.id < m.id and e.state in ('failed', 'dead')) as blocked_by
+         where m.key is not null and e.key = m.key and e.id < m.id and e.state in ('failed', 'dead')
+           and octet_length(e.key) <= ${MAX_KEY_BYTES}) as blocked_by
   from ${unsent(schema)} m
  where m.created_at < now() - $1::bigint * interval '1 millisecond'
    and ($2::text is null or m.state = $2::text)

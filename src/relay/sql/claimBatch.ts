@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { MAX_KEY_BYTES } from '../../outbox/key-size.js';
 
 /**
  * The next rows of one shard, in id order, that may be published now, and no more bytes
@@ -14,6 +15,12 @@ import { createHash } from 'node:crypto';
  *   this very scan (same key, same shard, id order), so a row is never published before
  *   an earlier unsent row of its key, whatever state an operator put that row in. A due
  *   failed row is itself in the result; the rows after it are blocked until it is sent.
+ * - Keys over MAX_KEY_BYTES (rows from before migration 0014, or written past its
+ *   trigger) are never blocked and so never held: the index of blocking rows leaves them
+ *   out, and the relay marks each such row dead at once instead of publishing it (see
+ *   `key_bytes`), so no row of such a key is ever published and its order is moot. The
+ *   limit is a literal in the text, not a parameter: the planner uses the partial index
+ *   of blocking rows only when the query repeats its predicate, in a generic plan too.
  * - Blocked pending rows met by the scan are marked `held` in the same statement, which
  *   takes them out of the index the scan walks (a blocked failed row stays: it is itself a
  *   blocker, which the release must see): however long the backlog behind a blocked key,
@@ -21,6 +28,8 @@ import { createHash } from 'node:crypto';
  *   `$4` bounds the rows of this shard one claim looks at, held ones included (the relay
  *   gives the batch size: looking further costs every claim, and a claim that held rows
  *   is followed by the next one at once).
+ * - Set aside: rows of ids `$6` and every row of keys `$7` are left out (rows the database
+ *   refused to mark, and the later rows of their keys, for a while: see SetAsideRows).
  * - Size: the payloads of rows beyond the byte budget `$5` are never read. The estimate
  *   (lengths from the row, relay headers at their largest) is an upper bound of the
  *   record's size, so the relay's exact cut keeps what was read. The first row is
@@ -54,15 +63,17 @@ with scan as materialized (
          coalesce(octet_length(m.payload), 0) + coalesce(octet_length(m.key), 0) + octet_length(m.headers::text)
            + coalesce(octet_length(m.event_type), 0) + coalesce(octet_length(m.aggregate_type), 0)
            + coalesce(octet_length(m.aggregate_id), 0) + coalesce(octet_length(m.traceparent), 0) + 512 as bytes,
-         m.key is not null and (
+         m.key is not null and octet_length(m.key) <= ${MAX_KEY_BYTES} and (
            exists (select 1 from ${schema}.messages e
-                    where e.key = m.key and e.id < m.id and e.state in ('failed', 'dead'))
+                    where e.key = m.key and e.id < m.id and e.state in ('failed', 'dead') and octet_length(e.key) <= ${MAX_KEY_BYTES})
            or exists (select 1 from ${schema}.messages e
                        where e.key = m.key and e.id < m.id and e.held)) as blocked
     from ${schema}.messages m
    where m.state in ('pending', 'failed')
      and not m.held
      and (m.state = 'pending' or m.next_attempt_at <= now())
+     and m.id <> all($6::bigint[])
+     and (m.key is null or m.key <> all($7::text[]))
      and (case when m.key is null then m.id % $1::int
                else (hashtext(m.key) & 2147483647) % $1::int end) = $2::int
    order by m.id
@@ -80,7 +91,7 @@ with scan as materialized (
   window w as (order by s.id)
 )
 select (select count(*)::int from held) as held,
-       m.id, m.topic, m.key, m.payload, m.headers, m.event_type, m.aggregate_type, m.aggregate_id,
+       m.id, m.topic, m.key, octet_length(m.key) as key_bytes, m.payload, m.headers, m.event_type, m.aggregate_type, m.aggregate_id,
        m.schema_version, m.traceparent, m.created_at, m.attempts, m.state
   from (select 1) one
   left join (picked p join ${schema}.messages m on m.id = p.id)
@@ -92,7 +103,8 @@ select (select count(*)::int from held) as held,
  * Lets held rows go once nothing earlier of their key blocks them: for each key with held
  * rows (a skip scan over the small index of held rows, so the cost follows the number of
  * held keys, not held rows), its held rows before the key's first failed or dead row that
- * is not itself held, lowest ids first, at most `$1` in all: a key's rows are released
+ * is not itself held (none for a key over MAX_KEY_BYTES: such rows block nothing, see
+ * claimBatchSql), lowest ids first, at most `$1` in all: a key's rows are released
  * from its first one on, so a released row never has a held one before it, and a release
  * of a million rows is a series of bounded statements. Run by every relay now and then,
  * and after a batch that sent a row that had failed before.
@@ -108,7 +120,7 @@ with recursive keys as (
 ), barrier as (
   select k.key,
          (select min(e.id) from ${schema}.messages e
-           where e.key = k.key and e.state in ('failed', 'dead') and not e.held) as first_blocker
+           where e.key = k.key and e.state in ('failed', 'dead') and not e.held and octet_length(e.key) <= ${MAX_KEY_BYTES}) as first_blocker
     from keys k
    where k.key is not null
 ), free as (
@@ -135,6 +147,8 @@ export interface ClaimedRow {
   id: string;
   topic: string;
   key: string | null;
+  /** `octet_length(key)`: the database's count, the one its index predicates use. */
+  key_bytes: number | null;
   payload: Buffer | null;
   headers: Record<string, string>;
   event_type: string | null;
