@@ -33,6 +33,9 @@ const consumer = createConsumer({
   handlerTimeoutMs: 2_000,
   lockTimeoutMs: 2_000,
   pollTimeoutMs: 200,
+  // A partition with lag that fetches nothing for 30 s has the Kafka consumer rebuilt.
+  stallTimeoutMs: 30_000,
+  watchdogIntervalMs: 2_000,
   logger: createLogger({ level: process.env.CHAOS_LOG_LEVEL ?? 'warn' }),
   handler: async (record, tx) => {
     const event = JSON.parse(record.value?.toString() ?? '{}') as { account: string; amount: number; failOnce?: boolean };
@@ -49,6 +52,8 @@ const consumer = createConsumer({
     );
   },
 });
+
+consumer.on('rebuilt', (e) => process.stdout.write(`${JSON.stringify({ event: 'rebuilt', at: Date.now(), reason: e.reason })}\n`));
 
 process.on('SIGTERM', () => {
   void consumer.stop().then(() => process.exit(0));

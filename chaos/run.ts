@@ -120,6 +120,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * crash, which the verdict counts as a failure).
  */
 const unexpectedExits: { startFailed: Record<string, number>; crashed: Record<string, number> } = { startFailed: {}, crashed: {} };
+/** Kafka consumers rebuilt by a consumer's watchdog (a partition that stopped fetching), with the reason. */
+const rebuilds: string[] = [];
 /** Set by SIGINT or SIGTERM: the run ends early and cleans up. */
 let interrupted: string | undefined;
 
@@ -131,6 +133,8 @@ class Child {
   private expecting = false;
   private quickFailures = 0;
   private stopped = false;
+  /** Called when the child acknowledges a disarm (see {@link disarm}). */
+  private onDisarmed: (() => void) | undefined;
 
   constructor(
     readonly name: string,
@@ -150,7 +154,14 @@ class Child {
     });
     let started = false;
     child.stdout!.on('data', (chunk: Buffer) => {
-      if (!started && chunk.toString().includes('"event":"started"')) started = true;
+      const text = chunk.toString();
+      if (!started && text.includes('"event":"started"')) started = true;
+      if (text.includes('"event":"disarmed"')) this.onDisarmed?.();
+      // A consumer's watchdog found a partition fetching nothing and rebuilt its Kafka client.
+      for (const m of text.matchAll(/"event":"rebuilt".*?"reason":"([^"]*)"/g)) {
+        rebuilds.push(`${this.name}: ${m[1]}`);
+        log(`${this.name} rebuilt its Kafka consumer: ${m[1]}`);
+      }
     });
     child.stdout!.pipe(this.out, { end: false });
     child.stderr!.pipe(this.out, { end: false });
@@ -199,9 +210,22 @@ class Child {
     this.signal('SIGUSR2');
   }
 
-  disarm(): void {
+  /**
+   * Disarms the kill at the fault point. The child may reach that point before the signal
+   * does: then it dies as planned (`'killed'`) and is started again here.
+   */
+  async disarm(): Promise<'disarmed' | 'killed'> {
+    if (!this.alive) return 'killed';
+    const acknowledged = new Promise<'disarmed'>((resolve) => (this.onDisarmed = () => resolve('disarmed')));
     this.signal('SIGUSR1');
+    const outcome = await Promise.race([acknowledged, this.exited.then(() => 'killed' as const), sleep(10_000).then(() => 'disarmed' as const)]);
+    this.onDisarmed = undefined;
+    if (outcome === 'killed') {
+      await sleep(500);
+      this.start();
+    }
     this.expecting = false;
+    return outcome;
   }
 
   async stop(): Promise<void> {
@@ -296,6 +320,8 @@ const ALL_FAULT_KINDS = [
   'consumerPause',
   'brokerBounce',
   'brokersBelowMinIsr',
+  'brokerHalfOpen',
+  'leaderMove',
   'postgresRestart',
   'postgresHalfOpen',
 ] as const;
@@ -309,11 +335,29 @@ const FAULT_KINDS: readonly FaultKind[] = values.faults === undefined
       return k as FaultKind;
     });
 
+/**
+ * Faults per round, by kind, for a long run (100,000 events or more): relays are killed most
+ * often (both kinds of kill are relay kills), so that a million events meet a hundred of
+ * them while every other kind still comes a score of times. A short run takes each once.
+ */
+const WEIGHTS: Partial<Record<FaultKind, number>> = EVENTS >= 100_000 ? { relayKill: 4, relayKillBetweenCommitAndMark: 2 } : {};
+
+/** Fisher-Yates with the run's seeded generator. */
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
 interface World {
   cluster: KafkaCluster;
   postgres: OwnPostgres;
   /** Every client but the verdict reaches PostgreSQL through it. */
   postgresProxy: HalfOpenProxy;
+  /** Clients reach one broker through it (see KafkaCluster). */
+  brokerProxy: HalfOpenProxy;
   relays: Child[];
   consumers: Child[];
   /** Brokers still starting after a bounce: the next broker fault waits for them. */
@@ -342,7 +386,7 @@ async function inject(kind: FaultKind, world: World): Promise<Injected> {
       const armed = world.relays.filter((r) => r.alive);
       for (const relay of armed) relay.armKillAtCommit();
       const first = await Promise.race([...armed.map((r) => r.exited.then(() => r)), sleep(20_000).then(() => undefined)]);
-      for (const relay of armed) if (relay !== first) relay.disarm();
+      const others = await Promise.all(armed.filter((r) => r !== first).map(async (r) => `${r.name} ${await r.disarm()}`));
       if (!first) {
         await Promise.all(armed.map((r) => r.kill()));
         for (const relay of armed) relay.start();
@@ -350,7 +394,7 @@ async function inject(kind: FaultKind, world: World): Promise<Injected> {
       }
       await sleep(500);
       first.start();
-      return done(`${first.name}, at the fault point`);
+      return done(`${first.name}, at the fault point${others.length > 0 ? `; ${others.join(', ')}` : ''}`);
     }
     case 'relayPause': {
       const relay = pick(world.relays);
@@ -391,6 +435,19 @@ async function inject(kind: FaultKind, world: World): Promise<Injected> {
       world.brokersBack = Promise.all(nodes.map((n) => world.cluster.restart(n))).then(() => undefined);
       return { what: `nodes ${nodes.join(' and ')}`, tail: world.brokersBack };
     }
+    case 'brokerHalfOpen': {
+      // The clients' connections to one broker go silent; the broker itself is fine and
+      // replicates as before. Clients find out from their request timeouts.
+      await world.brokersBack;
+      const n = world.brokerProxy.halfOpenAll();
+      return done(`${n} client connections to node ${world.cluster.proxiedNode} silent for good`);
+    }
+    case 'leaderMove': {
+      // Every partition of the target topic gets a new leader, every broker up.
+      await world.brokersBack;
+      const moves = await world.cluster.moveLeaders(TOPIC);
+      return done(moves.split('\n').filter((l) => l.includes(': leader')).map((l) => l.replace(/^.*-(\d+): leader /, '$1: ')).join(', '));
+    }
     case 'postgresHalfOpen': {
       const n = world.postgresProxy.halfOpenAll();
       return done(`${n} connections silent for good`);
@@ -416,6 +473,8 @@ interface Verdict {
   duplicateEffects: number;
   missingEffects: number;
   balanceMismatches: number;
+  /** Per mismatching account: the committed rows' sum, the ledger's sum, the balance. */
+  balanceMismatchDetails: { account: string; expected: string | null; ledger: string | null; balance: string | null }[];
   deadLetters: number;
   unsentRows: number;
 }
@@ -475,21 +534,41 @@ async function verdict(pool: pg.Pool, brokers: string): Promise<Verdict> {
   let duplicated = 0;
   for (const n of seen.values()) duplicated += n - 1;
 
-  const { rows: effects } = await pool.query<{ outbox_id: string; n: number }>(`select outbox_id::text, count(*)::int as n from ${SCHEMA}.ledger group by outbox_id`);
+  // The ledger, the dead letters and the balances are read in one snapshot, so that they
+  // are compared with each other as they stood at one instant.
+  const client = await pool.connect();
+  let effects: { outbox_id: string; n: number }[];
+  let deadLetters: number;
+  let balanceRows: { account: string; expected: string | null; ledger: string | null; balance: string | null }[];
+  try {
+    await client.query('begin isolation level repeatable read read only');
+    ({ rows: effects } = await client.query<{ outbox_id: string; n: number }>(`select outbox_id::text, count(*)::int as n from ${SCHEMA}.ledger group by outbox_id`));
+    const { rows: deadRows } = await client.query<{ n: number }>(`select count(*)::int as n from ${SCHEMA}.dead_letters where replayed_at is null and discarded_at is null`);
+    deadLetters = deadRows[0]!.n;
+    // Per account: what the committed rows add up to, what the ledger adds up to, and the
+    // balance the consumers kept. All three must agree.
+    ({ rows: balanceRows } = await client.query(`
+      with expected as (
+        select key as account, sum((convert_from(payload, 'UTF8')::jsonb->>'amount')::bigint) as balance from ${SCHEMA}.messages group by key
+      ), ledger as (
+        select account, sum(amount) as balance from ${SCHEMA}.ledger group by account
+      )
+      select coalesce(e.account, l.account, b.account) as account, e.balance::text as expected, l.balance::text as ledger, b.balance::text as balance
+        from expected e
+        full join ledger l on l.account = e.account
+        full join ${SCHEMA}.balances b on b.account = coalesce(e.account, l.account)
+       where e.balance is distinct from b.balance or l.balance is distinct from b.balance`));
+    await client.query('commit');
+  } finally {
+    client.release();
+  }
   const applied = new Map(effects.map((e) => [e.outbox_id, e.n]));
   let duplicateEffects = 0;
   for (const n of applied.values()) duplicateEffects += n - 1;
-  const { rows: deadRows } = await pool.query<{ n: number }>(`select count(*)::int as n from ${SCHEMA}.dead_letters where replayed_at is null and discarded_at is null`);
-  const deadLetters = deadRows[0]!.n;
   let missingEffects = 0;
   for (const id of seen.keys()) if (committed.has(id) && !applied.has(id)) missingEffects++;
+  for (const r of balanceRows) log(`balance mismatch: ${r.account}: committed rows add up to ${r.expected}, its ledger to ${r.ledger}, its balance is ${r.balance}`);
 
-  const { rows: mismatches } = await pool.query<{ n: number }>(`
-    with expected as (
-      select key as account, sum((convert_from(payload, 'UTF8')::jsonb->>'amount')::bigint) as balance from ${SCHEMA}.messages group by key
-    )
-    select count(*)::int as n from expected e full join ${SCHEMA}.balances b on b.account = e.account
-     where e.balance is distinct from b.balance`);
   const unsentRows = committedRows.filter((r) => r.state !== 'sent').length;
   return {
     committed: committed.size,
@@ -500,7 +579,8 @@ async function verdict(pool: pg.Pool, brokers: string): Promise<Verdict> {
     phantom,
     duplicateEffects,
     missingEffects,
-    balanceMismatches: mismatches[0]!.n,
+    balanceMismatches: balanceRows.length,
+    balanceMismatchDetails: balanceRows,
     deadLetters,
     unsentRows,
   };
@@ -520,7 +600,8 @@ async function main(): Promise<number> {
   const cluster = new KafkaCluster(join(dir, 'kafka'), kafkaBase);
   const postgres = new OwnPostgres(join(dir, 'postgres'), pgPort);
   const postgresProxy = new HalfOpenProxy(pgPort + 1, { host: '127.0.0.1', port: pgPort });
-  const world: World = { cluster, postgres, postgresProxy, relays: [], consumers: [], brokersBack: Promise.resolve() };
+  const brokerProxy = new HalfOpenProxy(cluster.proxyPort, { host: '127.0.0.1', port: cluster.proxyTarget });
+  const world: World = { cluster, postgres, postgresProxy, brokerProxy, relays: [], consumers: [], brokersBack: Promise.resolve() };
   let pool: pg.Pool | undefined;
   let closeWriters: () => Promise<void> = async () => undefined;
   const stopChildren = async () => {
@@ -528,7 +609,7 @@ async function main(): Promise<number> {
   };
   try {
     log(`chaos: ${EVENTS} events, seed ${SEED}, ~${RATE} rows/s, a fault every ${FAULT_EVERY_MS / 1000} s; logs in ${dir}`);
-    const [directUrl] = await Promise.all([postgres.start(), cluster.start(), postgresProxy.start()]);
+    const [directUrl] = await Promise.all([postgres.start(), cluster.start(), postgresProxy.start(), brokerProxy.start()]);
     const databaseUrl = directUrl.replace(`:${pgPort}/`, `:${pgPort + 1}/`);
     log(`services: PostgreSQL ${directUrl.replace(/:[^:@/]*@/, ':***@')} (clients through ${pgPort + 1}), Kafka ${cluster.brokers}`);
     // The suite's own reads and the verdict go to PostgreSQL directly.
@@ -624,7 +705,7 @@ async function main(): Promise<number> {
     };
     await sleep(Math.min(FAULT_EVERY_MS, 3_000));
     while (!faultsDone()) {
-      if (round.length === 0) round = [...FAULT_KINDS].sort(() => rand() - 0.5);
+      if (round.length === 0) round = shuffle(FAULT_KINDS.flatMap((k) => Array<FaultKind>(WEIGHTS[k] ?? 1).fill(k)));
       const kind = round.shift()!;
       const at = Date.now();
       const { what, tail } = await inject(kind, world).catch((err: unknown) => ({ what: `failed to inject: ${(err as Error).message}`, tail: Promise.resolve() }));
@@ -685,12 +766,14 @@ async function main(): Promise<number> {
       duplicateEffects: v.duplicateEffects,
       missingEffects: v.missingEffects,
       balanceMismatches: v.balanceMismatches,
+      ...(v.balanceMismatches > 0 ? { balanceMismatchDetails: v.balanceMismatchDetails } : {}),
       deadLetters: v.deadLetters,
       unsentRows: v.unsentRows,
       recoveryMs,
       writers: stats,
       unexpectedExits,
       crashes: Object.values(unexpectedExits.crashed).reduce((a, b) => a + b, 0),
+      consumerRebuilds: rebuilds.length,
       durationMs: Date.now() - started,
     };
     console.log('\n| fault | injected | recovery p50 ms | recovery max ms |\n| --- | ---: | ---: | ---: |');
@@ -710,6 +793,7 @@ async function main(): Promise<number> {
     await closeWriters().catch(() => undefined);
     await pool?.end().catch(() => undefined);
     await postgresProxy.stop();
+    await brokerProxy.stop();
     await Promise.all([cluster.stop(), postgres.stop()]);
     logFile.end();
     if (!values.keep) rmSync(dir, { recursive: true, force: true });

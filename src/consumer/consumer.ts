@@ -55,6 +55,8 @@ export class Consumer {
   private lastOffsetCheck = 0;
   /** When the last fetch returned: librdkafka's max.poll.interval.ms counts from there. */
   private lastPollAt = Date.now();
+  /** What the consume loop is doing, since when: a stall is reported with it. */
+  private phase: { name: string; since: number } = { name: 'starting', since: Date.now() };
   private readonly inFlight = new Set<BatchConnection>();
   /** Attempts charged to records whose retries a poll interrupted (cleared with the assignment). */
   private readonly attempts = new Map<string, number>();
@@ -383,14 +385,18 @@ export class Consumer {
     let failures = 0;
     while (!this.closing) {
       try {
+        this.enter('rebuild');
         if (this.rebuildReason !== undefined) await this.rebuild();
+        this.enter('rebalance');
         await this.serveRebalances();
+        this.enter('seek');
         await this.serveSeeksAndUnblocks();
         // Always poll, even with records left over: the poll keeps this member in the group
         // (max.poll.interval.ms) and serves rebalances. Left-overs come first, in order.
         // Records are waiting: do not wait for more. Unless the assignment is lost: then wait
         // for the rebalance to arrive instead of spinning.
         const waiting = this.pending.length > 0 && !this.assignmentLost();
+        this.enter('poll');
         const fetched = await this.client!.consume(this.options.batchSize, waiting ? 0 : undefined);
         this.lastPollAt = Date.now();
         if (this.rebalances.length > 0) {
@@ -403,7 +409,9 @@ export class Consumer {
         // Stopping: what was just fetched is left, unapplied, to the next owner.
         if (this.closing) break;
         if (records.length > 0) this.detector.fetched(new Set(records.map((r) => key(r.topic, r.partition))));
+        this.enter('apply');
         await this.process(records);
+        this.enter('offset-check');
         if (Date.now() - this.lastOffsetCheck >= this.options.offsetCheckIntervalMs) await this.checkStoredOffsets();
         failures = 0;
       } catch (err) {
@@ -412,6 +420,7 @@ export class Consumer {
         const delay = Math.min(this.options.retryMaxDelayMs, this.options.retryMinDelayMs * 2 ** Math.min(failures, 10));
         this.logger.warn({ err, failures, retryInMs: delay }, 'consume loop error; retrying');
         this.events.emit('error', { error: err, failures });
+        this.enter('backoff');
         await sleep(delay, this.abort.signal);
       }
     }
@@ -632,6 +641,10 @@ export class Consumer {
   };
 
   /** Watchdog tick: compares positions with the partitions' last stable offsets. */
+  private enter(phase: string): void {
+    this.phase = { name: phase, since: Date.now() };
+  }
+
   private async watch(): Promise<void> {
     if (this.closing || !this.admin || !this.client || this.rebuildReason !== undefined) return;
     const states = [...this.partitions.values()].filter((s) => !s.blocked);
@@ -640,7 +653,9 @@ export class Consumer {
       const stored = new Map(states.filter((s) => s.expected !== undefined).map((s) => [key(s.topic, s.partition), s.expected!] as const));
       const reason = this.detector.check(positions, ends, stored);
       if (reason !== undefined && !this.closing) {
-        this.logger.warn({ reason }, 'consumer stalled; rebuilding the Kafka consumer');
+        // Where the loop is: a rebuild is served by the loop, so one stuck elsewhere shows here.
+        const loop = { phase: this.phase.name, forMs: Date.now() - this.phase.since };
+        this.logger.warn({ reason, loop }, 'consumer stalled; rebuilding the Kafka consumer');
         this.rebuildReason = reason;
       }
     } catch (err) {
