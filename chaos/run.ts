@@ -149,7 +149,9 @@ class Child {
     this.expecting = false;
     const startedAt = Date.now();
     const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(this.script, import.meta.url))], {
-      env: { ...process.env, ...this.env },
+      // As bin/outbox-relay runs the product: Kafka calls in flight each hold a libuv thread,
+      // and the default four run out during a broker outage.
+      env: { UV_THREADPOOL_SIZE: '64', ...process.env, ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let started = false;
