@@ -1,5 +1,11 @@
 import { configDefaults, defineConfig } from 'vitest/config';
 
+// As bin/outbox-relay runs the product (see there): test files run relays, consumers and
+// their Kafka clients in one process, whose calls in flight would otherwise take all four
+// of libuv's threads during a broker outage and hold PostgreSQL's logins back. Inherited by
+// the workers, which read it when their thread pool starts.
+process.env.UV_THREADPOOL_SIZE ??= '64';
+
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],

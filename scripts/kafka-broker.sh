@@ -14,6 +14,13 @@
 #   kafka-broker.sh status DIR                 exit 0 when that broker process is alive
 #
 # Every broker listens on 127.0.0.1 only.
+#
+# SASL, for a single node: with KAFKA_SASL_USERS="name:password,..." in the environment of
+# `start`, PORT is a SASL_PLAINTEXT listener where clients log in as one of those users by
+# PLAIN or SCRAM-SHA-256 (PLAIN users are read at every start, SCRAM ones stored when DIR is
+# formatted); the broker reaches itself there as a user of its own with a fresh password, and
+# the controller listener stays PLAINTEXT. Names are [A-Za-z0-9._-]; passwords are one or
+# more of [A-Za-z0-9._~!@#%^&*+/?:-] (they go into JAAS and SCRAM syntax as they are).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,15 +61,18 @@ write_config() {
   local dir=$1 port=$2 ctrl=$3 node=$4 voters=$5 replicas=$6
   local min_isr=1
   (( replicas > 1 )) && min_isr=2
+  # With KAFKA_SASL_USERS, PORT asks clients, and the broker itself, to log in.
+  local listener=PLAINTEXT
+  [[ -n "${KAFKA_SASL_USERS:-}" ]] && listener=SASL_PLAINTEXT
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=$node
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl
+advertised.listeners=$listener://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=$listener
+listener.security.protocol.map=$listener:$listener,CONTROLLER:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=3
 default.replication.factor=$replicas
@@ -87,6 +97,45 @@ broker.session.timeout.ms=4000
 broker.heartbeat.interval.ms=500
 PROPS
   fi
+  if [[ -n "${KAFKA_SASL_USERS:-}" ]]; then
+    sasl_properties >> "$dir/server.properties"
+    chmod 600 "$dir/server.properties"
+  fi
+}
+
+# sasl_users: KAFKA_SASL_USERS as "name password" lines; exits when an entry is malformed
+# (naming its position, never its password).
+sasl_users() {
+  local entry name password i=0
+  local -a entries
+  IFS=, read -r -a entries <<< "$KAFKA_SASL_USERS"
+  (( ${#entries[@]} > 0 )) || { log "KAFKA_SASL_USERS: give name:password,..."; exit 1; }
+  for entry in "${entries[@]}"; do
+    i=$((i + 1))
+    name=${entry%%:*} password=${entry#*:}
+    if [[ "$entry" != *:* || ! "$name" =~ ^[A-Za-z0-9._-]+$ || ! "$password" =~ ^[A-Za-z0-9._~!@#%^\&*+/?:-]+$ ]]; then
+      log "KAFKA_SASL_USERS: entry $i is not name:password (names [A-Za-z0-9._-], passwords [A-Za-z0-9._~!@#%^&*+/?:-])"
+      exit 1
+    fi
+    echo "$name $password"
+  done
+}
+
+# sasl_properties: the SASL part of server.properties. PLAIN logins are checked against the
+# users of the JAAS line (the broker's own first, with a password made at every start),
+# SCRAM ones against the credentials stored at format time.
+sasl_properties() {
+  local broker_user=kafka-broker broker_password name password
+  broker_password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  local jaas="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$broker_user\" password=\"$broker_password\" user_$broker_user=\"$broker_password\""
+  while read -r name password; do jaas+=" user_$name=\"$password\""; done < <(sasl_users)
+  cat <<PROPS
+# SASL (KAFKA_SASL_USERS)
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=$jaas;
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+PROPS
 }
 
 # launch DIR [CLUSTER_ID]: formats DIR's data if new (with CLUSTER_ID, or a fresh one) and
@@ -95,12 +144,16 @@ launch() {
   local dir=$1 cluster_id=${2:-}
   local cp="$libs/*"
   if [[ ! -f "$dir/data/meta.properties" ]]; then
+    local scram=() name password
+    if [[ -n "${KAFKA_SASL_USERS:-}" ]]; then
+      while read -r name password; do scram+=(--add-scram "SCRAM-SHA-256=[name=$name,password=$password]"); done < <(sasl_users)
+    fi
     if [[ -z "$cluster_id" ]]; then
       cluster_id=$(java -cp "$cp" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
         kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
     fi
     java -cp "$cp" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" \
-      kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; exit 1; }
   fi
   log "starting node on 127.0.0.1:$(port_of "$dir") (data in $dir)"
@@ -112,7 +165,7 @@ launch() {
   echo $! > "$dir/broker.pid"
 }
 
-port_of() { sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$1/server.properties"; }
+port_of() { sed -n 's/^advertised.listeners=[A-Z_]*:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$1/server.properties"; }
 
 wait_ready() {
   local dir=$1 port
@@ -131,6 +184,10 @@ wait_ready() {
 start() {
   local dir=$1 port=$2 ctrl=$3 node=${4:-1} voters=${5:-} replicas=${6:-1} cluster_id=${7:-}
   fetch
+  if [[ -n "${KAFKA_SASL_USERS:-}" ]]; then
+    [[ -z "$voters" ]] || { log "KAFKA_SASL_USERS is for a single node"; exit 1; }
+    sasl_users >/dev/null
+  fi
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   if pid_alive "$dir"; then log "broker already running (pid $(cat "$dir/broker.pid"))"; return 0; fi

@@ -6,6 +6,7 @@ import { OutboxError } from '../errors.js';
 export const COMMON_OPTIONS = {
   'database-url': { type: 'string' },
   brokers: { type: 'string' },
+  'kafka-config': { type: 'string' },
   schema: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];

@@ -5,6 +5,7 @@ import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
 import {
 } from '../outbox/sql/inspect.js';
 import { bad, integerFlag, parse, parseIds, schemaFrom, withPool } from './args.js';
+import { kafkaPropertiesFrom } from './kafka-config.js';
 
 export const STUCK_HELP = `outbox-relay stuck [--older-than 5m] [--state pending|failed|dead] [--topic T] [--key K] [--limit N] [--json]
 
@@ -72,13 +73,14 @@ export async function showCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-export const STATUS_HELP = `outbox-relay status [--json] [--brokers LIST]
+export const STATUS_HELP = `outbox-relay status [--json] [--brokers LIST] [--kafka-config FILE]
 
 The outbox and its consumers at a glance: unsent rows per topic and per shard (pending,
 failed, dead, oldest age), the serving relay group, shard owners (relay, since, lease
 expiry) and live relays; per consumer group the stored offset per partition, with the log
-end offset and lag when the brokers answer (--brokers or KAFKA_BROKERS), and dead letters
-not replayed. Ends with a verdict: OK, DEGRADED or STUCK, and why.
+end offset and lag when the brokers answer (--brokers or KAFKA_BROKERS; their SASL or TLS
+properties from --kafka-config or OUTBOX_KAFKA_CONFIG), and dead letters not replayed.
+Ends with a verdict: OK, DEGRADED or STUCK, and why.
 
 Exit codes: 0 done (whatever the verdict), 2 bad input, 1 other errors.`;
 
@@ -92,7 +94,8 @@ export async function statusCommand(argv: string[]): Promise<number> {
   if (positionals.length > 0) bad(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const q = quoteSchema(schemaFrom(values));
   const brokers = (values.brokers as string | undefined) ?? process.env.KAFKA_BROKERS;
-  const result = await withPool(values, (pool) => collectStatus(pool, q, brokers ? { brokers } : undefined));
+  const properties = kafkaPropertiesFrom(values);
+  const result = await withPool(values, (pool) => collectStatus(pool, q, brokers ? { brokers, properties } : undefined));
   const { verdict, reason } = result;
   const oldest = result.unsent.oldestSeconds;
   const unsent = result.unsent.byTopic;

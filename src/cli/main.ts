@@ -26,7 +26,8 @@ ${Object.entries(COMMANDS)
   .join('\n')}
 
 Every command takes --database-url (env DATABASE_URL), --brokers (env KAFKA_BROKERS),
---schema (env OUTBOX_SCHEMA, default outbox) and --help.`;
+--kafka-config FILE (librdkafka properties, e.g. SASL: name=value lines; env
+OUTBOX_KAFKA_CONFIG), --schema (env OUTBOX_SCHEMA, default outbox) and --help.`;
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

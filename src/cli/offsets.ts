@@ -8,6 +8,7 @@ import { OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import { lagKey, measureLag } from '../ops/lag.js';
 import { brokersFrom, calendarDay, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { kafkaPropertiesFrom } from './kafka-config.js';
 
 export const OFFSETS_HELP = `outbox-relay offsets <show|set|rewind> --group G [options]
 
@@ -33,6 +34,7 @@ the stored offset with the one it expects and, when it differs, applies nothing 
 its position there; idle partitions are checked every few seconds (offsetCheckIntervalMs).
 
 Options: --database-url URL (env DATABASE_URL), --brokers LIST (env KAFKA_BROKERS),
+--kafka-config FILE (librdkafka properties such as SASL, env OUTBOX_KAFKA_CONFIG),
 --schema NAME (env OUTBOX_SCHEMA, default outbox), --help.
 Exit codes: 0 done, 2 bad input or not found, 1 other errors.`;
 
@@ -90,11 +92,12 @@ export async function offsetsCommand(argv: string[]): Promise<number> {
       if (known.rows.length === 0) throw new OutboxError('NOT_FOUND', `consumer group ${JSON.stringify(group)} has no stored offsets in schema ${schema}`);
     }
     const brokers = action === 'show' ? ((values.brokers as string | undefined) ?? process.env.KAFKA_BROKERS) : brokersFrom(values);
-    admin = brokers ? new KafkaAdmin({ brokers, clientId: 'outbox-relay-cli' }) : undefined;
+    const properties = kafkaPropertiesFrom(values);
+    admin = brokers ? new KafkaAdmin({ brokers, clientId: 'outbox-relay-cli', properties }) : undefined;
 
     if (action === 'show') {
       const positions = rows.map((r) => ({ topic: r.topic, partition: r.partition, stored: Number(r.nextOffset) }));
-      const lags = brokers && positions.length > 0 ? await measureLag({ brokers, clientId: 'outbox-relay-cli' }, positions).catch(() => undefined) : undefined;
+      const lags = brokers && positions.length > 0 ? await measureLag({ brokers, clientId: 'outbox-relay-cli', properties }, positions).catch(() => undefined) : undefined;
       console.log(['topic', 'partition', 'next_offset', 'end', 'lag', 'updated_at'].join('\t'));
       for (const [i, r] of rows.entries()) {
         const lag = lags?.get(lagKey(positions[i]!));

@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import { createRelay } from '../relay/relay.js';
 import { DEFAULT_HTTP_PORT, parseHttpAddress, serveRelayHttp } from '../relay/http.js';
 import { brokersFrom, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { kafkaPropertiesFrom } from './kafka-config.js';
 
 export const RELAY_HELP = `outbox-relay relay [options]
 
@@ -14,6 +15,8 @@ current transaction, releases shards) within --shutdown-timeout-ms; a second one
 
   --database-url URL        PostgreSQL (env DATABASE_URL)
   --brokers LIST            Kafka brokers host:port,... (env KAFKA_BROKERS)
+  --kafka-config FILE       librdkafka properties of the relay's Kafka clients (SASL, TLS), one
+                            name=value a line (env OUTBOX_KAFKA_CONFIG)
   --schema NAME             outbox schema (env OUTBOX_SCHEMA, default outbox)
   --group NAME              relay group; relays of a group share shards (env OUTBOX_RELAY_GROUP, default outbox-relay)
   --shards N                shards, one transactional id each (env OUTBOX_RELAY_SHARDS, default 4)
@@ -59,6 +62,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
   const str = (name: string) => values[name] as string | undefined;
   const logger = createLogger();
   const databaseUrl = databaseUrlFrom(values);
+  const kafkaProperties = kafkaPropertiesFrom(values);
   const schema = schemaFrom(values);
   const retentionDays = integerFlag('retention-days', str('retention-days'), { min: 0 });
   const shutdownMs = integerFlag('shutdown-timeout-ms', str('shutdown-timeout-ms'), { min: 1 }) ?? 30_000;
@@ -69,6 +73,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
   const relay = createRelay({
     databaseUrl,
     brokers: brokersFrom(values),
+    kafka: kafkaProperties ? { properties: kafkaProperties } : undefined,
     schema,
     group: str('group') ?? process.env.OUTBOX_RELAY_GROUP,
     shards: integerFlag('shards', str('shards') ?? process.env.OUTBOX_RELAY_SHARDS, { min: 1 }),

@@ -11,7 +11,9 @@ const script = fileURLToPath(new URL('../../scripts/kafka-broker.sh', import.met
 
 /**
  * A Kafka broker of a test's own (same jars as the shared one, other ports and data), for
- * tests that kill and restart it without disturbing the other test files.
+ * tests that kill and restart it without disturbing the other test files. With
+ * `saslUsers` (name → password), its port asks clients to log in (SASL_PLAINTEXT, PLAIN or
+ * SCRAM-SHA-256: see scripts/kafka-broker.sh).
  */
 export class OwnBroker {
   readonly dir = mkdtempSync(join(tmpdir(), 'outbox-broker-'));
@@ -19,6 +21,7 @@ export class OwnBroker {
   constructor(
     readonly port: number,
     readonly controllerPort: number,
+    readonly options: { saslUsers?: Record<string, string> } = {},
   ) {}
 
   get brokers(): string {
@@ -26,7 +29,9 @@ export class OwnBroker {
   }
 
   async start(): Promise<void> {
-    await run('bash', [script, 'start', this.dir, String(this.port), String(this.controllerPort)], { timeout: 120_000 });
+    const users = Object.entries(this.options.saslUsers ?? {}).map(([name, password]) => `${name}:${password}`);
+    const env = users.length > 0 ? { ...process.env, KAFKA_SASL_USERS: users.join(',') } : process.env;
+    await run('bash', [script, 'start', this.dir, String(this.port), String(this.controllerPort)], { timeout: 120_000, env });
   }
 
   /** Kills the broker process outright (no controlled shutdown) and waits until it is gone. */

@@ -39,6 +39,7 @@ export async function readTopic(connection: KafkaConnection, topic: string, part
       'enable.auto.commit': false,
       'isolation.level': options.isolation ?? 'read_committed',
       'log.connection.close': false,
+      ...connection.properties,
     } as never,
     {},
   );
