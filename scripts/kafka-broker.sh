@@ -5,13 +5,18 @@
 #
 #   kafka-broker.sh fetch                      resolve the jars into .cache/kafka (once)
 #   kafka-broker.sh start DIR PORT CTRL_PORT   format DIR if new, start, wait until it serves
-#   kafka-broker.sh start DIR PORT CTRL_PORT NODE_ID VOTERS REPLICAS CLUSTER_ID
-#                                              one node of a cluster, started without waiting
+#   kafka-broker.sh start DIR PORT CTRL_PORT NODE_ID VOTERS REPLICAS CLUSTER_ID [CLIENT_PORT ADVERTISED]
+#                                              one node of a cluster, started without waiting;
+#                                              with CLIENT_PORT, clients get a listener of their
+#                                              own there, advertised as ADVERTISED (a proxy's
+#                                              port, say), while replication keeps PORT
 #   kafka-broker.sh wait DIR                   wait until the node in DIR serves
 #   kafka-broker.sh random-id                  a fresh cluster id
 #   kafka-broker.sh stop DIR                   stop the broker whose pid file is in DIR
 #   kafka-broker.sh kill DIR                   SIGKILL it (no controlled shutdown)
 #   kafka-broker.sh status DIR                 exit 0 when that broker process is alive
+#   kafka-broker.sh javac ARGS...              compile against the jars
+#   kafka-broker.sh run-class DIR CLASS ARGS... run a compiled class with the jars
 #
 # Every broker listens on 127.0.0.1 only.
 #
@@ -53,26 +58,35 @@ pid_alive() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# write_config DIR PORT CTRL_PORT NODE_ID VOTERS REPLICAS: the node's server.properties.
-# REPLICAS is the replication of internal topics and the default of new ones: 1 for a
-# single node; a cluster also refuses acks from fewer than two replicas and never elects
-# an out-of-sync leader.
+# write_config DIR PORT CTRL_PORT NODE_ID VOTERS REPLICAS [CLIENT_PORT ADVERTISED]: the
+# node's server.properties. REPLICAS is the replication of internal topics and the default
+# of new ones: 1 for a single node; a cluster also refuses acks from fewer than two
+# replicas and never elects an out-of-sync leader. With CLIENT_PORT, a CLIENT listener for
+# producers and consumers, advertised at ADVERTISED; brokers replicate over PLAINTEXT.
 write_config() {
-  local dir=$1 port=$2 ctrl=$3 node=$4 voters=$5 replicas=$6
+  local dir=$1 port=$2 ctrl=$3 node=$4 voters=$5 replicas=$6 client=${7:-} advertised=${8:-}
   local min_isr=1
   (( replicas > 1 )) && min_isr=2
   # With KAFKA_SASL_USERS, PORT asks clients, and the broker itself, to log in.
   local listener=PLAINTEXT
   [[ -n "${KAFKA_SASL_USERS:-}" ]] && listener=SASL_PLAINTEXT
+  local listeners="$listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl"
+  local advertised_listeners="$listener://127.0.0.1:$port"
+  local protocols="$listener:$listener,CONTROLLER:PLAINTEXT"
+  if [[ -n "$client" ]]; then
+    listeners+=",CLIENT://127.0.0.1:$client"
+    advertised_listeners+=",CLIENT://127.0.0.1:${advertised:-$client}"
+    protocols+=",CLIENT:PLAINTEXT"
+  fi
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=$node
 controller.quorum.voters=$voters
-listeners=$listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl
-advertised.listeners=$listener://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised_listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=$listener
-listener.security.protocol.map=$listener:$listener,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$dir/data
 num.partitions=3
 default.replication.factor=$replicas
@@ -165,7 +179,7 @@ launch() {
   echo $! > "$dir/broker.pid"
 }
 
-port_of() { sed -n 's/^advertised.listeners=[A-Z_]*:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$1/server.properties"; }
+port_of() { sed -n 's/^listeners=[A-Z_]*:\/\/127.0.0.1:\([0-9]*\),.*$/\1/p' "$1/server.properties"; }
 
 wait_ready() {
   local dir=$1 port
@@ -182,7 +196,7 @@ wait_ready() {
 # start DIR PORT CTRL_PORT [NODE_ID VOTERS REPLICAS CLUSTER_ID]: a single node by default;
 # with the rest, one node of a cluster (see kafka-cluster.sh), started without waiting.
 start() {
-  local dir=$1 port=$2 ctrl=$3 node=${4:-1} voters=${5:-} replicas=${6:-1} cluster_id=${7:-}
+  local dir=$1 port=$2 ctrl=$3 node=${4:-1} voters=${5:-} replicas=${6:-1} cluster_id=${7:-} client=${8:-} advertised=${9:-}
   fetch
   if [[ -n "${KAFKA_SASL_USERS:-}" ]]; then
     [[ -z "$voters" ]] || { log "KAFKA_SASL_USERS is for a single node"; exit 1; }
@@ -192,7 +206,7 @@ start() {
   dir=$(cd "$dir" && pwd)
   if pid_alive "$dir"; then log "broker already running (pid $(cat "$dir/broker.pid"))"; return 0; fi
   if port_open "$port"; then log "port $port is taken by another process"; exit 1; fi
-  write_config "$dir" "$port" "$ctrl" "$node" "${voters:-1@127.0.0.1:$ctrl}" "$replicas"
+  write_config "$dir" "$port" "$ctrl" "$node" "${voters:-1@127.0.0.1:$ctrl}" "$replicas" "$client" "$advertised"
   launch "$dir" "$cluster_id"
   if [[ -z "$voters" ]]; then wait_ready "$dir"; fi
 }
@@ -220,5 +234,7 @@ case "${1:-}" in
   stop) stop "$2" ;;
   kill) if pid_alive "$2"; then kill -KILL "$(cat "$2/broker.pid")"; fi ;;
   status) pid_alive "$2" ;;
-  *) echo "usage: $0 fetch | start DIR PORT CTRL_PORT [NODE_ID VOTERS REPLICAS CLUSTER_ID] | wait DIR | random-id | stop DIR | kill DIR | status DIR" >&2; exit 2 ;;
+  javac) shift; fetch; exec javac -nowarn -cp "$libs/*" "$@" ;;
+  run-class) fetch; exec java -cp "$2:$libs/*" -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties" "${@:3}" ;;
+  *) echo "usage: $0 fetch | start DIR PORT CTRL_PORT [NODE_ID VOTERS REPLICAS CLUSTER_ID [CLIENT_PORT ADVERTISED]] | wait DIR | random-id | stop DIR | kill DIR | status DIR | javac ARGS... | run-class DIR CLASS ARGS..." >&2; exit 2 ;;
 esac
