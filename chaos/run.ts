@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { createLogger, enqueue, migrate } from '../src/index.js';
 import { KafkaAdmin } from '../src/kafka/admin.js';
+import { ALL_FAULT_KINDS, DEFAULT_FAULT_KINDS, type FaultKind } from './fault-kinds.js';
 import { HalfOpenProxy } from './proxy.js';
 import { KafkaCluster, OwnPostgres } from './services.js';
 
@@ -314,22 +315,6 @@ async function writers(pool: pg.Pool, stats: WriterStats, until: () => boolean):
 // ---------------------------------------------------------------------------------------
 // Faults
 
-const ALL_FAULT_KINDS = [
-  'relayKill',
-  'relayKillBetweenCommitAndMark',
-  'relayPause',
-  'consumerKill',
-  'consumerPause',
-  'brokerBounce',
-  'brokersBelowMinIsr',
-  'brokerHalfOpen',
-  'leaderMove',
-  'postgresRestart',
-  'postgresHalfOpen',
-] as const;
-type FaultKind = (typeof ALL_FAULT_KINDS)[number];
-/** Run unless `--faults` names others. */
-const DEFAULT_FAULT_KINDS: readonly FaultKind[] = ALL_FAULT_KINDS.filter((k) => k !== 'postgresHalfOpen');
 const FAULT_KINDS: readonly FaultKind[] = values.faults === undefined
   ? DEFAULT_FAULT_KINDS
   : values.faults.split(',').map((k) => {

@@ -3,22 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_FAULT_KINDS } from '../../chaos/fault-kinds.js';
 import { spawnTracked } from '../helpers/children.js';
 
 const runner = fileURLToPath(new URL('../../chaos/run.ts', import.meta.url));
-
-const FAULT_KINDS = [
-  'relayKill',
-  'relayKillBetweenCommitAndMark',
-  'relayPause',
-  'consumerKill',
-  'consumerPause',
-  'brokerBounce',
-  'brokersBelowMinIsr',
-  'brokerHalfOpen',
-  'leaderMove',
-  'postgresRestart',
-];
 
 interface Report {
   ok: boolean;
@@ -56,7 +44,7 @@ describe('fault-injection soak (npm run chaos, short)', () => {
         const report = JSON.parse(readFileSync(reportFile, 'utf8')) as Report;
         expect(report.events).toBeGreaterThanOrEqual(20_000);
         // Every kind the short run takes (the opt-in postgresHalfOpen aside), each at least once.
-        expect(Object.keys(report.faults).sort()).toEqual([...FAULT_KINDS].sort());
+        expect(Object.keys(report.faults).sort()).toEqual([...DEFAULT_FAULT_KINDS].sort());
         for (const [kind, count] of Object.entries(report.faults)) expect(count, `${kind} injected`).toBeGreaterThanOrEqual(1);
         expect({
           lost: report.lost,
