@@ -21,6 +21,12 @@ const QUIET_CHECK_MS = 250;
 /** The rate is counted over the last second, in four slices of {@link QUIET_CHECK_MS}. */
 const RATE_SLICES = 4;
 const CATCH_UP_FIRST_MS = 5;
+/**
+ * The catch-up's checks back off to once a second at most: a writer's transaction that ran
+ * long (it read the flag before it was set) is published within a second of its commit,
+ * not after a delay grown toward the poll interval.
+ */
+const CATCH_UP_MAX_MS = 1_000;
 const LISTEN_PROBE_EVERY_MS = 10_000;
 const LISTEN_PROBE_TIMEOUT_MS = 5_000;
 
@@ -170,7 +176,7 @@ export class Wakeup {
         this.logger.debug({ err }, 'catch-up check failed');
         this.wakeAll();
       }
-      delay = Math.min(delay * 2, this.member.pollIntervalMs);
+      delay = Math.min(delay * 2, CATCH_UP_MAX_MS, this.member.pollIntervalMs);
       this.catchUpTimer = setTimeout(() => void check(), delay);
       this.catchUpTimer.unref();
     };
