@@ -40,6 +40,8 @@ export class Consumer {
   private pool: pg.Pool | undefined;
   private client: GroupClient | undefined;
   private admin: KafkaAdmin | undefined;
+  /** The watchdog's own client: its samples never queue the loop's requests, nor the other way round. */
+  private watchAdmin: KafkaAdmin | undefined;
   private readonly partitions = new Map<string, PartitionState>();
   private rebalances: { client: GroupClient; code: number; partitions: TopicPartition[] }[] = [];
   private pending: ConsumedRecord[] = [];
@@ -50,6 +52,7 @@ export class Consumer {
   private stopPromise: Promise<void> | undefined;
   private loopPromise: Promise<void> | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
+  private watching = false;
   private detector: StallDetector;
   private rebuildReason: string | undefined;
   private lastOffsetCheck = 0;
@@ -113,6 +116,7 @@ export class Consumer {
       throw new OutboxError('NOT_FOUND', `table ${this.options.schema}.consumer_offsets does not exist: run \`outbox-relay migrate\` first`);
     }
     this.admin = new KafkaAdmin(this.connection);
+    this.watchAdmin = new KafkaAdmin(this.connection);
     this.positions = new StoredPositions({
       pool: this.pool,
       admin: this.admin,
@@ -176,6 +180,7 @@ export class Consumer {
     }
     await this.client?.disconnect();
     this.admin?.close();
+    this.watchAdmin?.close();
     if (!this.options.pool) await this.pool?.end();
     this.logger.info('consumer stopped');
   }
@@ -630,7 +635,10 @@ export class Consumer {
   /** Operator changes to stored offsets, recreated topics, released blocks: see {@link StoredPositions.sweep}. */
   private async checkStoredOffsets(): Promise<void> {
     this.lastOffsetCheck = Date.now();
-    await this.positions.sweep([...this.partitions.values()], this.control);
+    // Between two polls: bounded well inside the poll interval, or a slow broker answer costs
+    // the assignment. A check that times out is tried again at the next interval.
+    const timeoutMs = Math.min(5_000, Math.max(1_000, Math.floor(this.options.maxPollIntervalMs / 4)));
+    await this.positions.sweep([...this.partitions.values()], this.control, timeoutMs);
   }
 
   /** What {@link StoredPositions} may do to a partition's fetch. */
@@ -640,16 +648,28 @@ export class Consumer {
     resume: (state) => this.client!.resume([{ topic: state.topic, partition: state.partition }]),
   };
 
-  /** Watchdog tick: compares positions with the partitions' last stable offsets. */
+  /** The consume loop enters a phase (reported with a stall). */
   private enter(phase: string): void {
     this.phase = { name: phase, since: Date.now() };
   }
 
+  /** Watchdog tick: compares positions with the partitions' last stable offsets. */
   private async watch(): Promise<void> {
-    if (this.closing || !this.admin || !this.client || this.rebuildReason !== undefined) return;
+    // One sample at a time: ticks do not pile up behind a slow answer.
+    if (this.closing || !this.watchAdmin || !this.client || this.rebuildReason !== undefined || this.watching) return;
+    this.watching = true;
+    try {
+      await this.sampleAndJudge();
+    } finally {
+      this.watching = false;
+    }
+  }
+
+  private async sampleAndJudge(): Promise<void> {
+    if (!this.watchAdmin || !this.client) return;
     const states = [...this.partitions.values()].filter((s) => !s.blocked);
     try {
-      const { positions, ends } = await sampleLag(this.admin, this.client, states);
+      const { positions, ends } = await sampleLag(this.watchAdmin, this.client, states);
       const stored = new Map(states.filter((s) => s.expected !== undefined).map((s) => [key(s.topic, s.partition), s.expected!] as const));
       const reason = this.detector.check(positions, ends, stored);
       if (reason !== undefined && !this.closing) {

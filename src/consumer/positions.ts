@@ -194,11 +194,11 @@ export class StoredPositions {
    * on from the old position, is caught here. Partitions blocked on a stale offset are
    * released once an operator has set it.
    */
-  async sweep(all: PartitionState[], control: PartitionControl): Promise<void> {
+  async sweep(all: PartitionState[], control: PartitionControl, timeoutMs?: number): Promise<void> {
     for (const state of all.filter((s) => s.blocked?.stale)) await this.release(state, control);
     const states = all.filter((s) => !s.blocked && s.seekTo === undefined);
     if (states.length === 0) return;
-    const ids = await this.deps.admin.topicIds([...new Set(states.map((s) => s.topic))]);
+    const ids = await this.deps.admin.topicIds([...new Set(states.map((s) => s.topic))], timeoutMs);
     const recreated = states.filter((s) => s.topicId !== undefined && ids.has(s.topic) && ids.get(s.topic) !== s.topicId);
     for (const state of recreated) await this.verify(state, control);
     const rest = states.filter((s) => !recreated.includes(s));

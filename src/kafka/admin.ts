@@ -1,9 +1,23 @@
 import Kafka from '@confluentinc/kafka-javascript';
 import type { IAdminClient, ListOffsetsResult, NewTopic, TopicDescription } from '@confluentinc/kafka-javascript';
 import { clientProperties, type KafkaConnection } from './config.js';
+import { OutboxError } from '../errors.js';
 import { isKafkaError, KAFKA_CODES, wrapKafkaError } from './errors.js';
 
 const DEFAULT_TIMEOUT_MS = 15_000;
+/** How long past its own timeout a request may stay unanswered before it is given up (see `call`). */
+const ANSWER_GRACE_MS = 1_000;
+
+/** One native admin client and the queue of requests for it. */
+interface AdminHandle {
+  client: IAdminClient;
+  /** The last queued request: the next one runs after it. */
+  tail: Promise<void>;
+  /** Requests queued or running. */
+  pending: number;
+  retired: boolean;
+  disconnected?: boolean;
+}
 
 /**
  * Promise wrapper around librdkafka's admin client: only the calls outbox-relay needs.
@@ -11,30 +25,96 @@ const DEFAULT_TIMEOUT_MS = 15_000;
  * After a failed call the underlying client is replaced on next use: a broker restart can
  * leave an admin client with metadata it never refreshes (e.g. a stale leader epoch, so
  * every ListOffsets fails), and a long-running relay must recover from that by itself.
+ *
+ * The native client runs one request at a time: each holds the client's lock on a
+ * threadpool thread for as long as it waits for its answer, and `disconnect()` takes the
+ * same lock on the calling (main) thread. So requests here are queued per client in
+ * JavaScript (one threadpool thread per client at most), a request's timeout counts from
+ * when it is asked, not from when its turn comes, and a client is disconnected only once it
+ * has no request running: a disconnect never freezes the event loop behind a slow answer.
  */
 export class KafkaAdmin {
-  private current: IAdminClient | undefined;
+  private current: AdminHandle | undefined;
 
   constructor(private readonly connection: KafkaConnection) {}
 
-  private get client(): IAdminClient {
-    this.current ??= Kafka.AdminClient.create(clientProperties(this.connection) as never);
+  private handle(): AdminHandle {
+    this.current ??= {
+      client: Kafka.AdminClient.create(clientProperties(this.connection) as never),
+      tail: Promise.resolve(),
+      pending: 0,
+      retired: false,
+    };
     return this.current;
   }
 
-  private call<T>(operation: string, run: (cb: (err: unknown, value: T) => void) => void): Promise<T> {
+  /**
+   * Runs one admin request, settled within `timeoutMs` plus {@link ANSWER_GRACE_MS} of the
+   * call at the latest, however long it waits behind others or for its answer. A request
+   * that fails or is given up retires its client (see {@link retire}). `check` turns a
+   * result that carries errors (per-partition ones) into a failure.
+   */
+  private call<T>(
+    operation: string,
+    timeoutMs: number,
+    run: (client: IAdminClient, cb: (err: unknown, value: T) => void) => void,
+    check?: (value: T) => Error | undefined,
+  ): Promise<T> {
+    const handle = this.handle();
+    handle.pending += 1;
     return new Promise<T>((resolve, reject) => {
-      run((err, value) => (err ? reject(wrapKafkaError(operation, err)) : resolve(value)));
-    }).catch((err: unknown) => {
-      this.close();
-      throw err;
+      let settled = false;
+      const settle = (err: unknown, value?: T) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve(value as T);
+      };
+      const timer = setTimeout(() => {
+        this.retire(handle);
+        const waited = timeoutMs + ANSWER_GRACE_MS;
+        settle(new OutboxError('KAFKA_ERROR', `${operation} failed: no answer within ${waited} ms`, { retriable: true }));
+      }, timeoutMs + ANSWER_GRACE_MS);
+      const turn = () =>
+        new Promise<void>((done) => {
+          const finish = (err: unknown, value?: T, answered = true) => {
+            handle.pending -= 1;
+            const error = err ? wrapKafkaError(operation, err) : answered ? check?.(value as T) : undefined;
+            if (error) this.retire(handle);
+            settle(error, value);
+            this.disconnectIfIdle(handle);
+            done();
+          };
+          // Given up while it waited for its turn: never sent.
+          if (settled) return finish(undefined, undefined, false);
+          try {
+            run(handle.client, (err, value) => finish(err, value));
+          } catch (err) {
+            finish(err);
+          }
+        });
+      handle.tail = handle.tail.then(turn);
     });
+  }
+
+  /** New calls get a new client; this one is disconnected once nothing runs on it. */
+  private retire(handle: AdminHandle): void {
+    if (this.current === handle) this.current = undefined;
+    handle.retired = true;
+    this.disconnectIfIdle(handle);
+  }
+
+  private disconnectIfIdle(handle: AdminHandle): void {
+    if (!handle.retired || handle.pending > 0 || handle.disconnected) return;
+    handle.disconnected = true;
+    handle.client.disconnect();
   }
 
   /** Creates a topic; resolves `false` if it exists already. */
   async createTopic(topic: NewTopic, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<boolean> {
     try {
-      await this.call<void>(`create topic ${topic.topic}`, (cb) => this.client.createTopic(topic, timeoutMs, cb));
+      await this.call<void>(`create topic ${topic.topic}`, timeoutMs, (client, cb) => client.createTopic(topic, timeoutMs, cb));
       return true;
     } catch (err) {
       const cause = (err as Error).cause;
@@ -44,16 +124,16 @@ export class KafkaAdmin {
   }
 
   deleteTopic(topic: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
-    return this.call(`delete topic ${topic}`, (cb) => this.client.deleteTopic(topic, timeoutMs, cb));
+    return this.call(`delete topic ${topic}`, timeoutMs, (client, cb) => client.deleteTopic(topic, timeoutMs, cb));
   }
 
   listTopics(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<string[]> {
-    return this.call('list topics', (cb) => this.client.listTopics({ timeout: timeoutMs }, cb));
+    return this.call('list topics', timeoutMs, (client, cb) => client.listTopics({ timeout: timeoutMs }, cb));
   }
 
   /** Describes topics; a missing topic comes back with `error` set, not as a rejection. */
   describeTopics(topics: string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<TopicDescription[]> {
-    return this.call('describe topics', (cb) => this.client.describeTopics(topics, { timeout: timeoutMs }, cb));
+    return this.call('describe topics', timeoutMs, (client, cb) => client.describeTopics(topics, { timeout: timeoutMs }, cb));
   }
 
   /**
@@ -103,31 +183,25 @@ export class KafkaAdmin {
     return new Map(result.map((r) => [r.partition, r.offset >= 0 ? r.offset : (ends.get(r.partition) ?? 0)]));
   }
 
-  private async listOffsets(
+  private listOffsets(
     partitions: Parameters<IAdminClient['listOffsets']>[0],
     options: { committed?: boolean; timeoutMs?: number },
   ): Promise<ListOffsetsResult[]> {
-    const result = await this.call<ListOffsetsResult[]>('list offsets', (cb) =>
-      this.client.listOffsets(
-        partitions,
-        {
-          timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-          isolationLevel: options.committed ? Kafka.IsolationLevel.READ_COMMITTED : Kafka.IsolationLevel.READ_UNCOMMITTED,
-        },
-        cb,
-      ),
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const isolationLevel = options.committed ? Kafka.IsolationLevel.READ_COMMITTED : Kafka.IsolationLevel.READ_UNCOMMITTED;
+    return this.call<ListOffsetsResult[]>(
+      'list offsets',
+      timeoutMs,
+      (client, cb) => client.listOffsets(partitions, { timeout: timeoutMs, isolationLevel }, cb),
+      (result) => {
+        const failed = result.find((r) => r.error);
+        return failed && wrapKafkaError(`list offsets of ${failed.topic}[${failed.partition}]`, failed.error);
+      },
     );
-    const failed = result.find((r) => r.error);
-    if (failed) {
-      this.close();
-      throw wrapKafkaError(`list offsets of ${failed.topic}[${failed.partition}]`, failed.error);
-    }
-    return result;
   }
 
+  /** Retires the client: disconnected now, or once the request running on it has its answer. */
   close(): void {
-    const client = this.current;
-    this.current = undefined;
-    client?.disconnect();
+    if (this.current) this.retire(this.current);
   }
 }

@@ -154,7 +154,7 @@ describe('consumer: stuck handlers and zombies', () => {
       await ownProducer.send(topic, relayed(values));
       await waitFor(() => holding, { timeoutMs: 30_000, message: 'handler holding r2' });
       // The coordinator stops answering: librdkafka declares the assignment lost after the session timeout.
-      broker.pause();
+      await broker.pause();
       try {
         await waitFor(() => aborted.includes('revoked'), { timeoutMs: 20_000, message: 'batch aborted as revoked' });
         // Nothing of the batch (r0, r1 and r2 shared its transaction) committed.
@@ -231,7 +231,7 @@ describe('consumer: stuck handlers and zombies', () => {
       // in a busy consumer, and only the consumer's own guard can keep the handler's
       // statements from running after the rollback.
       const held = await ownPool.connect();
-      broker.pause();
+      await broker.pause();
       try {
         await waitFor(() => aborted.includes('revoked'), { timeoutMs: 30_000, message: 'batch aborted as revoked' });
       } finally {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,9 +43,24 @@ export class OwnBroker {
     });
   }
 
-  /** Freezes the broker process (SIGSTOP): connections stay open and nothing answers, as in a network partition. */
-  pause(): void {
-    process.kill(this.pid(), 'SIGSTOP');
+  /**
+   * Freezes the broker process (SIGSTOP): connections stay open and nothing answers, as in a
+   * network partition. Resolves once every thread of it has stopped (a signal is delivered
+   * to each thread in its own time: a request sent just after the kill may still be answered).
+   */
+  async pause(): Promise<void> {
+    const pid = this.pid();
+    process.kill(pid, 'SIGSTOP');
+    const stopped = () =>
+      readdirSync(`/proc/${pid}/task`).every((task) => {
+        try {
+          // The state is the field after the parenthesised command name.
+          return /\)\s+T/.test(readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8'));
+        } catch {
+          return true; // the thread has exited
+        }
+      });
+    await waitFor(stopped, { timeoutMs: 10_000, intervalMs: 10, message: 'every broker thread stopped' });
   }
 
   resume(): void {
