@@ -17,5 +17,5 @@ export const ALL_FAULT_KINDS = [
 
 export type FaultKind = (typeof ALL_FAULT_KINDS)[number];
 
-/** Run unless `--faults` names others: all but the opt-in PostgreSQL half-open. */
-export const DEFAULT_FAULT_KINDS: readonly FaultKind[] = ALL_FAULT_KINDS.filter((k) => k !== 'postgresHalfOpen');
+/** Run unless `--faults` names others: every kind. */
+export const DEFAULT_FAULT_KINDS: readonly FaultKind[] = ALL_FAULT_KINDS;

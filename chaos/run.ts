@@ -632,6 +632,9 @@ async function main(): Promise<number> {
         shards: 8,
         leaseMs: LEASE_MS,
         pollIntervalMs: 500,
+        // A silent PostgreSQL connection is given up after 10 s (default 40 s): the soak's
+        // statements are short, and a deployment that expects half-open paths tunes it so.
+        queryTimeoutMs: 10_000,
         retention: false,
       }),
     });

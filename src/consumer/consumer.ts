@@ -102,7 +102,7 @@ export class Consumer {
 
   private async doStart(): Promise<void> {
     const o = this.options;
-    this.pool = o.pool ?? createPool(o.databaseUrl!, this.logger, { application_name: 'outbox-relay-consumer', max: o.poolSize });
+    this.pool = o.pool ?? createPool(o.databaseUrl!, this.logger, { application_name: 'outbox-relay-consumer', max: o.poolSize, query_timeout: o.queryTimeoutMs });
     // One connection stays free of batches: offset checks, retention, and aborting a stuck batch need it.
     const poolSize = (this.pool as unknown as { options?: { max?: number } }).options?.max ?? 10;
     if (poolSize < 2) throw new OptionsError(`the pool must have at least 2 connections (has ${poolSize})`);

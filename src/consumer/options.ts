@@ -105,6 +105,14 @@ export interface ConsumerOptions {
    */
   lockTimeoutMs?: number;
   /**
+   * How long the consumer waits for PostgreSQL's answer to one statement before it gives the
+   * connection up as dead (a silent, half-open connection: no error, no answer) and goes on
+   * with a new one; the batch on it is rolled back by the database and retried. Above
+   * `handlerTimeoutMs`, which bounds every statement of a batch at the database. Default
+   * `handlerTimeoutMs` + 10,000 ms. Not applied to a `pool` given.
+   */
+  queryTimeoutMs?: number;
+  /**
    * Partitions applied at the same time (one transaction, so one pool connection, each).
    * Default `min(partitions in the fetch, pool size - 1)`; one connection stays free for
    * offset checks and for aborting a stuck batch. At most pool size - 1.
@@ -179,6 +187,7 @@ export interface ResolvedConsumerOptions {
   fromBeginning: boolean;
   handlerTimeoutMs: number;
   lockTimeoutMs: number;
+  queryTimeoutMs: number;
   partitionConcurrency: number | undefined;
   poolSize: number;
   onOffsetOutOfRange: OffsetOutOfRangePolicy;
@@ -291,6 +300,14 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
         'Lower handlerTimeoutMs or raise maxPollIntervalMs.',
     );
   }
+  const queryTimeoutMs = positiveInt('queryTimeoutMs', input.queryTimeoutMs ?? handlerTimeoutMs + 10_000, 1_000);
+  if (queryTimeoutMs <= Math.max(handlerTimeoutMs, lockTimeoutMs)) {
+    throw new OptionsError(
+      `queryTimeoutMs (${queryTimeoutMs}) must be above handlerTimeoutMs (${handlerTimeoutMs}) and lockTimeoutMs (${lockTimeoutMs}): ` +
+        'a statement the database is still allowed to run would otherwise cost its connection.',
+    );
+  }
+  if (input.pool !== undefined && input.queryTimeoutMs !== undefined) throw new OptionsError('queryTimeoutMs applies to the pool the consumer creates; set query_timeout on your own pool yourself');
   const onOffsetOutOfRange = input.onOffsetOutOfRange ?? CONSUMER_DEFAULTS.onOffsetOutOfRange;
   if (onOffsetOutOfRange !== 'earliest' && onOffsetOutOfRange !== 'block') {
     throw new OptionsError(`onOffsetOutOfRange must be 'earliest' or 'block', got ${JSON.stringify(onOffsetOutOfRange)}`);
@@ -324,6 +341,7 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
     fromBeginning: input.fromBeginning ?? CONSUMER_DEFAULTS.fromBeginning,
     handlerTimeoutMs,
     lockTimeoutMs,
+    queryTimeoutMs,
     partitionConcurrency: input.partitionConcurrency === undefined ? undefined : positiveInt('partitionConcurrency', input.partitionConcurrency),
     poolSize: positiveInt('poolSize', input.poolSize ?? CONSUMER_DEFAULTS.poolSize, 2),
     onOffsetOutOfRange,

@@ -26,6 +26,13 @@ export function clientProperties(connection: KafkaConnection): KafkaProperties {
     'client.id': connection.clientId ?? 'outbox-relay',
     // A broker restart closes idle connections; that is routine, not worth a log line.
     'log.connection.close': false,
+    // A request unanswered this long fails and its connection is closed and opened again
+    // (librdkafka's default is 60 s; produce and fetch requests are capped by it too). A
+    // connection that went silent without closing (a half-open path to one broker)
+    // otherwise holds that broker's partitions for a minute: a relay's transaction waits on
+    // it, a consumer's partitions fetch nothing. The group's join request has its own
+    // timeout, derived from the poll interval, and is not cut short by it.
+    'socket.timeout.ms': 10_000,
     ...connection.properties,
   };
 }

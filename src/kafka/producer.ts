@@ -55,13 +55,18 @@ export class TransactionalProducer {
 
   constructor(options: TransactionalProducerOptions) {
     checkProducerOverrides(options.properties);
+    const transactionTimeoutMs = options.transactionTimeoutMs ?? 60_000;
+    const base = clientProperties(options.connection);
     const config = {
-      ...clientProperties(options.connection),
+      ...base,
+      // librdkafka requires socket.timeout.ms <= transaction.timeout.ms + 100 (a user's own
+      // setting is left for librdkafka to judge).
+      'socket.timeout.ms': options.connection.properties?.['socket.timeout.ms'] ?? Math.min(Number(base['socket.timeout.ms']), transactionTimeoutMs),
       ...PRODUCER_PRESETS[options.preset ?? 'reliable'],
       // librdkafka requires delivery.timeout.ms <= transaction.timeout.ms.
-      'delivery.timeout.ms': options.transactionTimeoutMs ?? 60_000,
+      'delivery.timeout.ms': transactionTimeoutMs,
       'request.timeout.ms': 30_000,
-      'transaction.timeout.ms': options.transactionTimeoutMs ?? 60_000,
+      'transaction.timeout.ms': transactionTimeoutMs,
       ...options.properties,
       ...SAFE_PRODUCER_PROPERTIES,
       'transactional.id': options.transactionalId,

@@ -32,7 +32,7 @@ describe('fault-injection soak (npm run chaos, short)', () => {
       const reportFile = join(dir, 'report.json');
       try {
         // Its own services on ports of its own (the shared broker and database are untouched).
-        const child = spawnTracked(process.execPath, ['--import', 'tsx', runner, '--events', '20000', '--rate', '300', '--seed', '7', '--report', reportFile], {
+        const child = spawnTracked(process.execPath, ['--import', 'tsx', runner, '--events', '20000', '--rate', '400', '--fault-every', '1s', '--seed', '7', '--report', reportFile], {
           env: { ...process.env, CHAOS_KAFKA_PORT: '29592', CHAOS_PG_PORT: '25632' },
           stdio: ['ignore', 'pipe', 'pipe'],
         });

@@ -11,6 +11,12 @@ describe('consumer options', () => {
     expect(o.inboxRetention).toEqual({ keepMs: 7 * 24 * 3600 * 1000, intervalMs: 60_000, batchSize: 1_000 });
   });
 
+  it('a statement is given up as unanswered 10 s past the handler timeout, unless told otherwise', () => {
+    expect(resolveConsumerOptions(base).queryTimeoutMs).toBe(40_000);
+    expect(resolveConsumerOptions({ ...base, handlerTimeoutMs: 2_000 }).queryTimeoutMs).toBe(12_000);
+    expect(resolveConsumerOptions({ ...base, queryTimeoutMs: 31_000 }).queryTimeoutMs).toBe(31_000);
+  });
+
   it.each([
     [{ handlerTimeoutMs: 300_000 }, /handlerTimeoutMs .* must be below maxPollIntervalMs/],
     [{ handlerTimeoutMs: 287_001 }, /at most 287000/],
@@ -24,6 +30,9 @@ describe('consumer options', () => {
     [{ batchHandler: async () => undefined }, /exactly one of handler .* or batchHandler/],
     [{ handler: undefined }, /exactly one of handler .* or batchHandler/],
     [{ handler: undefined, batchHandler: 'insert' as never }, /batchHandler must be a function/],
+    [{ queryTimeoutMs: 30_000 }, /queryTimeoutMs \(30000\) must be above handlerTimeoutMs \(30000\)/],
+    [{ queryTimeoutMs: 500 }, /queryTimeoutMs must be an integer >= 1000/],
+    [{ pool: {} as never, databaseUrl: undefined, queryTimeoutMs: 60_000 }, /queryTimeoutMs applies to the pool the consumer creates/],
   ])('%j is refused with an actionable error', (input, message) => {
     expect(() => resolveConsumerOptions({ ...base, ...input })).toThrow(message);
   });

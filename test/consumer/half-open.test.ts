@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { HalfOpenProxy } from '../../chaos/proxy.js';
+import { databaseUrl, freshSchema } from '../helpers/db.js';
+import { freshTopic } from '../helpers/kafka.js';
+import { useTestServices } from '../helpers/services.js';
+import { waitFor } from '../helpers/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from './harness.js';
+
+describe('consumer on PostgreSQL connections that go silent', () => {
+  const { pool, admin, producer, consumers } = useTestServices();
+
+  it('a consumer whose PostgreSQL connections all go silent (half-open: no error, no answer) goes on with new ones, and applies every record once', { timeout: 180_000 }, async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 3);
+    const url = new URL(databaseUrl());
+    const proxy = new HalfOpenProxy(0, { host: url.hostname, port: Number(url.port || 5432) });
+    await proxy.start();
+    const proxied = new URL(databaseUrl());
+    proxied.port = String(proxy.address);
+    const keys = (from: number, n: number) => Array.from({ length: n }, (_, i) => `r${from + i}`);
+    const consumer = testConsumer({ schema, topics: [topic], databaseUrl: proxied.toString(), handlerTimeoutMs: 2_000, queryTimeoutMs: 4_000, handler: effectHandler(schema) });
+    consumers.push(consumer);
+    try {
+      await producer.send(topic, keys(0, 60).map((k) => ({ key: k, value: k })));
+      await consumer.start();
+      await waitFor(async () => (await effectTotal(pool, schema)) >= 60, { timeoutMs: 30_000, message: 'first records applied' });
+      // A batch in flight when its connection goes silent: its effects must not land twice.
+      const applying = producer.send(topic, keys(60, 300).map((k) => ({ key: k, value: k })));
+      const silenced = proxy.halfOpenAll();
+      expect(silenced).toBeGreaterThan(0);
+      await applying;
+      // Every connection of the consumer was silenced: only new ones can apply these.
+      await waitFor(async () => (await effectTotal(pool, schema)) >= 360, { timeoutMs: 90_000, message: 'records applied on new connections' });
+      await producer.send(topic, keys(360, 40).map((k) => ({ key: k, value: k })));
+      await waitFor(async () => (await effectTotal(pool, schema)) >= 400, { timeoutMs: 30_000, message: 'later records applied' });
+      await consumer.stop();
+      expect(exactlyOnceReport(await effectCounts(pool, schema), keys(0, 400))).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    } finally {
+      await consumer.stop();
+      await proxy.stop();
+    }
+  });
+});
