@@ -387,11 +387,10 @@ async function inject(kind: FaultKind, world: World): Promise<Injected> {
       return done(`${first.name}, at the fault point${others.length > 0 ? `; ${others.join(', ')}` : ''}`);
     }
     case 'relayPause': {
+      // The next faults come while it is frozen: a zombie meets the others' faults too.
       const relay = pick(world.relays);
       relay.signal('SIGSTOP');
-      await sleep(LEASE_MS + 2_000);
-      relay.signal('SIGCONT');
-      return done(relay.name);
+      return { what: relay.name, tail: sleep(LEASE_MS + 2_000).then(() => relay.signal('SIGCONT')) };
     }
     case 'consumerKill': {
       const consumer = pick(world.consumers);
@@ -403,9 +402,7 @@ async function inject(kind: FaultKind, world: World): Promise<Injected> {
     case 'consumerPause': {
       const consumer = pick(world.consumers);
       consumer.signal('SIGSTOP');
-      await sleep(MAX_POLL_INTERVAL_MS + 2_000);
-      consumer.signal('SIGCONT');
-      return done(consumer.name);
+      return { what: consumer.name, tail: sleep(MAX_POLL_INTERVAL_MS + 2_000).then(() => consumer.signal('SIGCONT')) };
     }
     case 'brokerBounce': {
       await world.brokersBack;
@@ -434,9 +431,13 @@ async function inject(kind: FaultKind, world: World): Promise<Injected> {
     }
     case 'leaderMove': {
       // Every partition of the target topic gets a new leader, every broker up.
+      // Under way while the next faults come; broker faults wait for it, as for a restart.
       await world.brokersBack;
-      const moves = await world.cluster.moveLeaders(TOPIC);
-      return done(moves.split('\n').filter((l) => l.includes(': leader')).map((l) => l.replace(/^.*-(\d+): leader /, '$1: ')).join(', '));
+      const moved = world.cluster.moveLeaders(TOPIC).then((moves) => {
+        log(`fault leaderMove: ${moves.split('\n').filter((l) => l.includes(': leader')).map((l) => l.replace(/^.*-(\d+): leader /, '$1: ')).join(', ')}`);
+      });
+      world.brokersBack = moved.catch(() => undefined);
+      return { what: `every partition of ${TOPIC}`, tail: moved };
     }
     case 'postgresHalfOpen': {
       const n = world.postgresProxy.halfOpenAll();
