@@ -198,7 +198,12 @@ class Child {
     return this.process !== undefined && this.process.exitCode === null && this.process.signalCode === null;
   }
 
+  /** Frozen by a pause fault (SIGSTOP, not yet SIGCONT). */
+  paused = false;
+
   signal(sig: NodeJS.Signals): void {
+    if (sig === 'SIGSTOP') this.paused = true;
+    if (sig === 'SIGCONT') this.paused = false;
     if (this.alive) this.process!.kill(sig);
   }
 
@@ -373,7 +378,9 @@ async function inject(kind: FaultKind, world: World): Promise<Injected> {
     case 'relayKillBetweenCommitAndMark': {
       // Armed in every live relay: the first to commit a batch dies between its Kafka
       // commit and its mark; the others are disarmed then.
-      const armed = world.relays.filter((r) => r.alive);
+      // Not a frozen one: its signals wait until SIGCONT, then come lowest number first, so
+      // the disarm (SIGUSR1) would run before the arm (SIGUSR2) and leave it armed.
+      const armed = world.relays.filter((r) => r.alive && !r.paused);
       for (const relay of armed) relay.armKillAtCommit();
       const first = await Promise.race([...armed.map((r) => r.exited.then(() => r)), sleep(20_000).then(() => undefined)]);
       const others = await Promise.all(armed.filter((r) => r !== first).map(async (r) => `${r.name} ${await r.disarm()}`));
