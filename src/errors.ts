@@ -13,15 +13,11 @@ export type OutboxErrorCode =
   /** The database role lacks a privilege the operation needs (SQLSTATE 42501): the message names it; see `outbox-relay roles`. */
   | 'PERMISSION_DENIED'
   | 'KAFKA_ERROR'
-  | 'UNKNOWN_TOPIC'
   | 'TOPIC_UNSAFE'
-  | 'FENCED'
-  | 'SHARD_LOST'
   /** Another relay group serves this outbox (or took it over): see the message for how to take over. */
   | 'GROUP_CONFLICT'
   /** A claim-check reference that cannot be resolved: store unknown, body missing or not matching its checksum. */
   | 'CLAIM_CHECK_INVALID'
-  | 'HANDLER_FAILED'
   | 'HANDLER_TIMEOUT'
   | 'TX_CONTROL_REFUSED'
   | 'TX_CLOSED'

@@ -5,10 +5,8 @@ import { wrapKafkaError } from '../kafka/errors.js';
 
 /** librdkafka's logical offsets for `assign`. */
 export const OFFSET_BEGINNING = -2;
-export const OFFSET_END = -1;
 
 export const REBALANCE_ASSIGN = Kafka.CODES.ERRORS.ERR__ASSIGN_PARTITIONS;
-export const REBALANCE_REVOKE = Kafka.CODES.ERRORS.ERR__REVOKE_PARTITIONS;
 
 export type RebalanceListener = (code: number, partitions: TopicPartition[]) => void;
 
@@ -170,10 +168,6 @@ export class GroupClient {
     } catch {
       return false;
     }
-  }
-
-  get connected(): boolean {
-    return this.consumer.isConnected();
   }
 
   /** Leaves the group (the revocation is served by the rebalance listener) and closes. */

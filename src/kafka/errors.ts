@@ -75,11 +75,6 @@ export function isRecordTooLarge(err: unknown): boolean {
   return isKafkaError(err) && [E.ERR_MSG_SIZE_TOO_LARGE, E.ERR_RECORD_LIST_TOO_LARGE, E.ERR_INVALID_MSG_SIZE].includes(err.code);
 }
 
-export function isFencedError(err: unknown): boolean {
-  if (err instanceof OutboxError && err.cause !== undefined) return isFencedError(err.cause);
-  return isKafkaError(err) && [E.ERR__FENCED, E.ERR_PRODUCER_FENCED, E.ERR_INVALID_PRODUCER_EPOCH].includes(err.code);
-}
-
 /** Wraps a librdkafka error in an OutboxError, keeping the code visible in the message. */
 export function wrapKafkaError(operation: string, err: unknown): OutboxError {
   const code = isKafkaError(err) ? ` (code ${err.code})` : '';

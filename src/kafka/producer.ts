@@ -51,7 +51,6 @@ export class TransactionalProducer {
   private readonly producer: Kafka.Producer;
   private readonly pending = new Map<number, Pending>();
   private nextOpaque = 0;
-  private fatal: LibrdKafkaError | undefined;
 
   constructor(options: TransactionalProducerOptions) {
     checkProducerOverrides(options.properties);
@@ -74,14 +73,6 @@ export class TransactionalProducer {
     };
     this.producer = new Kafka.Producer(config as never);
     this.producer.on('delivery-report', (err, report) => this.onDelivery(err, report));
-    this.producer.on('event.error', (err) => {
-      if ((err as LibrdKafkaError).isFatal) this.fatal = err as LibrdKafkaError;
-    });
-  }
-
-  /** A fatal error librdkafka reported; the producer must be rebuilt. */
-  get fatalError(): LibrdKafkaError | undefined {
-    return this.fatal;
   }
 
   private onDelivery(err: LibrdKafkaError | null | undefined, report: DeliveryReport): void {
