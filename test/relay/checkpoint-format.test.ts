@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TransactionalProducer } from '../../src/kafka/producer.js';
-import { checkpointKey, decodeCheckpoint } from '../../src/relay/checkpoint.js';
+import { checkpointKey } from '../../src/relay/checkpoint.js';
 import { createRelay } from '../../src/relay/relay.js';
 import { freshSchema } from '../helpers/db.js';
 import { freshTopic, readTopic } from '../helpers/kafka.js';
@@ -8,25 +8,8 @@ import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '..
 import { useTestServices } from '../helpers/services.js';
 
 const json = (value: unknown) => Buffer.from(JSON.stringify(value));
-const base = { instance: 'i', group: 'g', shard: 0, relay: 'r' };
 
 describe('checkpoint records', () => {
-  it('a version 2 checkpoint lists ids without positions; a version 1 one keeps its positions', () => {
-    expect(decodeCheckpoint(json({ v: 2, ...base, ids: ['7', '9'] }))).toEqual({ v: 2, ...base, ids: ['7', '9'], partitions: [null, null], offsets: [null, null] });
-    expect(decodeCheckpoint(json({ v: 1, ...base, ids: ['7'], partitions: [2], offsets: [40] }))).toEqual({ v: 1, ...base, ids: ['7'], partitions: [2], offsets: [40] });
-  });
-
-  it.each([
-    ['not JSON', Buffer.from('{')],
-    ['null value', null],
-    ['an unknown version', json({ v: 3, ...base, ids: ['1'] })],
-    ['ids that are not strings', json({ v: 2, ...base, ids: [1] })],
-    ['no ids', json({ v: 2, ...base })],
-    ['a version 1 record whose positions do not match its ids', json({ v: 1, ...base, ids: ['1', '2'], partitions: [0], offsets: [0, 1] })],
-  ])('a malformed checkpoint (%s) is refused with a typed error', (_, value) => {
-    expect(() => decodeCheckpoint(value)).toThrow(expect.objectContaining({ code: 'KAFKA_ERROR', message: 'malformed checkpoint record' }));
-  });
-
   describe('against the broker', () => {
     const { connection, pool, admin } = useTestServices();
 
