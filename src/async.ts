@@ -22,3 +22,13 @@ export async function forEachLimit<T>(items: readonly T[], limit: number, fn: (i
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
 }
+
+/**
+ * How long to wait after the `failures`-th failure in a row (1 for the first): `minMs`
+ * doubled per failure up to `maxMs`, spread by ±25 % so that processes failing together
+ * (a database restart) do not all come back at the same instant.
+ */
+export function failureDelay(failures: number, backoff: { minMs: number; maxMs: number }): number {
+  const base = Math.min(backoff.maxMs, backoff.minMs * 2 ** Math.min(Math.max(failures, 1) - 1, 20));
+  return Math.round(base * (0.75 + Math.random() * 0.5));
+}

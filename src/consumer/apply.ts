@@ -1,5 +1,6 @@
 import pRetry, { AbortError } from 'p-retry';
 import type pg from 'pg';
+import { isInfrastructureError } from '../db/errors.js';
 import { coerceError, describeError, OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Tracing } from '../tracing.js';
@@ -113,16 +114,6 @@ const ZERO: Counts = { applied: 0, skipped: 0, deadLettered: 0 };
 
 /** SQLSTATE of a statement cancelled (statement_timeout): the database's, not the records'. */
 const QUERY_CANCELED = '57014';
-
-/** Errors of the database connection itself: retried by the loop, never charged to a record. */
-export function isInfrastructureError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && (code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code))) {
-    return true;
-  }
-  const message = err instanceof Error ? err.message : '';
-  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message);
-}
 
 /** True when the client still talks to the server (an aborted transaction still counts). */
 async function connectionAlive(connection: BatchConnection): Promise<boolean> {

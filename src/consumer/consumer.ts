@@ -3,7 +3,7 @@ import { inspect } from 'node:util';
 import type { TopicPartition } from '@confluentinc/kafka-javascript';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
-import { forEachLimit, sleep } from '../async.js';
+import { failureDelay, forEachLimit, sleep } from '../async.js';
 import { createPool } from '../db/pool.js';
 import { OptionsError, OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
@@ -11,7 +11,8 @@ import type { KafkaConnection } from '../kafka/config.js';
 import { createLogger, type Logger } from '../log.js';
 import { loadTracing, NOOP_TRACING, type Tracing } from '../tracing.js';
 import { applyRecords, PartitionRevoked, PollDeadline, type ApplyContext, type BatchOutcome } from './apply.js';
-import { ConsumerEmitter, type ConsumerEventName, type ConsumerEvents } from './events.js';
+import { SafeEmitter } from '../events.js';
+import type { ConsumerEmitter, ConsumerEventName, ConsumerEvents } from './events.js';
 import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from './kafka-client.js';
 import { pollMarginMs, resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';
@@ -81,7 +82,7 @@ export class Consumer {
   constructor(input: ConsumerOptions) {
     this.options = resolveConsumerOptions(input);
     this.logger = (this.options.logger ?? createLogger()).child({ component: 'consumer', groupId: this.options.groupId });
-    this.events = new ConsumerEmitter(() => this.logger);
+    this.events = new SafeEmitter<ConsumerEvents>(() => this.logger, 'consumer');
     this.connection = { brokers: this.options.brokers, clientId: this.options.clientId, properties: this.options.kafkaProperties };
     this.detector = new StallDetector(this.options.stallTimeoutMs);
     this.counters = consumerMetrics(this.options.metricsRegistry);
@@ -422,7 +423,7 @@ export class Consumer {
       } catch (err) {
         if (this.closing) break;
         failures++;
-        const delay = Math.min(this.options.retryMaxDelayMs, this.options.retryMinDelayMs * 2 ** Math.min(failures, 10));
+        const delay = failureDelay(failures, { minMs: this.options.retryMinDelayMs, maxMs: this.options.retryMaxDelayMs });
         this.logger.warn({ err, failures, retryInMs: delay }, 'consume loop error; retrying');
         this.events.emit('error', { error: err, failures });
         this.enter('backoff');

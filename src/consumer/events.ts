@@ -1,5 +1,4 @@
-import { EventEmitter } from 'node:events';
-import type { Logger } from '../log.js';
+import type { SafeEmitter } from '../events.js';
 
 /** Typed events of a {@link Consumer}; for metrics, dashboards and tests. */
 export interface ConsumerEvents {
@@ -42,24 +41,5 @@ export interface ConsumerEvents {
 
 export type ConsumerEventName = keyof ConsumerEvents;
 
-/** An emitter whose throwing listeners are logged, never allowed to break the consume loop. */
-export class ConsumerEmitter {
-  private readonly emitter = new EventEmitter();
-
-  constructor(private readonly logger: () => Logger) {}
-
-  on<E extends ConsumerEventName>(event: E, listener: (payload: ConsumerEvents[E]) => void): () => void {
-    this.emitter.on(event, listener);
-    return () => this.emitter.off(event, listener);
-  }
-
-  emit<E extends ConsumerEventName>(event: E, payload: ConsumerEvents[E]): void {
-    for (const listener of this.emitter.listeners(event)) {
-      try {
-        (listener as (p: ConsumerEvents[E]) => void)(payload);
-      } catch (err) {
-        this.logger().warn({ err, event }, 'consumer event listener threw');
-      }
-    }
-  }
-}
+/** The consumer's events (`consumer.on`): listeners that throw are logged, never break the consume loop. */
+export type ConsumerEmitter = SafeEmitter<ConsumerEvents>;

@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import { drizzle, NodePgTransaction } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
+import { reusableAfter } from '../db/errors.js';
 import type { Queryable, QueryResult } from '../db/queryable.js';
 import { OutboxError } from '../errors.js';
 import { transactionControlStatement } from './tx-control.js';
@@ -253,7 +254,7 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
     } catch (err) {
       // Half-begun (a statement after BEGIN failed, a lock wait timed out): rolled back, so
       // the client goes back to the pool clean; one whose connection failed never does.
-      if (isConnectionError(err)) broken = err as Error;
+      if (!reusableAfter(err)) broken = err as Error;
       else await client.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError as Error));
       throw err;
     }
@@ -275,7 +276,7 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
     try {
       await client.query((options.shouldCommit?.(result) ?? true) ? 'commit' : 'rollback');
     } catch (err) {
-      if (isConnectionError(err)) broken = err as Error;
+      if (!reusableAfter(err)) broken = err as Error;
       throw err;
     }
     return result;
@@ -286,12 +287,6 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
     client.off('error', onLost);
     client.release(broken);
   }
-}
-
-/** SQLSTATE class 08 (connection exception), admin shutdown, or an error without SQLSTATE. */
-export function isConnectionError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code !== 'string' || code.startsWith('08') || code === '57P01';
 }
 
 export type HandlerRun = { kind: 'done' } | { kind: 'failed'; error: unknown } | { kind: 'expired' } | { kind: 'aborted' };

@@ -20,13 +20,3 @@ export function createPool(connectionString: string, logger: Logger, options: pg
   pool.on('error', (err) => logger.warn({ err, db: redactUrl(connectionString) }, 'idle postgres client error'));
   return pool;
 }
-
-/**
- * Whether a client that failed with `err` may serve again: after an error PostgreSQL sent
- * (a constraint, a timeout it enforced) the session is fine; after any other (the
- * connection dropped, or went silent past `query_timeout`) its state is unknown and it is
- * destroyed.
- */
-export function reusableAfter(err: unknown): boolean {
-  return err instanceof pg.DatabaseError;
-}

@@ -1,5 +1,4 @@
-import { EventEmitter } from 'node:events';
-import type { Logger } from '../log.js';
+import type { SafeEmitter } from '../events.js';
 
 /** Events a relay emits, for metrics, dashboards and tests. */
 export interface RelayEventMap {
@@ -36,35 +35,8 @@ export interface RelayEventSink {
   emit<E extends keyof RelayEventMap>(event: E, payload: RelayEventMap[E]): void;
 }
 
-/**
- * A typed emitter whose listeners cannot break the relay: a listener that throws is logged
- * and the loop goes on. `error` events never throw for want of a listener.
- */
-export class RelayEvents implements RelayEventSink {
-  private readonly emitter = new EventEmitter();
-
-  constructor(private readonly logger: Logger) {}
-
-  on<E extends keyof RelayEventMap>(event: E, listener: (payload: RelayEventMap[E]) => void): this {
-    this.emitter.on(event, listener);
-    return this;
-  }
-
-  off<E extends keyof RelayEventMap>(event: E, listener: (payload: RelayEventMap[E]) => void): this {
-    this.emitter.off(event, listener);
-    return this;
-  }
-
-  emit<E extends keyof RelayEventMap>(event: E, payload: RelayEventMap[E]): void {
-    for (const listener of this.emitter.listeners(event)) {
-      try {
-        (listener as (p: RelayEventMap[E]) => void)(payload);
-      } catch (err) {
-        this.logger.error({ err, event }, 'relay event listener threw');
-      }
-    }
-  }
-}
+/** The relay's events (`relay.events`): listeners that throw are logged, never break the relay. */
+export type RelayEvents = SafeEmitter<RelayEventMap>;
 
 /** See the `batch` event. */
 export interface BatchPhases {

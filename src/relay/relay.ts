@@ -10,7 +10,8 @@ import { TransactionalProducer } from '../kafka/producer.js';
 import type { Logger } from '../log.js';
 import { loadTracing } from '../tracing.js';
 import { RelayActivity } from './activity.js';
-import { RelayEvents } from './events.js';
+import { SafeEmitter } from '../events.js';
+import type { RelayEventMap, RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
 import { activeGroupSql, readGroupSql, registerGroupSql } from './sql/leases.js';
 import { activateIfNoneSql } from './sql/take-over.js';
@@ -25,7 +26,8 @@ import { purgeSentRows } from './retention.js';
 import { isPartitioned, maintainPartitions } from './partitions.js';
 import { ShardWorker, type ShardContext } from './shard-worker.js';
 import { checkTopics, TopicCache, type TopicReport } from './topics.js';
-import { sleep, Wakeup } from './wakeup.js';
+import { sleep } from '../async.js';
+import { Wakeup } from './wakeup.js';
 
 /**
  * The outbox relay: moves committed outbox rows to Kafka exactly once. Start as many as
@@ -57,7 +59,7 @@ export class Relay {
   constructor(options: RelayOptions) {
     this.options = resolveRelayOptions(options);
     this.log = this.options.logger.child({ relay: this.options.relayId, group: this.options.group });
-    this.events = new RelayEvents(this.log);
+    this.events = new SafeEmitter<RelayEventMap>(() => this.log, 'relay');
     this.metricsOf = relayMetrics({
       registry: this.options.metricsRegistry,
       pool: () => this.pool,

@@ -21,8 +21,9 @@ import type { TopicCache } from './topics.js';
 import type { Tracing } from '../tracing.js';
 import type { RelayActivity } from './activity.js';
 import type { RelayMetrics } from './metrics.js';
-import { sleep, type Wakeup } from './wakeup.js';
-import { reusableAfter } from '../db/pool.js';
+import { failureDelay, sleep } from '../async.js';
+import type { Wakeup } from './wakeup.js';
+import { reusableAfter } from '../db/errors.js';
 
 /** How long a producer dropped after a refused record may take to flush: nothing of it is wanted. */
 const DISCARD_TIMEOUT_MS = 200;
@@ -141,13 +142,13 @@ export class ShardWorker {
         failures = 0;
       } catch (err) {
         failures += 1;
-        const delay = Math.min(options.failureBackoff.maxMs, options.failureBackoff.minMs * 2 ** Math.min(failures - 1, 20));
+        const delay = failureDelay(failures, options.failureBackoff);
         const kind = classifyKafkaError(err);
         this.log.warn({ err, kind, failures, retryInMs: delay }, 'shard cycle failed; rebuilding producer and reconciling');
         this.ctx.events.emit('error', { shard: this.shard, error: err });
         this.ctx.metrics.shardFailures.inc({ reason: kind });
         await this.discardProducer();
-        await sleep(delay * (0.75 + Math.random() * 0.5), this.signal);
+        await sleep(delay, this.signal);
       }
     }
     await this.discardProducer();

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { reusableAfter } from '../db/pool.js';
+import { reusableAfter } from '../db/errors.js';
 import { OutboxError } from '../errors.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import { TransactionalProducer } from '../kafka/producer.js';

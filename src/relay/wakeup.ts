@@ -285,5 +285,3 @@ export class Wakeup {
     }
   }
 }
-
-export { sleep } from '../async.js';
