@@ -4,7 +4,7 @@ import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { OptionsError } from '../errors.js';
 import type { ClaimCheckStore } from '../claim-check/store.js';
 import { withClaimCheck, withClaimCheckBatch } from '../claim-check/resolve.js';
-import type { KafkaProperties } from '../kafka/config.js';
+import { refuseManagedProperties, type KafkaProperties } from '../kafka/config.js';
 import { printableOptions, type Logger } from '../log.js';
 import type { ConsumedRecord } from './record.js';
 import type { HandlerTx } from './transaction.js';
@@ -231,19 +231,6 @@ export const CONSUMER_DEFAULTS = {
   commitToKafka: true,
 } as const satisfies Partial<ConsumerOptions>;
 
-/** librdkafka properties the consumer sets itself; overriding them would break the guarantees. */
-const MANAGED_PROPERTIES = [
-  'group.id',
-  'enable.auto.commit',
-  'enable.auto.offset.store',
-  'isolation.level',
-  'auto.offset.reset',
-  'rebalance_cb',
-  'offset_commit_cb',
-  'partition.assignment.strategy',
-  'group.protocol',
-];
-
 /**
  * How long before max.poll.interval.ms runs out this member stops starting handlers and
  * must have polled: a tenth of the interval, at most 5 s.
@@ -274,11 +261,7 @@ export function resolveConsumerOptions(input: ConsumerOptions): ResolvedConsumer
   if (failurePolicy !== 'dead-letter' && failurePolicy !== 'block') {
     throw new OptionsError(`failurePolicy must be 'dead-letter' or 'block', got ${JSON.stringify(failurePolicy)}`);
   }
-  for (const name of MANAGED_PROPERTIES) {
-    if (input.kafkaProperties && name in input.kafkaProperties) {
-      throw new OptionsError(`kafka property ${name} is managed by the consumer; remove it`);
-    }
-  }
+  refuseManagedProperties(input.kafkaProperties, 'consumer');
   const schema = input.schema ?? CONSUMER_DEFAULTS.schema;
   const sessionTimeoutMs = positiveInt('sessionTimeoutMs', input.sessionTimeoutMs ?? CONSUMER_DEFAULTS.sessionTimeoutMs);
   const heartbeatIntervalMs = positiveInt('heartbeatIntervalMs', input.heartbeatIntervalMs ?? CONSUMER_DEFAULTS.heartbeatIntervalMs);

@@ -65,14 +65,39 @@ export const SAFE_PRODUCER_PROPERTIES = {
   partitioner: 'murmur2_random',
 } as const satisfies KafkaProperties;
 
-/** Throws when user properties try to weaken {@link SAFE_PRODUCER_PROPERTIES}. */
+/**
+ * librdkafka properties each kind of client sets itself: a user's value would break the
+ * guarantees (a second transactional id, auto-committed offsets, uncommitted reads, a
+ * rebalance the consumer does not see), so it is refused, never silently overridden.
+ */
+const MANAGED_PROPERTIES = {
+  relay: ['transactional.id', 'enable.auto.commit', 'isolation.level'],
+  consumer: [
+    'group.id',
+    'enable.auto.commit',
+    'enable.auto.offset.store',
+    'isolation.level',
+    'auto.offset.reset',
+    'rebalance_cb',
+    'offset_commit_cb',
+    'partition.assignment.strategy',
+    'group.protocol',
+  ],
+} as const;
+
+/** Throws when user properties set one the `client` manages (see {@link MANAGED_PROPERTIES}). */
+export function refuseManagedProperties(properties: KafkaProperties | undefined, client: keyof typeof MANAGED_PROPERTIES): void {
+  for (const name of MANAGED_PROPERTIES[client]) {
+    if (properties && name in properties) throw new OptionsError(`kafka property ${name} is managed by the ${client}; remove it`);
+  }
+}
+
+/** Throws when user properties try to weaken {@link SAFE_PRODUCER_PROPERTIES}, or set one the relay manages. */
 export function checkProducerOverrides(properties: KafkaProperties | undefined): void {
   for (const [name, safe] of Object.entries(SAFE_PRODUCER_PROPERTIES)) {
     if (properties && name in properties && String(properties[name]) !== String(safe)) {
       throw new OptionsError(`kafka property ${name}=${String(properties[name])} is not allowed: the relay requires ${name}=${String(safe)}`);
     }
   }
-  for (const name of ['transactional.id', 'enable.auto.commit', 'isolation.level']) {
-    if (properties && name in properties) throw new OptionsError(`kafka property ${name} is managed by outbox-relay; remove it`);
-  }
+  refuseManagedProperties(properties, 'relay');
 }
