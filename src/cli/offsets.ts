@@ -3,6 +3,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { forgetInboxSql, rewindOffsetsSql, setOffsetsSql } from '../consumer/sql/setOffsets.js';
 import { quoteSchema } from '../db/identifiers.js';
+import { withTransaction } from '../db/transaction.js';
 import { outboxTables } from '../db/schema.js';
 import { OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
@@ -168,23 +169,15 @@ async function topicPartitions(admin: KafkaAdmin, topic: string): Promise<number
 async function applyOffsets(pool: pg.Pool, q: string, group: string, topic: string, targets: Map<number, number>, rewind: boolean, topicId: string | null) {
   const partitions = [...targets.keys()];
   const params = [group, partitions.map(() => topic), partitions, partitions.map((p) => targets.get(p)!), topicId];
-  const client = await pool.connect();
-  try {
-    await client.query('begin');
-    const before = await client.query<{ partition: number; next_offset: string }>(
-      `select partition, next_offset from ${q}.consumer_offsets where group_id = $1::text and topic = $2::text and partition = any($3::int[])`,
-      [group, topic, partitions],
-    );
-    const previous = new Map(before.rows.map((r) => [r.partition, Number(r.next_offset)]));
-    const { rows } = await client.query<{ partition: number; next_offset: string }>(rewind ? rewindOffsetsSql(q) : setOffsetsSql(q), params);
-    const moved = [group, rows.map(() => topic), rows.map((r) => r.partition), rows.map((r) => r.next_offset), topicId];
-    await client.query(forgetInboxSql(q), moved);
-    await client.query('commit');
-    return rows.map((r) => ({ partition: r.partition, next: Number(r.next_offset), previous: previous.get(r.partition) }));
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  return withTransaction(pool, async (client) => {
+      const before = await client.query<{ partition: number; next_offset: string }>(
+        `select partition, next_offset from ${q}.consumer_offsets where group_id = $1::text and topic = $2::text and partition = any($3::int[])`,
+        [group, topic, partitions],
+      );
+      const previous = new Map(before.rows.map((r) => [r.partition, Number(r.next_offset)]));
+      const { rows } = await client.query<{ partition: number; next_offset: string }>(rewind ? rewindOffsetsSql(q) : setOffsetsSql(q), params);
+      const moved = [group, rows.map(() => topic), rows.map((r) => r.partition), rows.map((r) => r.next_offset), topicId];
+      await client.query(forgetInboxSql(q), moved);
+      return rows.map((r) => ({ partition: r.partition, next: Number(r.next_offset), previous: previous.get(r.partition) }));
+  });
 }

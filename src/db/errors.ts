@@ -17,7 +17,8 @@ export function reusableAfter(err: unknown): boolean {
 
 /**
  * Errors of the database or of the way to it, not of the statement: the connection
- * refused, reset, timed out or ended, the server shutting down or out of connections.
+ * refused, reset, timed out or ended (or silent past the pool's `query_timeout`), the
+ * server shutting down or out of connections.
  * The consumer retries these from its loop and never charges them to a record.
  */
 export function isInfrastructureError(err: unknown): boolean {
@@ -26,5 +27,5 @@ export function isInfrastructureError(err: unknown): boolean {
     return true;
   }
   const message = err instanceof Error ? err.message : '';
-  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message);
+  return /Connection terminated|connection timeout|Client has encountered a connection error|Query read timeout/i.test(message);
 }

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { withTransaction } from '../db/transaction.js';
 import { assertKnownTopic } from './inspect.js';
 import { OutboxError } from '../errors.js';
 import {
@@ -47,51 +48,46 @@ export interface RepairResult {
  */
 export async function repairRows(pool: pg.Pool, q: string, request: RepairRequest): Promise<RepairResult> {
   const { command, ids, filter, reason, actor, dryRun } = request;
-  const client = await pool.connect();
-  try {
-    await client.query('begin');
-    const { rows } = filter
-      ? await client.query<Row>(lockDeadRowsSql(q), [filter.topic, filter.key, filter.since, filter.limit])
-      : await client.query<Row>(lockRowsByIdSql(q), [ids]);
-    if (rows.length === 0 && filter?.topic) await assertKnownTopic(client, q, filter.topic);
-    const found = new Set(rows.map((r) => r.id));
-    const missing = ids.filter((id) => !found.has(id));
-    if (missing.length > 0) throw new OutboxError('NOT_FOUND', `no outbox row with id ${missing.join(', ')}; nothing changed`);
-    const allowed = command === 'retry' ? ['failed', 'dead'] : ['pending', 'failed', 'dead'];
-    const refused = rows.filter((r) => !allowed.includes(r.state));
-    if (refused.length > 0) {
-      throw new OutboxError(
-        'INVALID_ARGUMENT',
-        `${refused.map((r) => `row ${r.id} is ${r.state}`).join(', ')}: ${command} applies to ${allowed.join(', ')} rows; nothing changed`,
-      );
-    }
-    const changed = rows.map((r) => r.id);
-    const to = command === 'retry' ? 'pending' : 'skipped';
-    let audit: string | undefined;
-    if (!dryRun && changed.length > 0) {
-      await client.query(command === 'retry' ? retryRowsSql(q) : skipRowsSql(q), command === 'retry' ? [changed] : [changed, reason]);
-      const counts: Record<string, number> = {};
-      for (const r of rows) counts[r.state] = (counts[r.state] ?? 0) + 1;
-      const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
-        actor,
-        command,
-        changed,
-        filter ? JSON.stringify({ state: 'dead', ...filter }) : null,
-        reason,
-        JSON.stringify({ changed: changed.length, from: counts }),
-      ]);
-      audit = a[0]?.id;
-      await client.query('commit');
-    } else {
-      await client.query('rollback');
-    }
-    return { command, dryRun, changed: changed.length, audit: audit ?? null, rows: rows.map((r) => ({ ...r, to })) };
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  return withTransaction(
+    pool,
+    async (client) => {
+      const { rows } = filter
+        ? await client.query<Row>(lockDeadRowsSql(q), [filter.topic, filter.key, filter.since, filter.limit])
+        : await client.query<Row>(lockRowsByIdSql(q), [ids]);
+      if (rows.length === 0 && filter?.topic) await assertKnownTopic(client, q, filter.topic);
+      const found = new Set(rows.map((r) => r.id));
+      const missing = ids.filter((id) => !found.has(id));
+      if (missing.length > 0) throw new OutboxError('NOT_FOUND', `no outbox row with id ${missing.join(', ')}; nothing changed`);
+      const allowed = command === 'retry' ? ['failed', 'dead'] : ['pending', 'failed', 'dead'];
+      const refused = rows.filter((r) => !allowed.includes(r.state));
+      if (refused.length > 0) {
+        throw new OutboxError(
+          'INVALID_ARGUMENT',
+          `${refused.map((r) => `row ${r.id} is ${r.state}`).join(', ')}: ${command} applies to ${allowed.join(', ')} rows; nothing changed`,
+        );
+      }
+      const changed = rows.map((r) => r.id);
+      const to = command === 'retry' ? 'pending' : 'skipped';
+      let audit: string | undefined;
+      if (!dryRun && changed.length > 0) {
+        await client.query(command === 'retry' ? retryRowsSql(q) : skipRowsSql(q), command === 'retry' ? [changed] : [changed, reason]);
+        const counts: Record<string, number> = {};
+        for (const r of rows) counts[r.state] = (counts[r.state] ?? 0) + 1;
+        const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
+          actor,
+          command,
+          changed,
+          filter ? JSON.stringify({ state: 'dead', ...filter }) : null,
+          reason,
+          JSON.stringify({ changed: changed.length, from: counts }),
+        ]);
+        audit = a[0]?.id;
+      }
+      return { command, dryRun, changed: changed.length, audit: audit ?? null, rows: rows.map((r) => ({ ...r, to })) };
+    },
+    // A dry run, or nothing to change: rolled back.
+    { commit: (result) => !result.dryRun && result.changed > 0 },
+  );
 }
 
 export interface DeadLetterRequest {
@@ -108,38 +104,32 @@ export interface DeadLetterRequest {
  * transaction: every id must be the group's and still pending, or nothing changes.
  */
 export async function requestDeadLetters(pool: pg.Pool, q: string, r: DeadLetterRequest) {
-  const client = await pool.connect();
-  try {
-    await client.query('begin');
-    const { rows } = await client.query<{ id: string; topic: string; replayed: boolean; discarded: boolean }>(lockDeadLettersSql(q), [r.group, r.ids]);
-    const found = new Set(rows.map((row) => row.id));
-    const missing = r.ids.filter((id) => !found.has(id));
-    if (missing.length > 0) throw new OutboxError('NOT_FOUND', `group ${r.group} has no dead letter ${missing.join(', ')}; nothing changed`);
-    const settled = rows.filter((row) => row.replayed || row.discarded);
-    if (settled.length > 0) {
-      throw new OutboxError('INVALID_ARGUMENT', `${settled.map((row) => `dead letter ${row.id} is ${row.replayed ? 'replayed' : 'discarded'}`).join(', ')}; nothing changed`);
-    }
-    let audit: string | undefined;
-    if (!r.dryRun) {
-      await client.query(r.action === 'replay' ? requestReplaySql(q) : discardDeadLettersSql(q), r.action === 'replay' ? [r.group, r.ids] : [r.group, r.ids, r.reason]);
-      const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
-        r.actor,
-        `dead-letters ${r.action}`,
-        r.ids,
-        JSON.stringify({ group: r.group }),
-        r.reason,
-        JSON.stringify({ changed: r.ids.length }),
-      ]);
-      audit = a[0]?.id;
-      await client.query('commit');
-    } else {
-      await client.query('rollback');
-    }
-    return { action: r.action, group: r.group, dryRun: r.dryRun, changed: r.ids.length, audit: audit ?? null, ids: r.ids };
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  return withTransaction(
+    pool,
+    async (client) => {
+      const { rows } = await client.query<{ id: string; topic: string; replayed: boolean; discarded: boolean }>(lockDeadLettersSql(q), [r.group, r.ids]);
+      const found = new Set(rows.map((row) => row.id));
+      const missing = r.ids.filter((id) => !found.has(id));
+      if (missing.length > 0) throw new OutboxError('NOT_FOUND', `group ${r.group} has no dead letter ${missing.join(', ')}; nothing changed`);
+      const settled = rows.filter((row) => row.replayed || row.discarded);
+      if (settled.length > 0) {
+        throw new OutboxError('INVALID_ARGUMENT', `${settled.map((row) => `dead letter ${row.id} is ${row.replayed ? 'replayed' : 'discarded'}`).join(', ')}; nothing changed`);
+      }
+      let audit: string | undefined;
+      if (!r.dryRun) {
+        await client.query(r.action === 'replay' ? requestReplaySql(q) : discardDeadLettersSql(q), r.action === 'replay' ? [r.group, r.ids] : [r.group, r.ids, r.reason]);
+        const { rows: a } = await client.query<{ id: string }>(auditSql(q), [
+          r.actor,
+          `dead-letters ${r.action}`,
+          r.ids,
+          JSON.stringify({ group: r.group }),
+          r.reason,
+          JSON.stringify({ changed: r.ids.length }),
+        ]);
+        audit = a[0]?.id;
+      }
+      return { action: r.action, group: r.group, dryRun: r.dryRun, changed: r.ids.length, audit: audit ?? null, ids: r.ids };
+    },
+    { commit: (result) => !result.dryRun },
+  );
 }

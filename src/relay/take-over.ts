@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { reusableAfter } from '../db/errors.js';
+import { withTransaction } from '../db/transaction.js';
 import { OutboxError } from '../errors.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import { TransactionalProducer } from '../kafka/producer.js';
@@ -123,21 +123,11 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
       reconciled += result.marked;
     }
 
-    const client = await pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('begin');
+    await withTransaction(pool, async (client) => {
       await client.query(retireGroupSql(o.sqlSchema), [from]);
       await client.query(activateGroupSql(o.sqlSchema), [o.group]);
       await client.query(releaseGroupShardsSql(o.sqlSchema), [from]);
-      await client.query('commit');
-    } catch (err) {
-      if (reusableAfter(err)) await client.query('rollback').catch(() => undefined);
-      else broken = err as Error;
-      throw err;
-    } finally {
-      client.release(broken);
-    }
+    });
     log.warn({ from, reconciled, oldShards: old.shards, shards: o.shards }, 'took over the outbox: this relay group serves it now');
     return reconciled;
   } finally {
