@@ -21,15 +21,15 @@ export async function missingPrivileges(
   kind: RoleKind,
   options: RoleOptions & { partitioned?: boolean },
 ): Promise<MissingPrivilege[]> {
-  const sqlSchema = quoteSchema(schema);
+  const q = quoteSchema(schema);
   const checks: { kind: 'schema' | 'table' | 'column' | 'function'; object: string; column: string | null; privilege: string; label: string; need: GrantNeed; why: string }[] = [
     // has_schema_privilege takes the name as it is, the others parse a (quoted) SQL name.
-    { kind: 'schema', object: schema, column: null, privilege: 'USAGE', label: `USAGE on schema ${sqlSchema}`, need: 'always', why: 'every role uses the schema' },
+    { kind: 'schema', object: schema, column: null, privilege: 'USAGE', label: `USAGE on schema ${q}`, need: 'always', why: 'every role uses the schema' },
   ];
   const spec = ROLE_GRANTS[kind];
   for (const grant of spec.tables) {
     if (!grantIncluded(grant.need, options)) continue;
-    const object = `${sqlSchema}.${grant.table}`;
+    const object = `${q}.${grant.table}`;
     const base = { object, need: grant.need ?? 'always', why: grant.why };
     for (const p of grant.privileges ?? []) checks.push({ ...base, kind: 'table', column: null, privilege: p.toUpperCase(), label: `${p.toUpperCase()} on ${object}` });
     for (const [privilege, columns] of [['SELECT', grant.select], ['UPDATE', grant.update]] as const) {
@@ -38,12 +38,12 @@ export async function missingPrivileges(
   }
   for (const grant of spec.functions) {
     if (!grantIncluded(grant.need, options)) continue;
-    const object = `${sqlSchema}.${grant.fn}`;
+    const object = `${q}.${grant.fn}`;
     checks.push({ kind: 'function', object, column: null, privilege: 'EXECUTE', label: `EXECUTE on function ${object}`, need: grant.need ?? 'always', why: grant.why });
   }
   if (kind === 'relay' && options.partitioned) {
     for (const fn of ['maintain_message_partitions(interval)', 'message_partition_bounds()']) {
-      const object = `${sqlSchema}.${fn}`;
+      const object = `${q}.${fn}`;
       checks.push({ kind: 'function', object, column: null, privilege: 'EXECUTE', label: `EXECUTE on function ${object}`, need: 'always', why: 'a partitioned outbox: its partitions are kept by the relay' });
     }
   }

@@ -156,7 +156,7 @@ export async function serveRelayHttp(
   logger: Logger = relay.options.logger,
   options: RelayHttpOptions = {},
 ): Promise<Server> {
-  const q = relay.options.sqlSchema;
+  const q = relay.options.q;
   const dashboard = await loadDashboard();
   if (dashboard instanceof Error) logger.error({ err: dashboard }, "http: the dashboard's files cannot be read; GET / answers 503, the other routes are served");
   const loopback = loopbackOnly(address.host);

@@ -38,7 +38,7 @@ export class ShardLeases {
     private readonly options: ResolvedRelayOptions,
     private readonly logger: Logger,
   ) {
-    const s = options.sqlSchema;
+    const s = options.q;
     this.sql = {
       ensure: ensureShardsSql(s),
       heartbeat: heartbeatSql(s),

@@ -28,7 +28,7 @@ const READ_INTERVAL_MS = 5_000;
 export function relayMetrics(options: {
   registry?: Registry;
   pool: () => pg.Pool | undefined;
-  sqlSchema: string;
+  q: string;
   shardsOwned: () => number;
 }): RelayMetrics {
   const registry = options.registry ?? new Registry();
@@ -70,7 +70,7 @@ export function relayMetrics(options: {
     return (reading ??= (async () => {
       readAt = Date.now();
       try {
-        const { rows } = await pool.query<{ topic: string; state: string; rows: number; oldest_seconds: number }>(unsentByTopicSql(options.sqlSchema));
+        const { rows } = await pool.query<{ topic: string; state: string; rows: number; oldest_seconds: number }>(unsentByTopicSql(options.q));
         unsent.reset();
         oldest.reset();
         const byTopic = new Map<string, number>();

@@ -77,7 +77,7 @@ export interface ResolvedRelayOptions {
   connection: KafkaConnection;
   schema: string;
   /** Quoted schema for SQL. */
-  sqlSchema: string;
+  q: string;
   group: string;
   takeOverFrom: string | undefined;
   shards: number;
@@ -248,7 +248,7 @@ export function resolveRelayOptions(input: RelayOptions): ResolvedRelayOptions {
     pool: input.pool,
     connection: { brokers: input.brokers, clientId: input.kafka?.clientId ?? `outbox-relay-${group}`, properties: input.kafka?.properties },
     schema,
-    sqlSchema: quoteSchema(schema),
+    q: quoteSchema(schema),
     group,
     takeOverFrom,
     shards: intOption('shards', input.shards, DEFAULTS.shards),

@@ -5,8 +5,8 @@ import { isPartitionedSql, maintainPartitionsSql } from './sql/partitions.js';
 
 export type PartitionReport = RelayEventMap['partitions'];
 
-export async function isPartitioned(pool: pg.Pool, sqlSchema: string): Promise<boolean> {
-  const { rows } = await pool.query<{ partitioned: boolean }>(isPartitionedSql(sqlSchema));
+export async function isPartitioned(pool: pg.Pool, q: string): Promise<boolean> {
+  const { rows } = await pool.query<{ partitioned: boolean }>(isPartitionedSql(q));
   return rows[0]?.partitioned === true;
 }
 
@@ -16,8 +16,8 @@ export async function isPartitioned(pool: pg.Pool, sqlSchema: string): Promise<b
  * maintain_message_partitions_as_of()). What it did is logged; so is, at warn, a run that
  * stopped at a busy table.
  */
-export async function maintainPartitions(pool: pg.Pool, sqlSchema: string, keepMs: number | null, logger: Logger): Promise<PartitionReport> {
-  const { rows } = await pool.query<{ action: string; partition_name: string; detail: string | null }>(maintainPartitionsSql(sqlSchema), [keepMs]);
+export async function maintainPartitions(pool: pg.Pool, q: string, keepMs: number | null, logger: Logger): Promise<PartitionReport> {
+  const { rows } = await pool.query<{ action: string; partition_name: string; detail: string | null }>(maintainPartitionsSql(q), [keepMs]);
   const report: PartitionReport = { created: [], dropped: [], kept: [], busy: [] };
   for (const row of rows) {
     if (row.action === 'created') report.created.push(row.partition_name);

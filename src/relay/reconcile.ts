@@ -11,7 +11,7 @@ export interface ReconcileTarget {
   pool: pg.Pool;
   admin: KafkaAdmin;
   connection: KafkaConnection;
-  sqlSchema: string;
+  q: string;
   group: string;
   shard: number;
   checkpointTopic: string;
@@ -43,7 +43,7 @@ export interface Reconciled {
  * starts beyond it), the rows they listed may be published twice: said loudly.
  */
 export async function reconcileShard(t: ReconcileTarget): Promise<Reconciled> {
-  const { rows } = await t.pool.query<{ offset: string; topic_id: string | null; partition: number | null }>(checkpointCursorSql(t.sqlSchema), [
+  const { rows } = await t.pool.query<{ offset: string; topic_id: string | null; partition: number | null }>(checkpointCursorSql(t.q), [
     t.group,
     t.shard,
   ]);
@@ -99,7 +99,7 @@ export async function reconcileShard(t: ReconcileTarget): Promise<Reconciled> {
         );
         continue;
       }
-      marked += await markCheckpointSent(t.pool, t.sqlSchema, {
+      marked += await markCheckpointSent(t.pool, t.q, {
         group: t.group,
         shard: t.shard,
         ids: checkpoint.ids,
@@ -128,8 +128,8 @@ export interface CheckpointMark {
 }
 
 /** Marks a committed transaction's rows sent and moves the shard's cursor to its checkpoint; returns rows marked. */
-export async function markCheckpointSent(pool: pg.Pool, sqlSchema: string, m: CheckpointMark): Promise<number> {
-  const { rows } = await pool.query<{ marked: number }>(markSentSql(sqlSchema), [
+export async function markCheckpointSent(pool: pg.Pool, q: string, m: CheckpointMark): Promise<number> {
+  const { rows } = await pool.query<{ marked: number }>(markSentSql(q), [
     m.ids,
     m.partitions,
     m.offsets,

@@ -63,7 +63,7 @@ export class Relay {
     this.metricsOf = relayMetrics({
       registry: this.options.metricsRegistry,
       pool: () => this.pool,
-      sqlSchema: this.options.sqlSchema,
+      q: this.options.q,
       shardsOwned: () => this.shards.length,
     });
   }
@@ -174,17 +174,17 @@ export class Relay {
     // too), then retention.
     const housekeeping = async () => {
       if (!this.leases?.shards.includes(0)) return;
-      const partitioned = await isPartitioned(this.pool!, o.sqlSchema);
+      const partitioned = await isPartitioned(this.pool!, o.q);
       // A failed maintenance must not stop retention, nor the other way round.
       if (partitioned) {
-        await maintainPartitions(this.pool!, o.sqlSchema, o.retention === false ? null : o.retention.keepMs, this.log)
+        await maintainPartitions(this.pool!, o.q, o.retention === false ? null : o.retention.keepMs, this.log)
           .then((report) => this.events.emit('partitions', report))
           .catch((err: unknown) => this.log.warn({ err }, 'partition maintenance failed'));
       }
-      if (o.retention !== false) await purgeSentRows(this.pool!, o.sqlSchema, { ...o.retention, partitioned }, this.controller.signal, this.log);
+      if (o.retention !== false) await purgeSentRows(this.pool!, o.q, { ...o.retention, partitioned }, this.controller.signal, this.log);
     };
-    if (this.leases.shards.includes(0) && (await isPartitioned(this.pool, o.sqlSchema))) {
-      await maintainPartitions(this.pool, o.sqlSchema, null, this.log)
+    if (this.leases.shards.includes(0) && (await isPartitioned(this.pool, o.q))) {
+      await maintainPartitions(this.pool, o.q, null, this.log)
         .then((report) => this.events.emit('partitions', report))
         .catch((err: unknown) => this.log.warn({ err }, 'partition maintenance failed'));
     }
@@ -203,7 +203,7 @@ export class Relay {
     const latest = (await loadMigrations()).at(-1)?.id ?? 0;
     let current = 0;
     try {
-      const { rows } = await pool.query<{ id: number | null }>(`select max(id) as id from ${o.sqlSchema}.migrations`);
+      const { rows } = await pool.query<{ id: number | null }>(`select max(id) as id from ${o.q}.migrations`);
       current = rows[0]?.id ?? 0;
     } catch (cause) {
       const code = (cause as { code?: string }).code;
@@ -215,7 +215,7 @@ export class Relay {
     if (current < latest) {
       throw new OutboxError('MIGRATION_FAILED', `schema ${o.schema} is not migrated (at ${current}, need ${latest}): run outbox-relay migrate (as the schema's owner)`);
     }
-    const missing = await missingPrivileges(pool, o.schema, 'relay', { retention: o.retention !== false, partitioned: await isPartitioned(pool, o.sqlSchema) });
+    const missing = await missingPrivileges(pool, o.schema, 'relay', { retention: o.retention !== false, partitioned: await isPartitioned(pool, o.q) });
     const required = missing.filter((m) => m.need !== 'dashboard');
     if (required.length > 0) {
       throw new OutboxError(
@@ -242,7 +242,7 @@ export class Relay {
     const o = this.options;
     for (let attempt = 1; ; attempt += 1) {
       try {
-        await pool.query(registerGroupSql(o.sqlSchema), [o.group, o.shards, o.checkpointTopic]);
+        await pool.query(registerGroupSql(o.q), [o.group, o.shards, o.checkpointTopic]);
         break;
       } catch (err) {
         // Another group became active between our check and insert: register inactive.
@@ -256,7 +256,7 @@ export class Relay {
       active: boolean;
       successor: string | null;
       retired_at: Date | null;
-    }>(readGroupSql(o.sqlSchema), [o.group]);
+    }>(readGroupSql(o.q), [o.group]);
     const group = rows[0];
     if (!group) throw new OutboxError('UNKNOWN', `relay group ${o.group} could not be registered`);
     if (group.shards !== o.shards) {
@@ -278,8 +278,8 @@ export class Relay {
       );
     }
     if (group.active) return { instanceId, takeOverFrom: undefined };
-    if ((await pool.query(activateIfNoneSql(o.sqlSchema), [o.group])).rowCount === 1) return { instanceId, takeOverFrom: undefined };
-    const { rows: active } = await pool.query<{ relay_group: string }>(activeGroupSql(o.sqlSchema));
+    if ((await pool.query(activateIfNoneSql(o.q), [o.group])).rowCount === 1) return { instanceId, takeOverFrom: undefined };
+    const { rows: active } = await pool.query<{ relay_group: string }>(activeGroupSql(o.q));
     const serving = active[0]?.relay_group;
     if (group.retired_at !== null) {
       throw new OutboxError(
@@ -304,7 +304,7 @@ export class Relay {
     const fix = `run outbox-relay migrate (migration 0005_outbox_source writes it)`;
     let rows: { source_id: string }[];
     try {
-      ({ rows } = await pool.query<{ source_id: string }>(readSourceSql(o.sqlSchema)));
+      ({ rows } = await pool.query<{ source_id: string }>(readSourceSql(o.q)));
     } catch (cause) {
       if ((cause as { code?: string }).code !== '42P01') throw cause;
       throw new OutboxError('MIGRATION_FAILED', `schema ${o.schema} has no outbox_source table: ${fix}`, { cause });
@@ -314,7 +314,7 @@ export class Relay {
       throw new OutboxError(
         'MIGRATION_FAILED',
         `${o.schema}.outbox_source has no row, so records cannot carry this outbox's source id: ${fix}; ` +
-          `if the schema is migrated and the row was deleted, insert one (insert into ${o.sqlSchema}.outbox_source default values)`,
+          `if the schema is migrated and the row was deleted, insert one (insert into ${o.q}.outbox_source default values)`,
       );
     }
     return source;
@@ -438,7 +438,7 @@ export class Relay {
   }
 
   private async checkTargetTopics(pool: pg.Pool, cache: TopicCache): Promise<TopicReport> {
-    const { rows } = await pool.query<{ topic: string }>(unsentTopicsSql(this.options.sqlSchema));
+    const { rows } = await pool.query<{ topic: string }>(unsentTopicsSql(this.options.q));
     const report = await checkTopics(cache, rows.map((r) => r.topic), this.log);
     if (this.options.strict && (report.missing.length > 0 || report.unsafe.length > 0)) {
       const problems = [...report.missing.map((t) => `${t}: missing`), ...report.unsafe.map((u) => `${u.topic}: ${u.problem}`)];
@@ -456,7 +456,7 @@ export class Relay {
       try {
         let total = 0;
         for (;;) {
-          const { rows } = await this.pool!.query<{ released: number }>(releaseHeldSql(this.options.sqlSchema), [RELEASE_BATCH]);
+          const { rows } = await this.pool!.query<{ released: number }>(releaseHeldSql(this.options.q), [RELEASE_BATCH]);
           const released = rows[0]?.released ?? 0;
           total += released;
           if (released > 0) this.wakeup?.wakeAll();

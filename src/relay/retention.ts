@@ -11,18 +11,18 @@ import { deleteExpiredClaimChecksSql, deleteExpiredInKeptPartitionsSql, deleteEx
  */
 export async function purgeSentRows(
   pool: pg.Pool,
-  sqlSchema: string,
+  q: string,
   options: { keepMs: number; batchSize: number; partitioned: boolean },
   signal: AbortSignal,
   logger: Logger,
 ): Promise<number> {
   const statements = options.partitioned
-    ? [deleteExpiredSql(sqlSchema, 'messages_default'), deleteExpiredInKeptPartitionsSql(sqlSchema)]
-    : [deleteExpiredSql(sqlSchema)];
+    ? [deleteExpiredSql(q, 'messages_default'), deleteExpiredInKeptPartitionsSql(q)]
+    : [deleteExpiredSql(q)];
   let total = 0;
   for (const sql of statements) total += await deleteInBatches(pool, sql, [options.keepMs, options.batchSize], options.batchSize, signal);
   if (total > 0) logger.info({ deleted: total }, 'retention removed sent rows');
-  const bodies = await deleteInBatches(pool, deleteExpiredClaimChecksSql(sqlSchema), [options.keepMs, options.batchSize], options.batchSize, signal);
+  const bodies = await deleteInBatches(pool, deleteExpiredClaimChecksSql(q), [options.keepMs, options.batchSize], options.batchSize, signal);
   if (bodies > 0) logger.info({ deleted: bodies }, 'retention removed claim-check bodies');
   return total;
 }

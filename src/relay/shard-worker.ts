@@ -101,7 +101,7 @@ export class ShardWorker {
     this.log = ctx.options.logger.child({ relay: ctx.options.relayId, group: ctx.options.group, shard, token });
     this.checkpointPartition = shard % ctx.checkpointPartitions;
     this.checkpointKey = checkpointKey(ctx.options.group, shard);
-    this.claimStatement = claimStatement(ctx.options.sqlSchema);
+    this.claimStatement = claimStatement(ctx.options.q);
     this.setAside = new SetAsideRows(ctx.options.rowBackoff);
   }
 
@@ -188,7 +188,7 @@ export class ShardWorker {
   /** Whether this relay still holds the shard's lease, and its group still serves the outbox; if not, leaves the shard. */
   private async stillHeld(): Promise<boolean> {
     const { options, pool } = this.ctx;
-    const lease = await pool.query(holdsLeaseSql(options.sqlSchema), [options.group, this.shard, options.relayId, this.token]);
+    const lease = await pool.query(holdsLeaseSql(options.q), [options.group, this.shard, options.relayId, this.token]);
     if (lease.rowCount !== 0) return true;
     this.log.warn('lease no longer held (or the group no longer serves the outbox); leaving the shard to its new owner');
     this.controller.abort();
@@ -204,7 +204,7 @@ export class ShardWorker {
       pool,
       admin,
       connection: options.connection,
-      sqlSchema: options.sqlSchema,
+      q: options.q,
       group: options.group,
       shard: this.shard,
       checkpointTopic: options.checkpointTopic,
@@ -499,7 +499,7 @@ export class ShardWorker {
   }
 
   private async markSent(ids: string[], partitions: number[], offsets: number[], checkpointOffset: number): Promise<number> {
-    return markCheckpointSent(this.ctx.pool, this.ctx.options.sqlSchema, {
+    return markCheckpointSent(this.ctx.pool, this.ctx.options.q, {
       group: this.ctx.options.group,
       shard: this.shard,
       ids,
@@ -522,7 +522,7 @@ export class ShardWorker {
     const { options, pool } = this.ctx;
     let rows: Array<{ state: string; attempts: number }>;
     try {
-      ({ rows } = await pool.query<{ state: string; attempts: number }>(markFailedSql(options.sqlSchema), [
+      ({ rows } = await pool.query<{ state: string; attempts: number }>(markFailedSql(options.q), [
         row.id,
         error,
         options.maxAttempts,

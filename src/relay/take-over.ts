@@ -57,16 +57,16 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
     // Polled, not waited for: the first relay may hold the lock for as long as the old group
     // takes to leave, longer than any statement or lock timeout.
     for (;;) {
-      const { rows: active } = await pool.query<{ relay_group: string }>(activeGroupSql(o.sqlSchema));
+      const { rows: active } = await pool.query<{ relay_group: string }>(activeGroupSql(o.q));
       if (active[0]?.relay_group === o.group) return undefined; // another relay of this group did it
       const { rows } = await lock.query<{ locked: boolean }>(takeOverLockSql(), [`outbox-relay take-over ${o.schema}`]);
       if (rows[0]?.locked) break;
       if (ctx.signal.aborted || lost) throw new OutboxError('STOPPED', 'relay stopped while waiting for a take-over by another relay of its group');
       await sleep(250, ctx.signal);
     }
-    const { rows: active } = await pool.query<{ relay_group: string; successor: string | null }>(activeGroupSql(o.sqlSchema));
+    const { rows: active } = await pool.query<{ relay_group: string; successor: string | null }>(activeGroupSql(o.q));
     if (active[0]?.relay_group === o.group) return undefined;
-    const named = await pool.query(nameSuccessorSql(o.sqlSchema), [from, o.group]);
+    const named = await pool.query(nameSuccessorSql(o.q), [from, o.group]);
     if (named.rowCount === 0) {
       const serving = active[0];
       throw new OutboxError(
@@ -81,7 +81,7 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
     log.warn({ from }, 'taking over the outbox: waiting for the relays of the old group to leave');
     await waitForQuiet(ctx, from);
 
-    const { rows } = await pool.query<{ shards: number; instance_id: string; checkpoint_topic: string }>(readGroupSql(o.sqlSchema), [from]);
+    const { rows } = await pool.query<{ shards: number; instance_id: string; checkpoint_topic: string }>(readGroupSql(o.q), [from]);
     const old = rows[0];
     if (!old) throw new OutboxError('GROUP_CONFLICT', `relay group ${from} is not registered in ${o.schema}`);
     const [topic] = await ctx.admin.describeTopics([old.checkpoint_topic]);
@@ -111,7 +111,7 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
         pool,
         admin: ctx.admin,
         connection: o.connection,
-        sqlSchema: o.sqlSchema,
+        q: o.q,
         group: from,
         shard,
         checkpointTopic: old.checkpoint_topic,
@@ -124,9 +124,9 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
     }
 
     await withTransaction(pool, async (client) => {
-      await client.query(retireGroupSql(o.sqlSchema), [from]);
-      await client.query(activateGroupSql(o.sqlSchema), [o.group]);
-      await client.query(releaseGroupShardsSql(o.sqlSchema), [from]);
+      await client.query(retireGroupSql(o.q), [from]);
+      await client.query(activateGroupSql(o.q), [o.group]);
+      await client.query(releaseGroupShardsSql(o.q), [from]);
     });
     log.warn({ from, reconciled, oldShards: old.shards, shards: o.shards }, 'took over the outbox: this relay group serves it now');
     return reconciled;
@@ -142,7 +142,7 @@ async function waitForQuiet(ctx: TakeOverContext, from: string): Promise<void> {
   const { pool, options: o, log } = ctx;
   let lastLog = 0;
   for (;;) {
-    const { rows } = await pool.query<{ live: number; leased: number }>(groupActivitySql(o.sqlSchema), [from, o.leaseMs]);
+    const { rows } = await pool.query<{ live: number; leased: number }>(groupActivitySql(o.q), [from, o.leaseMs]);
     const { live, leased } = rows[0] ?? { live: 0, leased: 0 };
     if (live === 0 && leased === 0) return;
     if (Date.now() - lastLog > WAIT_LOG_INTERVAL_MS) {

@@ -51,12 +51,12 @@ import { MAX_KEY_BYTES } from '../../outbox/key-size.js';
 export const CLAIM_PLAN_SETTINGS = 'set local enable_seqscan = off; set local enable_bitmapscan = off; set local plan_cache_mode = force_generic_plan';
 
 /** The claim as a named statement of its text: prepared once per connection (see CLAIM_PLAN_SETTINGS). */
-export function claimStatement(schema: string): { name: string; text: string } {
-  const text = claimBatchSql(schema);
+export function claimStatement(q: string): { name: string; text: string } {
+  const text = claimBatchSql(q);
   return { name: `outbox-relay-claim-${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, text };
 }
 
-export function claimBatchSql(schema: string): string {
+export function claimBatchSql(q: string): string {
   return `
 with scan as materialized (
   select m.id,
@@ -64,11 +64,11 @@ with scan as materialized (
            + coalesce(octet_length(m.event_type), 0) + coalesce(octet_length(m.aggregate_type), 0)
            + coalesce(octet_length(m.aggregate_id), 0) + coalesce(octet_length(m.traceparent), 0) + 512 as bytes,
          m.key is not null and octet_length(m.key) <= ${MAX_KEY_BYTES} and (
-           exists (select 1 from ${schema}.messages e
+           exists (select 1 from ${q}.messages e
                     where e.key = m.key and e.id < m.id and e.state in ('failed', 'dead') and octet_length(e.key) <= ${MAX_KEY_BYTES})
-           or exists (select 1 from ${schema}.messages e
+           or exists (select 1 from ${q}.messages e
                        where e.key = m.key and e.id < m.id and e.held)) as blocked
-    from ${schema}.messages m
+    from ${q}.messages m
    where m.state in ('pending', 'failed')
      and not m.held
      and (m.state = 'pending' or m.next_attempt_at <= now())
@@ -79,7 +79,7 @@ with scan as materialized (
    order by m.id
    limit $4::int
 ), held as (
-  update ${schema}.messages m
+  update ${q}.messages m
      set held = true
     from scan s
    where s.blocked and m.id = s.id and m.state = 'pending'
@@ -94,7 +94,7 @@ select (select count(*)::int from held) as held,
        m.id, m.topic, m.key, octet_length(m.key) as key_bytes, m.payload, m.headers, m.event_type, m.aggregate_type, m.aggregate_id,
        m.schema_version, m.traceparent, m.created_at, m.attempts, m.state
   from (select 1) one
-  left join (picked p join ${schema}.messages m on m.id = p.id)
+  left join (picked p join ${q}.messages m on m.id = p.id)
     on p.n <= $3::int and (p.n = 1 or p.running <= $5::bigint)
  order by m.id`;
 }
@@ -109,17 +109,17 @@ select (select count(*)::int from held) as held,
  * of a million rows is a series of bounded statements. Run by every relay now and then,
  * and after a batch that sent a row that had failed before.
  */
-export function releaseHeldSql(schema: string): string {
+export function releaseHeldSql(q: string): string {
   return `
 with recursive keys as (
-  (select m.key from ${schema}.messages m where m.held and m.key is not null order by m.key limit 1)
+  (select m.key from ${q}.messages m where m.held and m.key is not null order by m.key limit 1)
   union all
-  select (select m.key from ${schema}.messages m where m.held and m.key > keys.key order by m.key limit 1)
+  select (select m.key from ${q}.messages m where m.held and m.key > keys.key order by m.key limit 1)
     from keys
    where keys.key is not null
 ), barrier as (
   select k.key,
-         (select min(e.id) from ${schema}.messages e
+         (select min(e.id) from ${q}.messages e
            where e.key = k.key and e.state in ('failed', 'dead') and not e.held and octet_length(e.key) <= ${MAX_KEY_BYTES}) as first_blocker
     from keys k
    where k.key is not null
@@ -127,17 +127,17 @@ with recursive keys as (
   select f.id
     from barrier b
     cross join lateral (
-      select m.id from ${schema}.messages m
+      select m.id from ${q}.messages m
        where m.held and m.key = b.key and (b.first_blocker is null or m.id < b.first_blocker)
        order by m.id
        limit $1::int) f
    limit $1::int
 ), released as (
-  update ${schema}.messages m set held = false from free where m.id = free.id
+  update ${q}.messages m set held = false from free where m.id = free.id
   returning m.id
 ), keyless as (
   -- Only by hand: a row without a key has no order to keep.
-  update ${schema}.messages m set held = false where m.held and m.key is null
+  update ${q}.messages m set held = false where m.held and m.key is null
   returning m.id
 )
 select (select count(*)::int from released) + (select count(*)::int from keyless) as released`;

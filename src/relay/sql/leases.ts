@@ -7,18 +7,18 @@
  * outbox cannot both become active: the unique index refuses the second (23505), and its
  * relay registers again and finds the first one active.
  */
-export const registerGroupSql = (schema: string) => `
-insert into ${schema}.relay_groups (relay_group, shards, checkpoint_topic, active)
-select $1::text, $2::int, $3::text, not exists (select 1 from ${schema}.relay_groups where active)
+export const registerGroupSql = (q: string) => `
+insert into ${q}.relay_groups (relay_group, shards, checkpoint_topic, active)
+select $1::text, $2::int, $3::text, not exists (select 1 from ${q}.relay_groups where active)
 on conflict (relay_group) do nothing`;
 
 /** The group serving the outbox, if any, and one being taken over by another. */
-export const activeGroupSql = (schema: string) => `
-select relay_group, successor from ${schema}.relay_groups where active`;
+export const activeGroupSql = (q: string) => `
+select relay_group, successor from ${q}.relay_groups where active`;
 
 /** "The group is active and nobody is taking over from it": its relays may hold leases. */
-const serving = (schema: string) => `exists (
-     select 1 from ${schema}.relay_groups g where g.relay_group = $1::text and g.active and g.successor is null)`;
+const serving = (q: string) => `exists (
+     select 1 from ${q}.relay_groups g where g.relay_group = $1::text and g.active and g.successor is null)`;
 
 /**
  * The group's fixed settings. A separate statement on purpose: when two relays register a
@@ -26,13 +26,13 @@ const serving = (schema: string) => `exists (
  * statement started after that sees the winner's row (a SELECT in the same statement would
  * use the older snapshot and find nothing).
  */
-export const readGroupSql = (schema: string) => `
+export const readGroupSql = (q: string) => `
 select shards, instance_id::text as instance_id, checkpoint_topic, active, successor, retired_at
-  from ${schema}.relay_groups where relay_group = $1::text`;
+  from ${q}.relay_groups where relay_group = $1::text`;
 
 /** Creates the shard rows of a relay group if missing. */
-export const ensureShardsSql = (schema: string) => `
-insert into ${schema}.relay_shards (relay_group, shard)
+export const ensureShardsSql = (q: string) => `
+insert into ${q}.relay_shards (relay_group, shard)
 select $1::text, s from generate_series(0, $2::int - 1) s
 on conflict do nothing`;
 
@@ -40,15 +40,15 @@ on conflict do nothing`;
  * Heartbeat; returns how many relays of the group are alive, and whether the group still
  * serves the outbox (a relay of a group being taken over leaves instead).
  */
-export const heartbeatSql = (schema: string) => `
+export const heartbeatSql = (q: string) => `
 with beat as (
-  insert into ${schema}.relay_members (relay_group, relay_id) values ($1::text, $2::text)
+  insert into ${q}.relay_members (relay_group, relay_id) values ($1::text, $2::text)
   on conflict (relay_group, relay_id) do update set heartbeat_at = now()
 )
 select count(*)::int + 1 as live,
-       (select ${serving(schema)}) as serving,
-       (select g.successor from ${schema}.relay_groups g where g.relay_group = $1::text) as successor
-  from ${schema}.relay_members
+       (select ${serving(q)}) as serving,
+       (select g.successor from ${q}.relay_groups g where g.relay_group = $1::text) as successor
+  from ${q}.relay_members
  where relay_group = $1::text and relay_id <> $2::text
    and heartbeat_at > now() - $3::bigint * interval '1 millisecond'`;
 
@@ -57,56 +57,56 @@ select count(*)::int + 1 as live,
  * expired lease is not revived even if nobody took it: its worker may already have given
  * the shard up, so it is reported lost and acquired afresh (new token, new worker).
  */
-export const renewLeasesSql = (schema: string) => `
-update ${schema}.relay_shards r
+export const renewLeasesSql = (q: string) => `
+update ${q}.relay_shards r
    set lease_expires_at = now() + $3::bigint * interval '1 millisecond'
   from unnest($4::int[], $5::bigint[]) as mine(shard, token)
  where r.relay_group = $1::text and r.owner = $2::text
    and r.shard = mine.shard and r.fencing_token = mine.token
    and r.lease_expires_at > now()
-   and ${serving(schema)}
+   and ${serving(q)}
 returning r.shard`;
 
 /**
  * Takes up to $4 free or expired shards. SKIP LOCKED lets relays starting together each
  * take different shards instead of queueing on the same rows.
  */
-export const acquireLeasesSql = (schema: string) => `
-update ${schema}.relay_shards r
+export const acquireLeasesSql = (q: string) => `
+update ${q}.relay_shards r
    set owner = $2::text, fencing_token = r.fencing_token + 1,
        lease_expires_at = now() + $3::bigint * interval '1 millisecond', updated_at = now()
  where (r.relay_group, r.shard) in (
-   select relay_group, shard from ${schema}.relay_shards
+   select relay_group, shard from ${q}.relay_shards
     where relay_group = $1::text and shard < $5::int
       and (owner is null or lease_expires_at < now())
-      and ${serving(schema)}
+      and ${serving(q)}
     order by shard
     limit $4::int
     for update skip locked)
 returning r.shard, r.fencing_token::text as token`;
 
 /** Gives shards back (on stop or to rebalance). */
-export const releaseLeasesSql = (schema: string) => `
-update ${schema}.relay_shards
+export const releaseLeasesSql = (q: string) => `
+update ${q}.relay_shards
    set owner = null, lease_expires_at = null, updated_at = now()
  where relay_group = $1::text and owner = $2::text and shard = any($3::int[])`;
 
-export const leaveGroupSql = (schema: string) => `
-delete from ${schema}.relay_members where relay_group = $1::text and relay_id = $2::text`;
+export const leaveGroupSql = (q: string) => `
+delete from ${q}.relay_members where relay_group = $1::text and relay_id = $2::text`;
 
 /** Forgets members silent for a long time, so they do not count as live. */
-export const pruneMembersSql = (schema: string) => `
-delete from ${schema}.relay_members
+export const pruneMembersSql = (q: string) => `
+delete from ${q}.relay_members
  where relay_group = $1::text and heartbeat_at < now() - $2::bigint * interval '1 millisecond'`;
 
 /** The shard's checkpoint cursor: offset, the partition and the checkpoint topic incarnation it belongs to. */
-export const checkpointCursorSql = (schema: string) => `
+export const checkpointCursorSql = (q: string) => `
 select checkpoint_offset::text as offset, checkpoint_topic_id as topic_id, checkpoint_partition as partition
-  from ${schema}.relay_shards where relay_group = $1::text and shard = $2::int`;
+  from ${q}.relay_shards where relay_group = $1::text and shard = $2::int`;
 
 /** Does this relay still hold the shard under this token? Checked before every take-over. */
-export const holdsLeaseSql = (schema: string) => `
-select 1 from ${schema}.relay_shards
+export const holdsLeaseSql = (q: string) => `
+select 1 from ${q}.relay_shards
  where relay_group = $1::text and shard = $2::int and owner = $3::text
    and fencing_token = $4::bigint and lease_expires_at > now()
-   and ${serving(schema)}`;
+   and ${serving(q)}`;

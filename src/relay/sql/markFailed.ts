@@ -6,9 +6,9 @@
  * longer. Later rows of the same key wait either way (see claimBatch). A row an operator
  * skipped while it was in flight stays skipped.
  */
-export function markFailedSql(schema: string): string {
+export function markFailedSql(q: string): string {
   return `
-update ${schema}.messages
+update ${q}.messages
    set attempts = attempts + 1,
        last_error = $2::text,
        state = case when $6::boolean or attempts + 1 >= $3::int then 'dead' else 'failed' end,

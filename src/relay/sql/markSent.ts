@@ -6,19 +6,19 @@
  * cursor from moving backwards if a slow former owner marks late; an offset of another
  * partition or incarnation replaces it.
  */
-export function markSentSql(schema: string): string {
+export function markSentSql(q: string): string {
   return `
 with sent as (
   select * from unnest($1::bigint[], $2::int[], $3::bigint[]) as s(id, kafka_partition, kafka_offset)
 ), updated as (
-  update ${schema}.messages m
+  update ${q}.messages m
      set state = 'sent', sent_at = now(), attempts = m.attempts + 1, last_error = null, held = false,
          kafka_partition = s.kafka_partition, kafka_offset = s.kafka_offset
     from sent s
    where m.id = s.id and m.state <> 'sent'
   returning m.id
 )
-update ${schema}.relay_shards
+update ${q}.relay_shards
    set checkpoint_offset = case when checkpoint_topic_id is not distinct from $8::text
                                  and checkpoint_partition is not distinct from $7::int
                                 then greatest(checkpoint_offset, $6::bigint) else $6::bigint end,

@@ -1,6 +1,6 @@
 /** Whether the outbox uses the partitioned layout (migrate's `partitionBy`): its settings table exists. */
-export function isPartitionedSql(schema: string): string {
-  return `select to_regclass('${schema}.message_partitioning') is not null as partitioned`;
+export function isPartitionedSql(q: string): string {
+  return `select to_regclass('${q}.message_partitioning') is not null as partitioned`;
 }
 
 /**
@@ -8,8 +8,8 @@ export function isPartitionedSql(schema: string): string {
  * row to keep: see maintain_message_partitions_as_of() in
  * migrations/optional/partition_messages_by_time.sql. One row per partition acted on.
  */
-export function maintainPartitionsSql(schema: string): string {
+export function maintainPartitionsSql(q: string): string {
   return `
 select action, partition_name, detail
-  from ${schema}.maintain_message_partitions(case when $1::bigint is null then null else $1::bigint * interval '1 millisecond' end)`;
+  from ${q}.maintain_message_partitions(case when $1::bigint is null then null else $1::bigint * interval '1 millisecond' end)`;
 }

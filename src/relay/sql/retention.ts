@@ -6,11 +6,11 @@
  * partitions are dropped whole when they expire: deleting their rows one by one first
  * would undo the point of partitioning; see deleteExpiredInKeptPartitionsSql).
  */
-export function deleteExpiredSql(schema: string, table: 'messages' | 'messages_default' = 'messages'): string {
+export function deleteExpiredSql(q: string, table: 'messages' | 'messages_default' = 'messages'): string {
   return `
-delete from ${schema}.${table}
+delete from ${q}.${table}
  where id in (
-   select id from ${schema}.${table}
+   select id from ${q}.${table}
     where state = 'sent' and sent_at < now() - $1::bigint * interval '1 millisecond'
     order by sent_at
     limit $2::int)`;
@@ -24,16 +24,16 @@ delete from ${schema}.${table}
  * the retention period; the others are pruned by the created_at bound (at run time, in
  * the search and in the delete, which finds the rows by primary key).
  */
-export function deleteExpiredInKeptPartitionsSql(schema: string): string {
+export function deleteExpiredInKeptPartitionsSql(q: string): string {
   return `
 with bound as materialized (
-  select max(upper_bound) as upper from ${schema}.message_partition_bounds()
+  select max(upper_bound) as upper from ${q}.message_partition_bounds()
    where not is_default and upper_bound <= now() - $1::bigint * interval '1 millisecond'
 )
-delete from ${schema}.messages
+delete from ${q}.messages
  where created_at < (select upper from bound)
    and id = any (array(
-         select id from ${schema}.messages
+         select id from ${q}.messages
           where state = 'sent' and sent_at < now() - $1::bigint * interval '1 millisecond'
             and created_at < (select upper from bound)
           order by sent_at
@@ -45,14 +45,14 @@ delete from ${schema}.messages
  * kept while its row is unsent and then as long as the sent row is kept, since a consumer
  * may read the record (and fetch its body) until then.
  */
-export function deleteExpiredClaimChecksSql(schema: string): string {
+export function deleteExpiredClaimChecksSql(q: string): string {
   return `
-delete from ${schema}.claim_checks
+delete from ${q}.claim_checks
  where id in (
-   select c.id from ${schema}.claim_checks c
+   select c.id from ${q}.claim_checks c
     where c.created_at < now() - $1::bigint * interval '1 millisecond'
       and not exists (
-            select 1 from ${schema}.messages m
+            select 1 from ${q}.messages m
              where m.id = c.message_id
                and (m.state <> 'sent' or m.sent_at >= now() - $1::bigint * interval '1 millisecond'))
     order by c.created_at

@@ -4,5 +4,5 @@
  * outboxes tell events apart by (source, id). The table holds exactly one row, written by
  * migration 0005, so no filter and no ordering are needed.
  */
-export const readSourceSql = (schema: string) => `
-select source_id from ${schema}.outbox_source`;
+export const readSourceSql = (q: string) => `
+select source_id from ${q}.outbox_source`;

@@ -4,12 +4,12 @@
  * held rows, so the work is proportional to the unsent rows, however many sent rows are
  * retained (a `state <> 'sent'` filter could use no index and would scan the table).
  */
-export function unsentTopicsSql(schema: string): string {
+export function unsentTopicsSql(q: string): string {
   return `
 select distinct t.topic from (
-  select m.topic from ${schema}.messages m where m.state in ('pending', 'failed') and not m.held
+  select m.topic from ${q}.messages m where m.state in ('pending', 'failed') and not m.held
   union all
-  select m.topic from ${schema}.messages m where m.held
+  select m.topic from ${q}.messages m where m.held
 ) t
  limit 1000`;
 }

@@ -3,8 +3,8 @@
  * shard workers waits for rows, false while all of them are busy. Run on its own
  * (autocommit), so that it is visible before {@link currentSnapshotSql} is read.
  */
-export const setMemberIdleSql = (schema: string) => `
-update ${schema}.relay_members set idle = $3::boolean
+export const setMemberIdleSql = (q: string) => `
+update ${q}.relay_members set idle = $3::boolean
  where relay_group = $1::text and relay_id = $2::text`;
 
 /**
