@@ -18,7 +18,7 @@ import pg from 'pg';
 import { createLogger, createRelay, migrate } from '../src/index.js';
 import { KafkaAdmin } from '../src/kafka/admin.js';
 import { quoteSchema } from '../src/db/identifiers.js';
-import { CLAIM_PLAN_SETTINGS, claimBatchSql } from '../src/relay/sql/claimBatch.js';
+import { CLAIM_PLAN_SETTINGS, claimBatchSql } from '../src/sql/outbox-claim.js';
 
 const { values } = parseArgs({
   options: {

@@ -18,7 +18,7 @@ export { messages, outboxTables, MESSAGE_STATES, type MessageState } from './db/
 export { fromDrizzle, toQueryable, type DrizzleExecutor, type Queryable } from './db/queryable.js';
 export { DEFAULT_SCHEMA } from './db/identifiers.js';
 export { ROLE_GRANTS, ROLE_KINDS, roleNames, type RoleGrants, type RoleKind, type RoleNames, type RoleOptions } from './db/roles.js';
-export { applyRoles, rolesSql, type ApplyRolesOptions, type RolesSqlOptions } from './db/roles-sql.js';
+export { applyRoles, rolesSql, type ApplyRolesOptions, type RolesSqlOptions } from './sql/roles.js';
 export { OutboxError, ValidationError, OptionsError, coerceError, describeError, type OutboxErrorCode } from './errors.js';
 export { PRODUCER_PRESETS, type KafkaConnection, type KafkaProperties, type ProducerPreset } from './kafka/config.js';
 export { classifyKafkaError, type KafkaFailureKind } from './kafka/errors.js';

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { toQueryable } from '../db/queryable.js';
+import { insertClaimCheckSql, linkClaimCheckSql, readClaimCheckSql } from '../sql/claim-checks.js';
 import { OutboxError, ValidationError } from '../errors.js';
 
 /**
@@ -72,19 +73,19 @@ export function postgresClaimCheckStore(options: {
     name: 'postgres',
     async put(db, body, meta) {
       const { rows } = await toQueryable(db).query<{ id: string }>(
-        `insert into ${q}.claim_checks (body, size, sha256) values ($1, $2, $3) returning id::text`,
+        insertClaimCheckSql(q),
         [body, meta.size, meta.sha256],
       );
       return rows[0]!.id;
     },
     async link(db, id, messageId) {
-      await toQueryable(db).query(`update ${q}.claim_checks set message_id = $2 where id = $1::uuid`, [id, messageId]);
+      await toQueryable(db).query(linkClaimCheckSql(q), [id, messageId]);
     },
     async get(id) {
       if (!options.pool) throw new OutboxError('INVALID_OPTIONS', 'postgresClaimCheckStore needs a pool to read bodies: pass { pool }');
       // Not a uuid: no body of that id can exist (and the cast would fail the query).
       if (!/^[0-9a-f-]{36}$/i.test(id)) return null;
-      const { rows } = await options.pool.query<{ body: Buffer }>(`select body from ${q}.claim_checks where id = $1::uuid`, [id]);
+      const { rows } = await options.pool.query<{ body: Buffer }>(readClaimCheckSql(q), [id]);
       return rows[0]?.body ?? null;
     },
   };

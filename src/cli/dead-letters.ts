@@ -3,7 +3,7 @@ import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
 import { assertKnownGroup, listDeadLetters, preview, PREVIEW_BYTES } from '../ops/inspect.js';
 import { requestDeadLetters } from '../ops/repair.js';
-import { showDeadLetterSql } from '../outbox/sql/repair.js';
+import { showDeadLetterSql } from '../sql/outbox-repair.js';
 import { bad, integerFlag, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
 
 export const DEAD_LETTERS_HELP = `outbox-relay dead-letters <list|show|replay|discard> --group G [options]

@@ -3,7 +3,7 @@ import { OutboxError } from '../errors.js';
 import { collectStatus } from '../ops/status.js';
 import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
 import {
-} from '../outbox/sql/inspect.js';
+} from '../sql/outbox-inspect.js';
 import { bad, integerFlag, parse, parseIds, schemaFrom, withPool } from './args.js';
 import { kafkaPropertiesFrom } from './kafka-config.js';
 

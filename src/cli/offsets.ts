@@ -1,10 +1,8 @@
-import { asc, eq } from 'drizzle-orm';
-import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { forgetInboxSql, rewindOffsetsSql, setOffsetsSql } from '../consumer/sql/setOffsets.js';
+import { TABLE_EXISTS_SQL } from '../sql/catalog.js';
+import { forgetInboxSql, groupKnownSql, groupOffsetsSql, partitionOffsetsSql, rewindOffsetsSql, setOffsetsSql } from '../sql/consumer-offsets.js';
 import { quoteSchema } from '../db/identifiers.js';
 import { withTransaction } from '../db/transaction.js';
-import { outboxTables } from '../db/schema.js';
 import { OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import { lagKey, measureLag } from '../ops/lag.js';
@@ -85,11 +83,11 @@ export async function offsetsCommand(argv: string[]): Promise<number> {
   pool.on('error', () => undefined);
   let admin: KafkaAdmin | undefined;
   try {
-    const table = await pool.query<{ t: string | null }>(`select to_regclass($1::text) as t`, [`${q}.consumer_offsets`]);
-    if (!table.rows[0]?.t) throw new OutboxError('NOT_FOUND', `schema ${schema} has no consumer_offsets table: run \`outbox-relay migrate\``);
-    const rows = await showRows(pool, schema, group, values.topic as string | undefined);
+    const table = await pool.query<{ table: string | null }>(TABLE_EXISTS_SQL, [`${q}.consumer_offsets`]);
+    if (!table.rows[0]?.table) throw new OutboxError('NOT_FOUND', `schema ${schema} has no consumer_offsets table: run \`outbox-relay migrate\``);
+    const rows = await showRows(pool, q, group, values.topic as string | undefined);
     if (rows.length === 0 && (action !== 'show' || values.topic === undefined)) {
-      const known = await pool.query(`select 1 from ${q}.consumer_offsets where group_id = $1::text limit 1`, [group]);
+      const known = await pool.query(groupKnownSql(q), [group]);
       if (known.rows.length === 0) throw new OutboxError('NOT_FOUND', `consumer group ${JSON.stringify(group)} has no stored offsets in schema ${schema}`);
     }
     const brokers = action === 'show' ? ((values.brokers as string | undefined) ?? process.env.KAFKA_BROKERS) : brokersFrom(values);
@@ -147,11 +145,9 @@ function parseTime(text: string): number {
   return ms;
 }
 
-async function showRows(pool: pg.Pool, schema: string, group: string, topic: string | undefined) {
-  const { consumerOffsets: t } = outboxTables(schema);
-  const db = drizzle(pool);
-  const rows = await db.select().from(t).where(eq(t.groupId, group)).orderBy(asc(t.topic), asc(t.partition));
-  return topic === undefined ? rows : rows.filter((r) => r.topic === topic);
+async function showRows(pool: pg.Pool, q: string, group: string, topic: string | undefined) {
+  const { rows } = await pool.query<{ topic: string; partition: number; next_offset: string; updated_at: Date }>(groupOffsetsSql(q), [group, topic ?? null]);
+  return rows.map((r) => ({ topic: r.topic, partition: r.partition, nextOffset: r.next_offset, updatedAt: r.updated_at }));
 }
 
 async function topicPartitions(admin: KafkaAdmin, topic: string): Promise<number[]> {
@@ -171,7 +167,7 @@ async function applyOffsets(pool: pg.Pool, q: string, group: string, topic: stri
   const params = [group, partitions.map(() => topic), partitions, partitions.map((p) => targets.get(p)!), topicId];
   return withTransaction(pool, async (client) => {
       const before = await client.query<{ partition: number; next_offset: string }>(
-        `select partition, next_offset from ${q}.consumer_offsets where group_id = $1::text and topic = $2::text and partition = any($3::int[])`,
+        partitionOffsetsSql(q),
         [group, topic, partitions],
       );
       const previous = new Map(before.rows.map((r) => [r.partition, Number(r.next_offset)]));

@@ -1,5 +1,5 @@
 import { loadMigrations } from '../db/migrate.js';
-import { applyRoles, rolesPsqlScript, rolesSql } from '../db/roles-sql.js';
+import { applyRoles, rolesPsqlScript, rolesSql } from '../sql/roles.js';
 import { ROLE_KINDS, roleNames, type RoleNames } from '../db/roles.js';
 import { bad, parse, schemaFrom, withPool } from './args.js';
 

@@ -6,14 +6,16 @@ import type { Logger } from '../log.js';
 import type { Tracing } from '../tracing.js';
 import type { BatchHandler, FailurePolicy, RecordHandler } from './options.js';
 import type { ConsumedRecord } from './record.js';
-import { advanceOffsetSql } from './sql/advanceOffset.js';
-import { claimInboxSql, unclaimInboxSql } from './sql/claimInbox.js';
-import { insertDeadLetterSql } from './sql/insertDeadLetter.js';
-import { loadOffsetsSql } from './sql/loadOffsets.js';
-import { lockOffsetInlineSql, lockOffsetSql } from './sql/lockOffset.js';
-import { readOffsetSql } from './sql/readOffset.js';
-import { settleAndAdvanceSql } from './sql/settleDeadLetters.js';
-import { inTransaction, raceHandler, TRANSACTION_START, type BatchConnection, type HandlerRun } from './transaction.js';
+import { advanceOffsetSql } from '../sql/consumer-offsets.js';
+import { claimInboxSql, unclaimInboxSql } from '../sql/consumer-inbox.js';
+import { insertDeadLetterSql } from '../sql/dead-letters.js';
+import { loadOffsetsSql } from '../sql/consumer-offsets.js';
+import { lockOffsetSql } from '../sql/consumer-offsets.js';
+import { readOffsetSql } from '../sql/consumer-offsets.js';
+import { settleAndAdvanceSql } from '../sql/dead-letters.js';
+import { BATCH_BEGIN_LOCK_RESULT, batchBeginSql, DEFAULT_LOCK_TIMEOUT_SQL, lockTimeoutSql } from '../sql/consumer-batches.js';
+import { PING_SQL } from '../sql/catalog.js';
+import { inTransaction, raceHandler, type BatchConnection, type HandlerRun } from './transaction.js';
 
 export interface ApplyContext {
   pool: pg.Pool;
@@ -118,7 +120,7 @@ const QUERY_CANCELED = '57014';
 /** True when the client still talks to the server (an aborted transaction still counts). */
 async function connectionAlive(connection: BatchConnection): Promise<boolean> {
   try {
-    await connection.client.query('select 1');
+    await connection.client.query(PING_SQL);
     return true;
   } catch (err) {
     return !isInfrastructureError(err);
@@ -130,30 +132,6 @@ async function storedOffset(ctx: ApplyContext, record: ConsumedRecord): Promise<
   return Number(rows[0]?.next_offset ?? -1);
 }
 
-/**
- * Opens the batch transaction and locks the partition's offset row, in one message:
- * server-side limits first (a consumer frozen mid-batch, which no timer of its own can
- * stop, has its transaction ended by PostgreSQL after `handlerTimeoutMs` (+1 s) idle or in
- * one statement), then the offset row lock under `lockTimeoutMs` (that statement only).
- * Values are validated integers and escaped literals, so they are part of the text.
- */
-function beginSql(ctx: ApplyContext, record: ConsumedRecord): string {
-  // A second more than the in-process limit, so that a live consumer's own timer decides
-  // (and charges the record) before the server does.
-  const h = Math.trunc(ctx.handlerTimeoutMs) + 1_000;
-  return [
-    'begin',
-    `set local statement_timeout = ${h}`,
-    `set local idle_in_transaction_session_timeout = ${h}`,
-    `set local lock_timeout = ${Math.trunc(ctx.lockTimeoutMs)}`,
-    lockOffsetInlineSql(ctx.q, ctx.groupId, record.topic, record.partition),
-    'set local lock_timeout to default',
-    TRANSACTION_START,
-  ].join(';\n');
-}
-
-/** Where the offset row lock's result is among the opening statements' results (see {@link beginSql}). */
-const LOCK_RESULT = -3;
 
 /**
  * A batch transaction, tracked while in flight. When the connection was aborted from
@@ -170,7 +148,7 @@ async function batchTransaction(ctx: ApplyContext, record: ConsumedRecord, fn: (
         ctx.inFlight.add(connection);
         return fn(connection);
       },
-      { begin: beginSql(ctx, record), shouldCommit: (result) => result.kind === 'committed' },
+      { begin: batchBeginSql(ctx.q, { groupId: ctx.groupId, topic: record.topic, partition: record.partition }, ctx.handlerTimeoutMs, ctx.lockTimeoutMs), shouldCommit: (result) => result.kind === 'committed' },
     );
   } catch (err) {
     if (current?.aborted === 'revoked' && !(err instanceof PartitionRevoked)) throw new PartitionRevoked('partition lost while its batch ran; batch aborted', err);
@@ -198,14 +176,14 @@ async function beforeBegin(ctx: ApplyContext, record: ConsumedRecord): Promise<B
  * order: offset row, then inbox).
  */
 async function lockOffset(ctx: ApplyContext, connection: BatchConnection, record: ConsumedRecord, start: number): Promise<number> {
-  let rows = connection.opening.at(LOCK_RESULT)?.rows ?? [];
+  let rows = connection.opening.at(BATCH_BEGIN_LOCK_RESULT)?.rows ?? [];
   if (rows.length === 0) {
     // Deleted by an operator while the partition was consumed: recreate it where we are.
     const args = [ctx.groupId, record.topic, record.partition];
-    await connection.query(`set local lock_timeout = ${Math.trunc(ctx.lockTimeoutMs)}`);
+    await connection.query(lockTimeoutSql(ctx.lockTimeoutMs));
     await connection.query(readOffsetSql(ctx.q), [...args, start, ctx.topicId ?? null]);
     ({ rows } = await connection.query(lockOffsetSql(ctx.q), args));
-    await connection.query('set local lock_timeout to default');
+    await connection.query(DEFAULT_LOCK_TIMEOUT_SQL);
   }
   return Number((rows[0] as { next_offset: string }).next_offset);
 }

@@ -22,6 +22,7 @@ import { consumerMetrics, type ConsumerMetrics } from './metrics.js';
 import { key, StoredPositions, type PartitionControl, type PartitionState } from './positions.js';
 import { runInboxRetention } from './retention.js';
 import type { BatchConnection } from './transaction.js';
+import { TABLE_EXISTS_SQL } from '../sql/catalog.js';
 import { sampleLag, StallDetector } from './watchdog.js';
 
 
@@ -112,7 +113,7 @@ export class Consumer {
     }
     this.concurrency = o.partitionConcurrency ?? poolSize - 1;
     this.tracing = await loadTracing();
-    const { rows } = await this.pool.query<{ table: string | null }>(`select to_regclass($1::text) as table`, [`${this.options.q}.consumer_offsets`]);
+    const { rows } = await this.pool.query<{ table: string | null }>(TABLE_EXISTS_SQL, [`${this.options.q}.consumer_offsets`]);
     if (!rows[0]?.table) {
       throw new OutboxError('NOT_FOUND', `table ${this.options.schema}.consumer_offsets does not exist: run \`outbox-relay migrate\` first`);
     }

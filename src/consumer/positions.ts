@@ -6,9 +6,9 @@ import type { ConsumerEmitter, ConsumerEvents } from './events.js';
 import { judgeStoredOffset, readPartitionLogs, type PartitionLog, type StoredPosition } from './incarnation.js';
 import type { ConsumerMetrics } from './metrics.js';
 import type { OffsetOutOfRangePolicy } from './options.js';
-import { loadOffsetsSql } from './sql/loadOffsets.js';
-import { readOffsetSql } from './sql/readOffset.js';
-import { adoptTopicIdSql, resetOffsetSql } from './sql/resetOffset.js';
+import { loadOffsetsSql } from '../sql/consumer-offsets.js';
+import { readOffsetSql } from '../sql/consumer-offsets.js';
+import { adoptTopicIdSql, resetOffsetSql } from '../sql/consumer-offsets.js';
 
 /** What the consumer knows of one partition it owns. */
 export interface PartitionState {

@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import { NOOP_TRACING, type Tracing } from '../tracing.js';
 import type { RecordHandler } from './options.js';
 import { decodeHeaders, type ConsumedRecord } from './record.js';
-import { claimInboxSql } from './sql/claimInbox.js';
+import { claimInboxSql } from '../sql/consumer-inbox.js';
 import {
   clearReplayRequestSql,
   lockDeadLetterSql,
@@ -14,9 +14,10 @@ import {
   pendingDeadLetterSql,
   recordReplayFailureSql,
   requestedReplaysSql,
-} from './sql/deadLetters.js';
+} from '../sql/dead-letters.js';
 import { sleep } from '../async.js';
 import { inTransaction, raceHandler } from './transaction.js';
+import { replayBeginSql } from '../sql/consumer-batches.js';
 import { CONSUMER_DEFAULTS } from './options.js';
 
 export interface ReplayTarget {
@@ -116,7 +117,7 @@ export async function replayDeadLetter(target: ReplayTarget, id: number | string
         await connection.query(markReplayedSql(q), [key]);
         return { id: key, status };
       },
-      { begin: `begin; set local statement_timeout = ${Math.trunc(timeoutMs)}; set local idle_in_transaction_session_timeout = ${Math.trunc(timeoutMs)}` },
+      { begin: replayBeginSql(timeoutMs) },
     );
   } catch (err) {
     if (err instanceof Retracted) return { id: key, status: 'missing' };

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Logger } from '../log.js';
 import { sleep } from '../async.js';
 import { deleteInBatches } from '../db/batched-delete.js';
-import { purgeInboxSql } from './sql/purgeInbox.js';
+import { purgeInboxSql } from '../sql/consumer-inbox.js';
 
 /**
  * Inbox retention: deletes a group's inbox rows older than `keepMs`, a bounded batch at a

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { reusableAfter } from '../db/errors.js';
 import type { Queryable, QueryResult } from '../db/queryable.js';
 import { OutboxError } from '../errors.js';
+import { TERMINATE_TRANSACTION_SQL } from '../sql/consumer-batches.js';
 import { transactionControlStatement } from './tx-control.js';
 
 /** A drizzle transaction over the batch's connection: its `transaction()` is a SAVEPOINT. */
@@ -23,12 +24,6 @@ export interface HandlerTx extends Queryable {
   readonly drizzle: HandlerDrizzle;
 }
 
-/**
- * Appended to a transaction's opening statements: the transaction's start as
- * pg_stat_activity shows it (`xact_start`), in UTC text that no session's DateStyle or
- * TimeZone can change, so that an abort targets exactly this transaction.
- */
-export const TRANSACTION_START = `select to_char(now() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') as xact_start`;
 
 /** Why a batch's transaction was aborted at the database while a handler ran. */
 export type AbortReason = 'handler-timeout' | 'revoked';
@@ -139,8 +134,7 @@ export class BatchConnection {
       await Promise.race([
         this.pool
           .query(
-            `select pg_terminate_backend(pid) from pg_stat_activity
-              where pid = $1::int and ($2::text is null or xact_start = $2::timestamp at time zone 'UTC')`,
+            TERMINATE_TRANSACTION_SQL,
             [pid, this.transactionStart ?? null],
           )
           .catch(() => undefined),

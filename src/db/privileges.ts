@@ -1,5 +1,6 @@
 import { quoteSchema } from './identifiers.js';
 import type { Queryable } from './queryable.js';
+import { PRIVILEGE_CHECKS_SQL } from '../sql/catalog.js';
 import { grantIncluded, ROLE_GRANTS, type GrantNeed, type RoleKind, type RoleOptions } from './roles.js';
 
 export interface MissingPrivilege {
@@ -51,15 +52,7 @@ export async function missingPrivileges(
   // An object that does not exist is not judged here (the has_* functions would raise): a
   // damaged schema is reported by the checks that read it, with how to repair it.
   const { rows } = await db.query<{ ok: boolean }>(
-    `select case when c.kind in ('table', 'column') and to_regclass(c.object) is null then true
-                 when c.kind = 'function' and to_regprocedure(c.object) is null then true
-                 else case c.kind
-                        when 'schema' then has_schema_privilege(c.object, c.privilege)
-                        when 'table' then has_table_privilege(c.object, c.privilege)
-                        when 'column' then has_column_privilege(c.object, c.col, c.privilege)
-                        else has_function_privilege(c.object, c.privilege) end end as ok
-       from unnest($1::text[], $2::text[], $3::text[], $4::text[]) with ordinality as c(kind, object, col, privilege, n)
-      order by c.n`,
+    PRIVILEGE_CHECKS_SQL,
     [checks.map((c) => c.kind), checks.map((c) => c.object), checks.map((c) => c.column), checks.map((c) => c.privilege)],
   );
   return checks.filter((_, i) => rows[i]?.ok !== true).map((c) => ({ privilege: c.label, need: c.need, why: c.why }));

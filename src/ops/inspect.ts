@@ -2,8 +2,8 @@ import type pg from 'pg';
 import type { Queryable } from '../db/queryable.js';
 import { OutboxError } from '../errors.js';
 import { CLAIM_CHECK_HEADER } from '../claim-check/store.js';
-import { knownTopicSql, showRowSql, stuckRowsSql } from '../outbox/sql/inspect.js';
-import { knownGroupSql, knownGroupTopicSql, listDeadLettersSql } from '../outbox/sql/repair.js';
+import { knownTopicSql, showRowSql, stuckRowsSql } from '../sql/outbox-inspect.js';
+import { knownGroupSql, knownGroupTopicSql, listDeadLettersSql } from '../sql/outbox-repair.js';
 
 /** Bytes of a payload or value shown by `show` and the API. */
 export const PREVIEW_BYTES = 512;

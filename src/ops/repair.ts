@@ -11,7 +11,7 @@ import {
   requestReplaySql,
   retryRowsSql,
   skipRowsSql,
-} from '../outbox/sql/repair.js';
+} from '../sql/outbox-repair.js';
 
 export interface RepairRequest {
   command: 'retry' | 'skip';

@@ -9,7 +9,7 @@ import {
   shardOwnersSql,
   unsentByShardSql,
   unsentByTopicSql,
-} from '../outbox/sql/inspect.js';
+} from '../sql/outbox-inspect.js';
 
 /** A relay whose heartbeat is older than this is not counted as live. */
 const LIVE_HEARTBEAT_SECONDS = 30;

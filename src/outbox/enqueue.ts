@@ -2,7 +2,7 @@ import { toQueryable } from '../db/queryable.js';
 import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { OptionsError, ValidationError } from '../errors.js';
 import type { OutboxEvent } from './event.js';
-import { insertMessagesSql } from './sql/insertMessages.js';
+import { insertMessagesSql } from '../sql/outbox-insert.js';
 import { CLAIM_CHECK_HEADER, encodeReference, resolveClaimCheckOptions, sha256Hex, type ClaimCheckOptions, type ClaimCheckStore } from '../claim-check/store.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, MAX_CLAIM_CHECK_ID_LENGTH, validateEvent, type EncodedEvent } from './validate.js';
 

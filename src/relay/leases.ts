@@ -1,15 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from '../log.js';
 import type { ResolvedRelayOptions } from './options.js';
-import {
-  acquireLeasesSql,
-  ensureShardsSql,
-  heartbeatSql,
-  leaveGroupSql,
-  pruneMembersSql,
-  releaseLeasesSql,
-  renewLeasesSql,
-} from './sql/leases.js';
+import { acquireLeasesSql, ensureShardsSql, heartbeatSql, leaveGroupSql, pruneMembersSql, releaseLeasesSql, renewLeasesSql } from '../sql/shard-leases.js';
 
 export interface LeaseChanges {
   acquired: Array<{ shard: number; token: string }>;

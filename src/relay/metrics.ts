@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type pg from 'pg';
 import { OptionsError } from '../errors.js';
-import { unsentByTopicSql } from '../outbox/sql/inspect.js';
+import { unsentByTopicSql } from '../sql/outbox-inspect.js';
 
 /**
  * The relay's Prometheus metrics. Labels are bounded: topic, state, reason; never ids,

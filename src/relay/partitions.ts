@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from '../log.js';
 import type { RelayEventMap } from './events.js';
-import { isPartitionedSql, maintainPartitionsSql } from './sql/partitions.js';
+import { isPartitionedSql, maintainPartitionsSql } from '../sql/outbox-partitions.js';
 
 export type PartitionReport = RelayEventMap['partitions'];
 

@@ -4,8 +4,8 @@ import type { KafkaAdmin } from '../kafka/admin.js';
 import type { KafkaConnection } from '../kafka/config.js';
 import type { Logger } from '../log.js';
 import { checkpointKey, readCheckpoints } from './checkpoint.js';
-import { checkpointCursorSql } from './sql/leases.js';
-import { markSentSql } from './sql/markSent.js';
+import { checkpointCursorSql } from '../sql/checkpoint-cursors.js';
+import { markSentSql } from '../sql/outbox-marks.js';
 
 export interface ReconcileTarget {
   pool: pg.Pool;

@@ -2,7 +2,7 @@ import type { Logger } from '../log.js';
 import { HEADER, recordHeaders } from '../outbox/event.js';
 import { recordBytes } from '../kafka/record-size.js';
 import type { ProduceRecord } from '../kafka/producer.js';
-import type { ClaimedRow } from './sql/claimBatch.js';
+import type { ClaimedRow } from '../sql/outbox-claim.js';
 
 /**
  * The Kafka record for an outbox row: key, payload bytes, the relay's headers then the

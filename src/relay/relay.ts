@@ -13,14 +13,15 @@ import { RelayActivity } from './activity.js';
 import { SafeEmitter } from '../events.js';
 import type { RelayEventMap, RelayEvents } from './events.js';
 import { ShardLeases } from './leases.js';
-import { activeGroupSql, readGroupSql, registerGroupSql } from './sql/leases.js';
-import { activateIfNoneSql } from './sql/take-over.js';
+import { activeGroupSql, readGroupSql, registerGroupSql } from '../sql/relay-groups.js';
+import { activateIfNoneSql } from '../sql/relay-take-over.js';
 import { takeOverGroup } from './take-over.js';
 import type { Registry } from 'prom-client';
 import { relayMetrics, type RelayMetrics } from './metrics.js';
-import { unsentTopicsSql } from './sql/unsentTopics.js';
-import { releaseHeldSql } from './sql/claimBatch.js';
-import { readSourceSql } from './sql/source.js';
+import { unsentTopicsSql } from '../sql/outbox-inspect.js';
+import { releaseHeldSql } from '../sql/outbox-claim.js';
+import { CURRENT_ROLE_SQL, PING_SQL, schemaVersionSql } from '../sql/catalog.js';
+import { readSourceSql } from '../sql/outbox-source.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { purgeSentRows } from './retention.js';
 import { isPartitioned, maintainPartitions } from './partitions.js';
@@ -85,7 +86,7 @@ export class Relay {
     const timeout = <T>(p: Promise<T>, what: string) =>
       Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in 2 s`)), 2_000).unref())]);
     if (reasons.length === 0) {
-      await timeout(this.pool!.query('select 1'), 'database').catch((err: unknown) => reasons.push(`database: ${(err as Error).message}`));
+      await timeout(this.pool!.query(PING_SQL), 'database').catch((err: unknown) => reasons.push(`database: ${(err as Error).message}`));
       await timeout(this.admin!.listTopics(2_000), 'brokers').catch((err: unknown) => reasons.push(`brokers: ${(err as Error).message}`));
     }
     return { ready: reasons.length === 0, reason: reasons.join('; ') || (this.shards.length > 0 ? 'publishing' : 'standby: no shard to own'), shards: this.shards };
@@ -203,7 +204,7 @@ export class Relay {
     const latest = (await loadMigrations()).at(-1)?.id ?? 0;
     let current = 0;
     try {
-      const { rows } = await pool.query<{ id: number | null }>(`select max(id) as id from ${o.q}.migrations`);
+      const { rows } = await pool.query<{ id: number | null }>(schemaVersionSql(o.q));
       current = rows[0]?.id ?? 0;
     } catch (cause) {
       const code = (cause as { code?: string }).code;
@@ -229,7 +230,7 @@ export class Relay {
   }
 
   private async roleOf(pool: pg.Pool): Promise<string> {
-    const { rows } = await pool.query<{ role: string }>('select current_user as role');
+    const { rows } = await pool.query<{ role: string }>(CURRENT_ROLE_SQL);
     return `role ${rows[0]?.role ?? '?'}`;
   }
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { deleteInBatches } from '../db/batched-delete.js';
 import type { Logger } from '../log.js';
-import { deleteExpiredClaimChecksSql, deleteExpiredInKeptPartitionsSql, deleteExpiredSql } from './sql/retention.js';
+import { deleteExpiredClaimChecksSql, deleteExpiredInKeptPartitionsSql, deleteExpiredSql } from '../sql/outbox-retention.js';
 
 /**
  * Deletes sent rows (and claim-check bodies) older than `keepMs`, a bounded batch at a time

@@ -13,9 +13,9 @@ import type { RelayEventSink } from './events.js';
 import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
 import { invalidHeaders, recordSize, toRecord, tracedRecord } from './records.js';
-import { CLAIM_PLAN_SETTINGS, claimStatement, type ClaimedRow } from './sql/claimBatch.js';
-import { holdsLeaseSql } from './sql/leases.js';
-import { markFailedSql } from './sql/markFailed.js';
+import { CLAIM_BEGIN_SQL, claimStatement, type ClaimedRow } from '../sql/outbox-claim.js';
+import { holdsLeaseSql } from '../sql/shard-leases.js';
+import { markFailedSql } from '../sql/outbox-marks.js';
 import { isRowDatabaseError, SetAsideRows } from './set-aside.js';
 import type { TopicCache } from './topics.js';
 import type { Tracing } from '../tracing.js';
@@ -239,7 +239,7 @@ export class ShardWorker {
     let rows: Array<ClaimedRow & { held: number }>;
     const setAside = this.setAside.excluded();
     try {
-      await client.query(`begin; ${CLAIM_PLAN_SETTINGS}`);
+      await client.query(CLAIM_BEGIN_SQL);
       ({ rows } = await client.query<ClaimedRow & { held: number }>({
         ...this.claimStatement,
         values: [options.shards, this.shard, options.batchSize, options.batchSize, options.maxBatchBytes, setAside.ids, setAside.keys],

@@ -15,8 +15,8 @@ import {
   takeOverLockSql,
   takeOverUnlockSql,
   nameSuccessorSql,
-} from './sql/take-over.js';
-import { activeGroupSql, readGroupSql } from './sql/leases.js';
+} from '../sql/relay-take-over.js';
+import { activeGroupSql, readGroupSql } from '../sql/relay-groups.js';
 
 export interface TakeOverContext {
   pool: pg.Pool;

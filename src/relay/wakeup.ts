@@ -1,7 +1,8 @@
 import pg from 'pg';
 import { notifyChannel, quoteSchema } from '../db/identifiers.js';
 import type { Logger } from '../log.js';
-import { currentSnapshotSql, setMemberIdleSql, stillRunningSql } from './sql/wakeup.js';
+import { PING_SQL } from '../sql/catalog.js';
+import { currentSnapshotSql, listenSql, setMemberIdleSql, stillRunningSql } from '../sql/wakeup.js';
 
 /** Busy this long without any worker waiting for rows: writers are asked to stop notifying. */
 export const QUIET_AFTER_MS = 1_000;
@@ -197,7 +198,7 @@ export class Wakeup {
     client.on('end', () => this.scheduleReconnect(client));
     try {
       await client.connect();
-      await client.query(`listen "${notifyChannel(this.schema)}"`);
+      await client.query(listenSql(notifyChannel(this.schema)));
       this.client = client;
       this.reconnectDelayMs = 200;
       this.wakeAll();
@@ -216,7 +217,7 @@ export class Wakeup {
   private probe(client: pg.Client): void {
     const timer = setInterval(() => {
       if (this.client !== client) return clearInterval(timer);
-      client.query({ text: 'select 1', query_timeout: LISTEN_PROBE_TIMEOUT_MS } as pg.QueryConfig).catch((err: unknown) => {
+      client.query({ text: PING_SQL, query_timeout: LISTEN_PROBE_TIMEOUT_MS } as pg.QueryConfig).catch((err: unknown) => {
         clearInterval(timer);
         this.logger.warn({ err }, 'listen connection does not answer; reconnecting');
         this.scheduleReconnect(client);

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { missingPrivileges } from '../../src/db/privileges.js';
-import { applyRoles, rolesPsqlScript } from '../../src/db/roles-sql.js';
+import { applyRoles, rolesPsqlScript } from '../../src/sql/roles.js';
 import { OUTBOX_FUNCTIONS, OUTBOX_TABLES, ROLE_KINDS, roleNames, type RoleKind, type RoleNames } from '../../src/db/roles.js';
 import { listDeadLetters } from '../../src/ops/inspect.js';
 import { collectStatus } from '../../src/ops/status.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createRelay } from '../../src/relay/relay.js';
-import { unsentTopicsSql } from '../../src/relay/sql/unsentTopics.js';
+import { unsentTopicsSql } from '../../src/sql/outbox-inspect.js';
 import { freshSchema } from '../helpers/db.js';
 import { testRelayOptions } from '../helpers/relay.js';
 import { useTestServices } from '../helpers/services.js';

@@ -4,7 +4,7 @@ import { createLogger } from '../../src/log.js';
 import { encodedSize, validateEvent } from '../../src/outbox/validate.js';
 import { RELAY_OPTION_BOUNDS, resolveRelayOptions, type RelayOptions } from '../../src/relay/options.js';
 import { recordSize, toRecord, tracedRecord } from '../../src/relay/records.js';
-import type { ClaimedRow } from '../../src/relay/sql/claimBatch.js';
+import type { ClaimedRow } from '../../src/sql/outbox-claim.js';
 
 const base: RelayOptions = { databaseUrl: 'postgres://x', brokers: 'b:9092' };
 

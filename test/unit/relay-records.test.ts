@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import { HEADER } from '../../src/outbox/event.js';
 import { invalidHeaders, recordSize, toRecord, tracedRecord } from '../../src/relay/records.js';
-import type { ClaimedRow } from '../../src/relay/sql/claimBatch.js';
+import type { ClaimedRow } from '../../src/sql/outbox-claim.js';
 
 const silent = createLogger({ level: 'silent' });
 

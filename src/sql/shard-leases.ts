@@ -1,34 +1,7 @@
+import { serving } from './relay-groups.js';
+
 // Shard leases. A lease is a row in relay_shards owned by one relay until it expires; each
 // take-over bumps the fencing token. Membership rows let relays divide shards evenly.
-
-/**
- * Registers the relay group on first use (a no-op afterwards). The first group of an outbox
- * serves it; a later one starts inactive. Two groups registering at once on an empty
- * outbox cannot both become active: the unique index refuses the second (23505), and its
- * relay registers again and finds the first one active.
- */
-export const registerGroupSql = (q: string) => `
-insert into ${q}.relay_groups (relay_group, shards, checkpoint_topic, active)
-select $1::text, $2::int, $3::text, not exists (select 1 from ${q}.relay_groups where active)
-on conflict (relay_group) do nothing`;
-
-/** The group serving the outbox, if any, and one being taken over by another. */
-export const activeGroupSql = (q: string) => `
-select relay_group, successor from ${q}.relay_groups where active`;
-
-/** "The group is active and nobody is taking over from it": its relays may hold leases. */
-const serving = (q: string) => `exists (
-     select 1 from ${q}.relay_groups g where g.relay_group = $1::text and g.active and g.successor is null)`;
-
-/**
- * The group's fixed settings. A separate statement on purpose: when two relays register a
- * new group at once, the loser's INSERT waits for the winner and does nothing, and only a
- * statement started after that sees the winner's row (a SELECT in the same statement would
- * use the older snapshot and find nothing).
- */
-export const readGroupSql = (q: string) => `
-select shards, instance_id::text as instance_id, checkpoint_topic, active, successor, retired_at
-  from ${q}.relay_groups where relay_group = $1::text`;
 
 /** Creates the shard rows of a relay group if missing. */
 export const ensureShardsSql = (q: string) => `
@@ -98,11 +71,6 @@ delete from ${q}.relay_members where relay_group = $1::text and relay_id = $2::t
 export const pruneMembersSql = (q: string) => `
 delete from ${q}.relay_members
  where relay_group = $1::text and heartbeat_at < now() - $2::bigint * interval '1 millisecond'`;
-
-/** The shard's checkpoint cursor: offset, the partition and the checkpoint topic incarnation it belongs to. */
-export const checkpointCursorSql = (q: string) => `
-select checkpoint_offset::text as offset, checkpoint_topic_id as topic_id, checkpoint_partition as partition
-  from ${q}.relay_shards where relay_group = $1::text and shard = $2::int`;
 
 /** Does this relay still hold the shard under this token? Checked before every take-over. */
 export const holdsLeaseSql = (q: string) => `

@@ -1,7 +1,8 @@
+import { MAX_KEY_BYTES } from '../outbox/key-size.js';
+
 // Read-only statements of the on-call commands (outbox-relay stuck / show / status) and the
 // unsent gauges. Filters are bound parameters, never part of the text.
 
-import { MAX_KEY_BYTES } from '../key-size.js';
 
 /**
  * Every unsent row, through the three partial indexes that together cover them (publishable,
@@ -95,3 +96,19 @@ select group_id, topic, partition, next_offset::text
 
 export const pendingDeadLettersSql = (q: string) => `
 select group_id, count(*)::int as pending from ${q}.dead_letters where replayed_at is null and discarded_at is null group by group_id`;
+
+/**
+ * Topics of the rows the relay is going to publish, for the start-up check of target
+ * topics. Only pending and failed rows, through the partial indexes of publishable and of
+ * held rows, so the work is proportional to the unsent rows, however many sent rows are
+ * retained (a `state <> 'sent'` filter could use no index and would scan the table).
+ */
+export function unsentTopicsSql(q: string): string {
+  return `
+select distinct t.topic from (
+  select m.topic from ${q}.messages m where m.state in ('pending', 'failed') and not m.held
+  union all
+  select m.topic from ${q}.messages m where m.held
+) t
+ limit 1000`;
+}

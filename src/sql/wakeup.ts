@@ -1,3 +1,6 @@
+/** Subscribes the session to the outbox's notifications (`channel`: see notifyChannel). */
+export const listenSql = (channel: string) => `listen "${channel}"`;
+
 /**
  * Whether writers should wake this member (see migration 0012): `$3` true while one of its
  * shard workers waits for rows, false while all of them are busy. Run on its own

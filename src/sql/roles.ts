@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { OutboxError } from '../errors.js';
-import { quoteLiteral, quoteRole, quoteSchema } from './identifiers.js';
-import { loadMigrations } from './migrate.js';
-import { OUTBOX_FUNCTIONS, OUTBOX_TABLES, ROLE_GRANTS, ROLE_KINDS, roleNames, type GrantNeed, type RoleKind, type RoleNames, type RoleOptions, type TableGrant } from './roles.js';
+import { quoteLiteral, quoteRole, quoteSchema } from '../db/identifiers.js';
+import { loadMigrations } from '../db/migrate.js';
+import { OUTBOX_FUNCTIONS, OUTBOX_TABLES, ROLE_GRANTS, ROLE_KINDS, roleNames, type GrantNeed, type RoleKind, type RoleNames, type RoleOptions, type TableGrant } from '../db/roles.js';
 
 /**
  * The SQL of the least-privilege roles (see ROLE_GRANTS), in two renderings of one text:

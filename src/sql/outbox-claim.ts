@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { MAX_KEY_BYTES } from '../../outbox/key-size.js';
+import { MAX_KEY_BYTES } from '../outbox/key-size.js';
 
 /**
  * The next rows of one shard, in id order, that may be published now, and no more bytes
@@ -49,6 +49,9 @@ import { MAX_KEY_BYTES } from '../../outbox/key-size.js';
  * than running it when few rows wait (1.1 ms against 0.3 ms), on every row's way to Kafka.
  */
 export const CLAIM_PLAN_SETTINGS = 'set local enable_seqscan = off; set local enable_bitmapscan = off; set local plan_cache_mode = force_generic_plan';
+
+/** BEGIN of a claim's transaction, with its plan settings. */
+export const CLAIM_BEGIN_SQL = `begin; ${CLAIM_PLAN_SETTINGS}`;
 
 /** The claim as a named statement of its text: prepared once per connection (see CLAIM_PLAN_SETTINGS). */
 export function claimStatement(q: string): { name: string; text: string } {
