@@ -13,7 +13,7 @@ import { loadTracing, NOOP_TRACING, type Tracing } from '../tracing.js';
 import { applyRecords, PartitionRevoked, PollDeadline, type ApplyContext, type BatchOutcome } from './apply.js';
 import { SafeEmitter } from '../events.js';
 import type { ConsumerEmitter, ConsumerEventName, ConsumerEvents } from './events.js';
-import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from './kafka-client.js';
+import { GroupClient, OFFSET_BEGINNING, REBALANCE_ASSIGN } from '../kafka/group-client.js';
 import { pollMarginMs, resolveConsumerOptions, type ConsumerOptions, type ResolvedConsumerOptions } from './options.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';
 import { replayDeadLetters, serveReplayRequests, type ReplayFilter, type ReplayResult } from './replay.js';

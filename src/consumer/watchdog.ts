@@ -1,5 +1,5 @@
 import type { KafkaAdmin } from '../kafka/admin.js';
-import type { GroupClient } from './kafka-client.js';
+import type { GroupClient } from '../kafka/group-client.js';
 
 /**
  * Decides when a consumer that owns partitions with lag has stopped making progress on any

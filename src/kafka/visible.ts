@@ -1,6 +1,5 @@
-import Kafka, { type Message } from '@confluentinc/kafka-javascript';
-import { clientProperties, type KafkaConnection } from './config.js';
-import { wrapKafkaError } from './errors.js';
+import type { KafkaConnection } from './config.js';
+import { CommittedReader } from './reader.js';
 
 export interface OffsetRange {
   topic: string;
@@ -24,27 +23,12 @@ export async function recordsWaiting(connection: KafkaConnection, ranges: Offset
   const open = new Map(ranges.filter((r) => r.from < r.end).map((r) => [`${r.topic}:${r.partition}`, r]));
   for (const r of ranges) if (r.from >= r.end) answers.set(`${r.topic}:${r.partition}`, false);
   if (open.size === 0) return answers;
-  const consumer = new Kafka.KafkaConsumer(
-    {
-      ...clientProperties(connection),
-      'group.id': 'outbox-relay-lag-probe',
-      'enable.auto.commit': false,
-      'enable.auto.offset.store': false,
-      'isolation.level': 'read_committed',
-      'enable.partition.eof': true,
-      // One record per partition settles it: fetch little, buffer little.
-      'fetch.max.bytes': 1_048_576,
-      'max.partition.fetch.bytes': 65_536,
-      'queued.max.messages.kbytes': 1_024,
-    } as never,
-    // A stored offset below the log start (records deleted before they were applied): the
-    // consumer itself goes on from the log start, so the probe reads from there too, and
-    // the records it finds are waiting.
-    { 'auto.offset.reset': 'earliest' },
-  );
-  await new Promise<void>((resolve, reject) =>
-    consumer.connect({ timeout: timeoutMs }, (err) => (err ? reject(wrapKafkaError('connect lag probe', err)) : resolve())),
-  );
+  // One record per partition settles it: fetch little, buffer little.
+  const reader = await CommittedReader.open(connection, 'outbox-relay-lag-probe', 'lag probe', timeoutMs, {
+    'fetch.max.bytes': 1_048_576,
+    'max.partition.fetch.bytes': 65_536,
+    'queued.max.messages.kbytes': 1_024,
+  });
   try {
     const settle = (key: string, waiting: boolean) => {
       const range = open.get(key);
@@ -52,21 +36,23 @@ export async function recordsWaiting(connection: KafkaConnection, ranges: Offset
       open.delete(key);
       answers.set(key, waiting);
       // Decided: fetch no more of it.
-      consumer.pause([{ topic: range.topic, partition: range.partition }]);
+      reader.pause(range.topic, range.partition);
     };
     // Only the end-of-partition event says a range holds no record: the position may run
     // ahead of the records handed over (it is the fetcher's). The event is reported before
-    // the records of the same consume call, so it is applied only after them.
+    // the records of the same consume call, so it is applied only after them. A stored
+    // offset below the log start (records deleted before they were applied): the consumer
+    // itself goes on from the log start, so the probe reads from there too, and the records
+    // it finds are waiting.
     const ends: Array<{ key: string; offset: number }> = [];
-    consumer.on('partition.eof', (eof) => ends.push({ key: `${eof.topic}:${eof.partition}`, offset: eof.offset }));
-    consumer.setDefaultConsumeTimeout(100);
-    consumer.assign([...open.values()].map((r) => ({ topic: r.topic, partition: r.partition, offset: r.from })));
+    reader.onEnd((eof) => ends.push({ key: `${eof.topic}:${eof.partition}`, offset: eof.offset }));
+    reader.assign(
+      [...open.values()].map((r) => ({ topic: r.topic, partition: r.partition, offset: r.from })),
+      100,
+    );
     const deadline = Date.now() + timeoutMs;
     while (open.size > 0 && Date.now() < deadline) {
-      const batch = await new Promise<Message[]>((resolve, reject) =>
-        consumer.consume(100, (err, messages) => (err ? reject(wrapKafkaError('lag probe', err)) : resolve(messages))),
-      );
-      for (const message of batch) {
+      for (const message of await reader.consume(100)) {
         const key = `${message.topic}:${message.partition}`;
         const range = open.get(key);
         if (range) settle(key, message.offset < range.end);
@@ -78,6 +64,6 @@ export async function recordsWaiting(connection: KafkaConnection, ranges: Offset
     }
     return answers;
   } finally {
-    await new Promise<void>((resolve) => consumer.disconnect(() => resolve()));
+    await reader.close();
   }
 }

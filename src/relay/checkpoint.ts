@@ -1,8 +1,6 @@
-import Kafka from '@confluentinc/kafka-javascript';
-import type { Message } from '@confluentinc/kafka-javascript';
 import { OutboxError } from '../errors.js';
-import { clientProperties, type KafkaConnection } from '../kafka/config.js';
-import { wrapKafkaError } from '../kafka/errors.js';
+import type { KafkaConnection } from '../kafka/config.js';
+import { CommittedReader } from '../kafka/reader.js';
 
 /**
  * A checkpoint record: written in the same Kafka transaction as the records it lists, so
@@ -85,27 +83,13 @@ export async function readCheckpoints(
   timeoutMs: number,
 ): Promise<CheckpointAt[]> {
   if (fromOffset >= endOffset) return [];
-  const consumer = new Kafka.KafkaConsumer(
-    {
-      ...clientProperties(connection),
-      'group.id': `outbox-relay-checkpoint-reader`,
-      'enable.auto.commit': false,
-      'enable.auto.offset.store': false,
-      'isolation.level': 'read_committed',
-      'enable.partition.eof': true,
-    } as never,
-    { 'auto.offset.reset': 'earliest' },
-  );
-  await new Promise<void>((resolve, reject) =>
-    consumer.connect({ timeout: timeoutMs }, (err) => (err ? reject(wrapKafkaError('connect checkpoint reader', err)) : resolve())),
-  );
+  const reader = await CommittedReader.open(connection, 'outbox-relay-checkpoint-reader', 'read checkpoints', timeoutMs);
   try {
     let reachedEnd = false;
-    consumer.on('partition.eof', (eof) => {
+    reader.onEnd((eof) => {
       if (eof.partition === partition && eof.offset >= endOffset) reachedEnd = true;
     });
-    consumer.setDefaultConsumeTimeout(200);
-    consumer.assign([{ topic, partition, offset: fromOffset }]);
+    reader.assign([{ topic, partition, offset: fromOffset }], 200);
     const found: CheckpointAt[] = [];
     const deadline = Date.now() + timeoutMs;
     while (!reachedEnd) {
@@ -114,20 +98,17 @@ export async function readCheckpoints(
           retriable: true,
         });
       }
-      const batch = await new Promise<Message[]>((resolve, reject) =>
-        consumer.consume(500, (err, messages) => (err ? reject(wrapKafkaError('read checkpoints', err)) : resolve(messages))),
-      );
-      for (const message of batch) {
+      for (const message of await reader.consume(500)) {
         if (message.offset >= endOffset) reachedEnd = true;
         if (message.offset < endOffset && message.key?.toString() === key) {
           found.push({ offset: message.offset, checkpoint: decodeCheckpoint(message.value) });
         }
       }
-      const [position] = consumer.position([{ topic, partition }]);
-      if (position && position.offset >= endOffset) reachedEnd = true;
+      const position = reader.position(topic, partition);
+      if (position !== undefined && position >= endOffset) reachedEnd = true;
     }
     return found;
   } finally {
-    await new Promise<void>((resolve) => consumer.disconnect(() => resolve()));
+    await reader.close();
   }
 }

@@ -1,7 +1,7 @@
 import Kafka from '@confluentinc/kafka-javascript';
 import type { Assignment, LibrdKafkaError, Message, TopicPartition, TopicPartitionOffset } from '@confluentinc/kafka-javascript';
-import { clientProperties, type KafkaConnection, type KafkaProperties } from '../kafka/config.js';
-import { wrapKafkaError } from '../kafka/errors.js';
+import { clientProperties, type KafkaConnection, type KafkaProperties } from './config.js';
+import { wrapKafkaError } from './errors.js';
 
 /** librdkafka's logical offsets for `assign`. */
 export const OFFSET_BEGINNING = -2;
