@@ -20,13 +20,13 @@ import { enqueue, type EnqueueOptions } from '../src/outbox/enqueue.js';
 import { HEADER, type OutboxEvent } from '../src/outbox/event.js';
 import { serveRelayHttp } from '../src/relay/http.js';
 import type { Relay } from '../src/relay/relay.js';
-import { cli } from './helpers/cli.js';
-import { freshSchema, inTransaction } from './helpers/db.js';
-import { freshTopic, headerValue, readTopic } from './helpers/kafka.js';
-import { expectExactlyOnce, startRelay, waitAllSent } from './helpers/relay.js';
-import { useTestServices } from './helpers/services.js';
-import { uniqueName, waitFor } from './helpers/wait.js';
-import { testConsumer } from './consumer/harness.js';
+import { cli } from './support/cli.js';
+import { freshSchema, inTransaction } from './support/db.js';
+import { freshTopic, headerValue, readTopic } from './support/kafka.js';
+import { expectExactlyOnce, startRelay, waitAllSent } from './support/relay.js';
+import { useTestServices } from './support/services.js';
+import { uniqueName, waitFor } from './support/wait.js';
+import { testConsumer } from './support/consumer.js';
 
 const { connection, pool, admin, consumers } = useTestServices({ poolSize: 8 });
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_FAULT_KINDS } from '../../chaos/fault-kinds.js';
-import { spawnTracked } from '../helpers/children.js';
+import { spawnTracked } from '../support/children.js';
 
 const runner = fileURLToPath(new URL('../../chaos/run.ts', import.meta.url));
 

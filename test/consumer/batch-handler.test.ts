@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { BatchHandler, ConsumedRecord } from '../../src/consumer/index.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, relayed, testConsumer } from './harness.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, relayed, testConsumer } from '../support/consumer.js';
 
 const range = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { databaseUrl, freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectTotal, exactlyOnceReport, testConsumer } from './harness.js';
+import { databaseUrl, freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 
 describe('consumer: partition concurrency', () => {
   const { pool, admin, producer, consumers } = useTestServices();

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import type { RecordHandler } from '../../src/consumer/index.js';
-import { cli } from '../helpers/cli.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
+import { cli } from '../support/cli.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 
 describe('outbox-relay dead-letters: the consumer side of on-call', () => {
   const { pool, admin, producer, consumers } = useTestServices();
@@ -74,5 +74,41 @@ describe('outbox-relay dead-letters: the consumer side of on-call', () => {
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
     }
     expect((await pool.query(`select count(*)::int as n from ${schema}.operator_actions`)).rows[0].n).toBe(2);
+  });
+
+  it('a dead-lettered record applied again after a rewind settles its dead letter, so a replay does not apply it twice', async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    await producer.send(topic, ['x0', 'x1', 'x2'].map((k) => ({ key: k, value: k })));
+    let broken = true;
+    const apply = effectHandler(schema);
+    const groupId = uniqueName('g');
+    const consumer = testConsumer({
+      schema,
+      groupId,
+      topics: [topic],
+      inbox: false,
+      maxAttempts: 1,
+      handler: async (record, tx) => {
+        if (broken && record.value!.toString() === 'x1') throw new Error('handler bug');
+        await apply(record, tx);
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    await waitFor(async () => (await effectCounts(pool, schema)).size === 2, { timeoutMs: 30_000 });
+    // The bug is fixed, and the operator rewinds the partition to repair the data.
+    broken = false;
+    await pool.query(`update "${schema}".consumer_offsets set next_offset = 0 where group_id = $1`, [groupId]);
+    await waitFor(async () => (await effectCounts(pool, schema)).get('x1') === 1, { timeoutMs: 30_000, message: 'x1 applied after the rewind' });
+    const replay = await consumer.replayDeadLetters();
+    await consumer.stop();
+    const counts = await effectCounts(pool, schema);
+    expect(counts.get('x1')).toBe(1);
+    expect(replay).toBeDefined();
+    const { rows } = await pool.query(`select replayed_at from "${schema}".dead_letters`);
+    expect(rows).toHaveLength(1);
+    expect(rows[0].replayed_at).not.toBeNull();
   });
 });

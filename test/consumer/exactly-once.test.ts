@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { HEADER } from '../../src/outbox/event.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from './harness.js';
-import { useTestServices } from '../helpers/services.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
+import { useTestServices } from '../support/services.js';
 
 describe('consumer: exactly-once effects', () => {
   const { pool, admin, producer, consumers } = useTestServices();
@@ -121,5 +121,30 @@ describe('consumer: exactly-once effects', () => {
     expect(await effectTotal(pool, schema)).toBe(produced.length);
     const byConsumer = await pool.query<{ consumer: string }>(`select distinct consumer from "${schema}".effects`);
     expect(byConsumer.rows.length).toBeGreaterThan(1);
+  });
+
+  it('with fromBeginning false, the start is pinned at the first assignment: records arriving before the first commit are not skipped', async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    await producer.send(topic, [{ key: 'old', value: 'old' }]);
+    const groupId = uniqueName('g');
+    const first = testConsumer({ schema, groupId, topics: [topic], fromBeginning: false, handler: effectHandler(schema) });
+    consumers.push(first);
+    let assigned = 0;
+    first.on('assigned', () => assigned++);
+    await first.start();
+    await waitFor(() => assigned > 0);
+    await first.stop(); // stopped before any record arrived
+    const stored = await pool.query(`select next_offset::int as n from "${schema}".consumer_offsets where group_id = $1`, [groupId]);
+    expect(stored.rows).toHaveLength(1);
+
+    await producer.send(topic, [{ key: 'new', value: 'new' }]);
+    const second = testConsumer({ schema, groupId, topics: [topic], fromBeginning: false, handler: effectHandler(schema) });
+    consumers.push(second);
+    await second.start();
+    await waitFor(async () => (await effectCounts(pool, schema)).has('new'), { timeoutMs: 30_000, message: 'record produced between the runs applied' });
+    await second.stop();
+    expect([...(await effectCounts(pool, schema)).keys()]).toEqual(['new']);
   });
 });

@@ -1,11 +1,11 @@
 import { AbortError } from 'p-retry';
 import { describe, expect, it } from 'vitest';
 import type { RecordHandler } from '../../src/consumer/index.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
-import { useTestServices } from '../helpers/services.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from '../support/consumer.js';
+import { useTestServices } from '../support/services.js';
 
 describe('consumer: handler failures', () => {
   const { pool, admin, producer, consumers } = useTestServices();
@@ -145,5 +145,66 @@ describe('consumer: handler failures', () => {
     await waitFor(async () => (await effectCounts(pool, schema)).size === 12, { timeoutMs: 30_000 });
     await consumer.stop();
     expect(exactlyOnceReport(await effectCounts(pool, schema), [...p0, ...p1])).toEqual({ duplicates: [], missing: [], unexpected: [] });
+  });
+
+  it('a deferred constraint the handler violates is charged to the record (dead letter), not retried forever as a commit failure', async () => {
+    const schema = await freshSchema(pool);
+    await pool.query(`create table "${schema}".accounts (id text primary key)`);
+    await pool.query(`create table "${schema}".entries (
+      id bigserial primary key,
+      account text not null references "${schema}".accounts (id) deferrable initially deferred,
+      note text)`);
+    await pool.query(`insert into "${schema}".accounts values ('known')`);
+    const topic = await freshTopic(admin, 1);
+    await producer.send(topic, [
+      { key: 'a', value: 'known' },
+      { key: 'b', value: 'unknown-account' },
+      { key: 'c', value: 'known' },
+    ]);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 2,
+      handler: async (record, tx) => {
+        await tx.query(`insert into "${schema}".entries (account, note) values ($1, $2)`, [record.value!.toString(), record.key!.toString()]);
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    await waitFor(async () => (await pool.query(`select count(*)::int as n from "${schema}".entries`)).rows[0].n === 2, { timeoutMs: 30_000 });
+    await waitFor(async () => (await pool.query(`select count(*)::int as n from "${schema}".dead_letters`)).rows[0].n === 1, { timeoutMs: 30_000 });
+    await consumer.stop();
+    const { rows } = await pool.query(`select error, attempts from "${schema}".dead_letters`);
+    expect(rows[0].error).toMatch(/foreign key/);
+    expect(rows[0].attempts).toBe(2);
+    const notes = (await pool.query(`select note from "${schema}".entries order by id`)).rows.map((r) => r.note);
+    expect(notes).toEqual(['a', 'c']);
+  });
+
+  it("a handler's own connection error (another service down) is charged to the record and dead-lettered, not mistaken for the database", async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    await producer.send(topic, ['ok-1', 'calls-service', 'ok-2'].map((k) => ({ key: k, value: k })));
+    const apply = effectHandler(schema);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 2,
+      handler: async (record, tx) => {
+        if (record.value!.toString() === 'calls-service') {
+          throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1 (payment service)'), { code: 'ECONNREFUSED' });
+        }
+        await apply(record, tx);
+      },
+    });
+    consumers.push(consumer);
+    await consumer.start();
+    await waitFor(async () => (await pool.query(`select count(*)::int as n from "${schema}".dead_letters`)).rows[0].n === 1, { timeoutMs: 30_000 });
+    await waitFor(async () => (await effectCounts(pool, schema)).size === 2, { timeoutMs: 30_000 });
+    await consumer.stop();
+    const { rows } = await pool.query(`select error, attempts from "${schema}".dead_letters`);
+    expect(rows[0]).toMatchObject({ attempts: 2 });
+    expect(rows[0].error).toContain('payment service');
   });
 });

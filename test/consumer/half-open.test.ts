@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { HalfOpenProxy } from '../../chaos/proxy.js';
-import { databaseUrl, freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from './harness.js';
+import { databaseUrl, freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 
 describe('consumer on PostgreSQL connections that go silent', () => {
   const { pool, admin, producer, consumers } = useTestServices();

@@ -1,10 +1,10 @@
 import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, exactlyOnceReport, testConsumer, relayed } from './harness.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, exactlyOnceReport, testConsumer, relayed } from '../support/consumer.js';
 
 
 async function deadLetters(pool: import('pg').Pool, schema: string): Promise<{ value: string; error: string; attempts: number }[]> {

@@ -2,11 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { purgeInbox } from '../../src/consumer/retention.js';
 import { quoteSchema } from '../../src/db/identifiers.js';
 import { HEADER } from '../../src/outbox/event.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectHandler, testConsumer, testLogger } from './harness.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { createEffectsTable, effectHandler, testConsumer, testLogger } from '../support/consumer.js';
 
 const DAY = 24 * 3600 * 1000;
 

@@ -1,14 +1,14 @@
 import type { ChildProcess } from 'node:child_process';
-import { spawnTracked } from '../helpers/children.js';
+import { spawnTracked } from '../support/children.js';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { databaseUrl, freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
-import { TestProducer } from '../helpers/produce.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectTotal, exactlyOnceReport } from './harness.js';
+import { databaseUrl, freshSchema, testPool } from '../support/db.js';
+import { freshTopic, kafkaConnection } from '../support/kafka.js';
+import { TestProducer } from '../support/produce.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectTotal, exactlyOnceReport } from '../support/consumer.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const KILLS = 4;
@@ -39,7 +39,7 @@ describe('consumer: crash safety', () => {
     const group = uniqueName('g');
 
     function spawnConsumer(name: string): ChildProcess {
-      const child = spawnTracked(process.execPath, ['--import', 'tsx', 'test/fixtures/consumer-ledger.ts'], {
+      const child = spawnTracked(process.execPath, ['--import', 'tsx', 'test/support/processes/consumer-ledger.ts'], {
         cwd: root,
         env: {
           ...process.env,

@@ -1,10 +1,10 @@
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, testConsumer } from './harness.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, testConsumer } from '../support/consumer.js';
 
 describe('consumer metrics over HTTP', () => {
   const { pool, admin, producer, consumers } = useTestServices();

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { HEADER } from '../../src/outbox/event.js';
-import { cli } from '../helpers/cli.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
-import { testConsumer } from './harness.js';
-import { useTestServices } from '../helpers/services.js';
+import { cli } from '../support/cli.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { testConsumer } from '../support/consumer.js';
+import { useTestServices } from '../support/services.js';
 
 describe('consumer: offsets CLI', () => {
   const { pool, admin, producer, consumers } = useTestServices();

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { HEADER } from '../../src/outbox/event.js';
-import { freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { startRelay, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from './harness.js';
+import { freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { startRelay, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 
 describe('consumer: de-duplication is per source', () => {
   const { pool, admin, producer, consumers } = useTestServices({ poolSize: 8 });

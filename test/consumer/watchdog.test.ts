@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { StallDetector } from '../../src/consumer/watchdog.js';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
-import { TestProducer } from '../helpers/produce.js';
-import { waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from './harness.js';
+import { freshSchema, testPool } from '../support/db.js';
+import { freshTopic, kafkaConnection } from '../support/kafka.js';
+import { TestProducer } from '../support/produce.js';
+import { waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 
 describe('consumer: liveness watchdog', () => {
   function detector(stallTimeoutMs: number) {

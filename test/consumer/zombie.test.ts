@@ -1,14 +1,14 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { OwnBroker } from '../helpers/broker.js';
-import { databaseUrl, freshSchema } from '../helpers/db.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
-import { TestProducer } from '../helpers/produce.js';
-import { FixtureProcess } from '../helpers/process.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer, relayed } from './harness.js';
+import { OwnBroker } from '../support/broker.js';
+import { databaseUrl, freshSchema } from '../support/db.js';
+import { freshTopic, kafkaConnection } from '../support/kafka.js';
+import { TestProducer } from '../support/produce.js';
+import { FixtureProcess } from '../support/process.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer, relayed } from '../support/consumer.js';
 
 
 describe('consumer: stuck handlers and zombies', () => {

@@ -8,12 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { serveRelayHttp } from '../../src/relay/http.js';
 import { createLogger } from '../../src/log.js';
-import { createEffectsTable, effectHandler, testConsumer } from '../consumer/harness.js';
-import { freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { startRelay } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor, within } from '../helpers/wait.js';
+import { createEffectsTable, effectHandler, testConsumer } from '../support/consumer.js';
+import { freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { startRelay } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor, within } from '../support/wait.js';
 
 /** Debian's Chromium, installed by scripts/ensure.sh; CHROMIUM_PATH overrides. */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';

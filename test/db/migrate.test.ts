@@ -6,8 +6,8 @@ import { loadMigrations, migrate } from '../../src/db/migrate.js';
 import { outboxTables } from '../../src/db/schema.js';
 import { MAX_SCHEMA_LENGTH } from '../../src/db/identifiers.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { testPool } from '../helpers/db.js';
-import { uniqueName } from '../helpers/wait.js';
+import { testPool } from '../support/db.js';
+import { uniqueName } from '../support/wait.js';
 
 /** The catalog's view of a schema: tables, columns, constraints and indexes, sorted. */
 async function describeSchema(pool: pg.Pool, schema: string) {

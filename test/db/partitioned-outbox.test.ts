@@ -6,12 +6,12 @@ import { collectStatus } from '../../src/ops/status.js';
 import { purgeSentRows } from '../../src/relay/retention.js';
 import { createRelay } from '../../src/relay/relay.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { cli } from '../helpers/cli.js';
-import { databaseUrl, freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, expectPerKeyOrder, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
+import { cli } from '../support/cli.js';
+import { databaseUrl, freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, expectPerKeyOrder, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
 
 const DAY = 86_400_000;
 

@@ -11,13 +11,13 @@ import { listDeadLetters } from '../../src/ops/inspect.js';
 import { collectStatus } from '../../src/ops/status.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { createRelay } from '../../src/relay/relay.js';
-import { relayed, testConsumer } from '../consumer/harness.js';
-import { cli } from '../helpers/cli.js';
-import { databaseUrl } from '../helpers/db.js';
-import { freshTopic, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, testRelayOptions } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
+import { relayed, testConsumer } from '../support/consumer.js';
+import { cli } from '../support/cli.js';
+import { databaseUrl } from '../support/db.js';
+import { freshTopic, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, testRelayOptions } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
 
 const run = promisify(execFile);
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { OwnBroker } from '../helpers/broker.js';
-import { freshTopic, kafkaConnection } from '../helpers/kafka.js';
-import { waitFor } from '../helpers/wait.js';
+import { OwnBroker } from '../support/broker.js';
+import { freshTopic, kafkaConnection } from '../support/kafka.js';
+import { waitFor } from '../support/wait.js';
 
 /** How long past its timeout a request may take to settle: the client's grace and a loaded machine's slack. */
 const SLACK_MS = 2_500;

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
 import { TransactionalProducer } from '../../src/kafka/producer.js';
-import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
-import { uniqueName } from '../helpers/wait.js';
+import { freshTopic, kafkaConnection, readTopic } from '../support/kafka.js';
+import { uniqueName } from '../support/wait.js';
 
 describe('the real Kafka broker', () => {
   const connection = kafkaConnection();

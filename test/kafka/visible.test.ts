@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { TransactionalProducer } from '../../src/kafka/producer.js';
 import { recordsWaiting } from '../../src/kafka/visible.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
 
 describe('records waiting between a stored offset and the log end', () => {
   const { admin, producer, connection } = useTestServices();

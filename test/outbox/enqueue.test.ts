@@ -6,7 +6,7 @@ import { outboxTables } from '../../src/db/schema.js';
 import { OutboxError, ValidationError } from '../../src/errors.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import type { OutboxEvent } from '../../src/outbox/event.js';
-import { freshSchema, inTransaction, testPool } from '../helpers/db.js';
+import { freshSchema, inTransaction, testPool } from '../support/db.js';
 
 describe('enqueue', () => {
   let pool: pg.Pool;

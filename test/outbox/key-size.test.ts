@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/errors.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { MAX_KEY_BYTES } from '../../src/outbox/key-size.js';
-import { freshSchema, inTransaction, testPool } from '../helpers/db.js';
+import { freshSchema, inTransaction, testPool } from '../support/db.js';
 
 /** `bytes` bytes of UTF-8 in half as many characters (é is two bytes), plus one ASCII byte when odd. */
 function keyOfBytes(bytes: number): string {

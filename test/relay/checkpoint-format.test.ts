@@ -2,10 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { TransactionalProducer } from '../../src/kafka/producer.js';
 import { checkpointKey } from '../../src/relay/checkpoint.js';
 import { createRelay } from '../../src/relay/relay.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
 
 const json = (value: unknown) => Buffer.from(JSON.stringify(value));
 

@@ -2,12 +2,12 @@ import { describe, expect, it } from 'vitest';
 import type { KafkaAdmin } from '../../src/kafka/admin.js';
 import { createLogger } from '../../src/log.js';
 import { createRelay } from '../../src/relay/relay.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic, readTopic } from '../helpers/kafka.js';
-import { FixtureProcess } from '../helpers/process.js';
-import { expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic, readTopic } from '../support/kafka.js';
+import { FixtureProcess } from '../support/process.js';
+import { expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
 
 async function deleteTopic(admin: KafkaAdmin, topic: string): Promise<void> {
   await admin.deleteTopic(topic);

@@ -3,12 +3,12 @@ import { describe, expect, it } from 'vitest';
 import { CLAIM_CHECK_HEADER, postgresClaimCheckStore } from '../../src/claim-check/store.js';
 import type { ConsumedRecord } from '../../src/consumer/record.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { testConsumer } from '../consumer/harness.js';
-import { freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, startRelay, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
+import { testConsumer } from '../support/consumer.js';
+import { freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
 
 const sha256 = (body: Buffer) => createHash('sha256').update(body).digest('hex');
 

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic, readTopic } from '../helpers/kafka.js';
-import { FixtureProcess } from '../helpers/process.js';
-import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { waitFor } from '../helpers/wait.js';
-import { startWriter } from '../helpers/writer.js';
-import { useTestServices } from '../helpers/services.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic, readTopic } from '../support/kafka.js';
+import { FixtureProcess } from '../support/process.js';
+import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { waitFor } from '../support/wait.js';
+import { startWriter } from '../support/writer.js';
+import { useTestServices } from '../support/services.js';
 
 describe('relay ownership', () => {
   const { connection, pool, admin } = useTestServices({ poolSize: 8 });

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { createRelay } from '../../src/relay/relay.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic, readTopic } from '../helpers/kafka.js';
-import { FixtureProcess } from '../helpers/process.js';
-import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { waitFor } from '../helpers/wait.js';
-import { useTestServices } from '../helpers/services.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic, readTopic } from '../support/kafka.js';
+import { FixtureProcess } from '../support/process.js';
+import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { waitFor } from '../support/wait.js';
+import { useTestServices } from '../support/services.js';
 
 describe('relay groups', () => {
   const { connection, pool, admin } = useTestServices();

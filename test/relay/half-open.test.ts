@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { HalfOpenProxy } from '../../chaos/proxy.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { databaseUrl, freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
+import { databaseUrl, freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic, kafkaConnection, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
 
 describe('relay on connections that go silent', () => {
   const { pool, admin } = useTestServices();

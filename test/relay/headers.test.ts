@@ -5,10 +5,10 @@ import { describe, expect, it } from 'vitest';
 import { decodeHeaders } from '../../src/consumer/record.js';
 import { RESERVED_HEADERS } from '../../src/outbox/event.js';
 import { createRelay } from '../../src/relay/relay.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
+import { startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
 
 async function sourceOf(pool: pg.Pool, schema: string): Promise<string> {
   const { rows } = await pool.query(`select source_id from ${schema}.outbox_source`);

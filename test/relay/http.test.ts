@@ -2,12 +2,12 @@ import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { serveRelayHttp } from '../../src/relay/http.js';
 import { createLogger } from '../../src/log.js';
-import { cli } from '../helpers/cli.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { startRelay, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
+import { cli } from '../support/cli.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { startRelay, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
 
 interface Sample {
   name: string;

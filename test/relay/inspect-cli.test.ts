@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { cli } from '../helpers/cli.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { startRelay, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
+import { cli } from '../support/cli.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { startRelay, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
 
 describe('outbox-relay stuck and show: what on-call sees', () => {
   const { pool, admin } = useTestServices();

@@ -1,11 +1,11 @@
 import type { Message } from '@confluentinc/kafka-javascript';
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, startRelay, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
+import { freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
 
 /** Outbox ids of one key's records, in the order Kafka holds them. */
 function idsOfKey(messages: Message[], key: string): number[] {

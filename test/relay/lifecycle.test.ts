@@ -1,12 +1,12 @@
-import { spawnTracked } from '../helpers/children.js';
+import { spawnTracked } from '../support/children.js';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createRelay } from '../../src/relay/relay.js';
-import { databaseUrl, freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { waitFor } from '../helpers/wait.js';
-import { useTestServices } from '../helpers/services.js';
+import { databaseUrl, freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { waitFor } from '../support/wait.js';
+import { useTestServices } from '../support/services.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 

@@ -2,12 +2,12 @@ import type pg from 'pg';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { KafkaAdmin } from '../../src/kafka/admin.js';
 import type { Relay } from '../../src/relay/relay.js';
-import { OwnBroker } from '../helpers/broker.js';
-import { freshSchema, testPool } from '../helpers/db.js';
-import { freshTopic, kafkaConnection, readTopic } from '../helpers/kafka.js';
-import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../helpers/relay.js';
-import { waitFor } from '../helpers/wait.js';
-import { startWriter } from '../helpers/writer.js';
+import { OwnBroker } from '../support/broker.js';
+import { freshSchema, testPool } from '../support/db.js';
+import { freshTopic, kafkaConnection, readTopic } from '../support/kafka.js';
+import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../support/relay.js';
+import { waitFor } from '../support/wait.js';
+import { startWriter } from '../support/writer.js';
 
 async function sentCount(pool: pg.Pool, schema: string): Promise<number> {
   return (await pool.query(`select count(*)::int as n from ${schema}.messages where state = 'sent'`)).rows[0].n;

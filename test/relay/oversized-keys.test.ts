@@ -10,11 +10,11 @@ import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { MAX_KEY_BYTES } from '../../src/outbox/key-size.js';
-import { freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, expectPerKeyOrder, startRelay } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
+import { freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, expectPerKeyOrder, startRelay } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
 
 interface Row {
   topic: string;

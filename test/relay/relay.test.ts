@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { drainOutbox, expectExactlyOnce, expectPerKeyOrder } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
+import { freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
+import { drainOutbox, expectExactlyOnce, expectPerKeyOrder } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
 
 describe('relay', () => {
   const { connection, pool, admin } = useTestServices();

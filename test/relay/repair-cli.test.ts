@@ -1,11 +1,11 @@
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { cli } from '../helpers/cli.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, startRelay } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { uniqueName, waitFor } from '../helpers/wait.js';
+import { cli } from '../support/cli.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
 
 async function insert(pool: pg.Pool, schema: string, topic: string, key: string, payload: string): Promise<string> {
   const { rows } = await pool.query(`insert into ${schema}.messages (topic, key, payload) values ($1, $2, $3) returning id::text`, [topic, key, Buffer.from(payload)]);

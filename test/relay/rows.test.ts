@@ -4,12 +4,12 @@ import { enqueue } from '../../src/outbox/enqueue.js';
 import { createLogger } from '../../src/log.js';
 import { encodedSize, validateEvent } from '../../src/outbox/validate.js';
 import { recordSize, toRecord } from '../../src/relay/records.js';
-import { freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic, headerValue, readTopic } from '../helpers/kafka.js';
-import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
+import { freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
 import { createRelay } from '../../src/relay/relay.js';
-import { waitFor } from '../helpers/wait.js';
-import { useTestServices } from '../helpers/services.js';
+import { waitFor } from '../support/wait.js';
+import { useTestServices } from '../support/services.js';
 
 describe('relay and the rows it is given', () => {
   const { connection, pool, admin } = useTestServices({ poolSize: 8 });

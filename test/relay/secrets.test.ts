@@ -3,10 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { createConsumer } from '../../src/consumer/index.js';
 import { createLogger, redactSecrets } from '../../src/log.js';
 import { createRelay } from '../../src/relay/relay.js';
-import { databaseUrl, freshSchema } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
+import { databaseUrl, freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { testRelayOptions, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
 
 const DB_SECRET = 'db-Secret-123';
 const KAFKA_SECRET = 'kafka-Secret-456';

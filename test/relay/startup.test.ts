@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { createRelay } from '../../src/relay/relay.js';
 import { unsentTopicsSql } from '../../src/sql/outbox-inspect.js';
-import { freshSchema } from '../helpers/db.js';
-import { testRelayOptions } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
+import { freshSchema } from '../support/db.js';
+import { testRelayOptions } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
 
 describe('relay start-up', () => {
   const { pool } = useTestServices();

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { createRelay, type Relay } from '../../src/relay/relay.js';
-import { freshSchema } from '../helpers/db.js';
-import { freshTopic, readTopic } from '../helpers/kafka.js';
-import { FixtureProcess } from '../helpers/process.js';
-import { expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
-import { startWriter } from '../helpers/writer.js';
+import { freshSchema } from '../support/db.js';
+import { freshTopic, readTopic } from '../support/kafka.js';
+import { FixtureProcess } from '../support/process.js';
+import { expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
+import { startWriter } from '../support/writer.js';
 
 describe('one relay group serves an outbox; a new layout takes over', () => {
   const { connection, pool, admin } = useTestServices({ poolSize: 8 });

@@ -2,11 +2,11 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { notifyChannel } from '../../src/db/identifiers.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { databaseUrl, freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic } from '../helpers/kafka.js';
-import { startRelay } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
+import { databaseUrl, freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { startRelay } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
 
 describe('relay wake-ups', () => {
   const { pool, admin } = useTestServices();

@@ -14,12 +14,12 @@ import { createLogger } from '../../src/log.js';
 import { serveRelayHttp } from '../../src/relay/http.js';
 import type { RelayOptions } from '../../src/relay/options.js';
 import { createRelay, type Relay } from '../../src/relay/relay.js';
-import { OwnBroker } from '../helpers/broker.js';
-import { spawnTracked } from '../helpers/children.js';
-import { readTopic } from '../helpers/kafka.js';
-import { OwnPostgres } from '../helpers/postgres.js';
-import { expectExactlyOnce } from '../helpers/relay.js';
-import { waitFor, within } from '../helpers/wait.js';
+import { OwnBroker } from '../support/broker.js';
+import { spawnTracked } from '../support/children.js';
+import { readTopic } from '../support/kafka.js';
+import { OwnPostgres } from '../support/postgres.js';
+import { expectExactlyOnce } from '../support/relay.js';
+import { waitFor, within } from '../support/wait.js';
 
 // Distinctive secrets, every one with "Pa55" in it: a leak in any form (whole, cut,
 // percent-encoded) shows. The PostgreSQL ones need percent-encoding in a URL.

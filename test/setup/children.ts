@@ -1,4 +1,4 @@
 import { afterAll } from 'vitest';
-import { killTrackedChildren } from '../helpers/children.js';
+import { killTrackedChildren } from '../support/children.js';
 
 afterAll(() => killTrackedChildren());

@@ -4,12 +4,12 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type Re
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { formatTraceparent, parseTraceparent } from '../../src/tracing.js';
-import { createEffectsTable, effectHandler, effectTotal, testConsumer } from '../consumer/harness.js';
-import { freshSchema, inTransaction } from '../helpers/db.js';
-import { freshTopic, headerValue, kafkaConnection, readTopic } from '../helpers/kafka.js';
-import { drainOutbox } from '../helpers/relay.js';
-import { useTestServices } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
+import { createEffectsTable, effectHandler, effectTotal, testConsumer } from '../support/consumer.js';
+import { freshSchema, inTransaction } from '../support/db.js';
+import { freshTopic, headerValue, kafkaConnection, readTopic } from '../support/kafka.js';
+import { drainOutbox } from '../support/relay.js';
+import { useTestServices } from '../support/services.js';
+import { waitFor } from '../support/wait.js';
 
 describe('traceparent helpers', () => {
   it('a traceparent round-trips, and malformed or all-zero ones are refused', () => {

@@ -2,16 +2,16 @@ import type pg from 'pg';
 import { onTestFailed } from 'vitest';
 import { createConsumer, type Consumer, type ConsumerOptions, type RecordHandler } from '../../src/consumer/index.js';
 import { createLogger, type Logger } from '../../src/log.js';
-import { databaseUrl } from '../helpers/db.js';
-import { kafkaConnection } from '../helpers/kafka.js';
-import type { TestRecord } from '../helpers/produce.js';
-import { uniqueName } from '../helpers/wait.js';
+import { databaseUrl } from './db.js';
+import { kafkaConnection } from './kafka.js';
+import type { TestRecord } from './produce.js';
+import { uniqueName } from './wait.js';
 import { HEADER } from '../../src/outbox/event.js';
 
-export { FAST_GROUP } from '../fixtures/timings.js';
-import { FAST_GROUP } from '../fixtures/timings.js';
+export { FAST_GROUP } from './processes/timings.js';
+import { FAST_GROUP } from './processes/timings.js';
 
-export const testLogger = createLogger({ level: process.env.LOG_LEVEL ?? 'silent' });
+export const testLogger = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
 /** The effects table of the test handlers: deliberately without a unique constraint, so a duplicate shows up as a second row. */
 export async function createEffectsTable(pool: pg.Pool, schema: string): Promise<void> {
@@ -41,10 +41,10 @@ export function effectHandler(schema: string, consumerName = 'c'): RecordHandler
 /**
  * A logger keeping the last lines at debug level in memory, printed only if the running
  * test fails: a rare failure in CI then says what the consumer went through. With
- * LOG_LEVEL set, logs go to stdout as usual instead.
+ * TEST_LOG_LEVEL set, logs go to stdout as usual instead.
  */
 function failureLogger(): Logger {
-  if (process.env.LOG_LEVEL) return testLogger;
+  if (process.env.TEST_LOG_LEVEL) return testLogger;
   const lines: string[] = [];
   const logger = createLogger({
     level: 'debug',
@@ -90,12 +90,4 @@ export function relayed(values: string[], firstId = 1): TestRecord[] {
   return values.map((v, i) => ({ key: v, value: v, headers: { [HEADER.outboxId]: String(firstId + i), [HEADER.source]: 'orders-db' } }));
 }
 
-/** Asserts-friendly summary: keys applied more than once, keys never applied. */
-export function exactlyOnceReport(counts: Map<string, number>, expected: string[]): { duplicates: string[]; missing: string[]; unexpected: string[] } {
-  const wanted = new Set(expected);
-  return {
-    duplicates: [...counts].filter(([, n]) => n > 1).map(([k]) => k),
-    missing: expected.filter((k) => !counts.has(k)),
-    unexpected: [...counts.keys()].filter((k) => !wanted.has(k)),
-  };
-}
+export { exactlyOnceReport } from './exactly-once.js';

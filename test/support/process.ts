@@ -20,7 +20,7 @@ export class FixtureProcess {
   stderr = '';
 
   constructor(fixture: string, env: Record<string, string>) {
-    this.child = spawnTracked(process.execPath, ['--import', 'tsx', `${root}/test/fixtures/${fixture}`], {
+    this.child = spawnTracked(process.execPath, ['--import', 'tsx', `${root}/test/support/processes/${fixture}`], {
       cwd: root,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
