@@ -38,13 +38,13 @@ const int = (name: string, raw: string) => {
   return n;
 };
 const params = {
-  bigRows: int('big-rows', values['big-rows']!),
-  bigBytes: int('big-bytes', values['big-bytes']!),
-  blocked: int('blocked', values.blocked!),
-  claims: int('claims', values.claims!),
+  bigRows: int('big-rows', values['big-rows']),
+  bigBytes: int('big-bytes', values['big-bytes']),
+  blocked: int('blocked', values.blocked),
+  claims: int('claims', values.claims),
   shards: 4,
   batchSize: 500,
-  maxBatchBytes: int('max-batch-bytes', values['max-batch-bytes']!),
+  maxBatchBytes: int('max-batch-bytes', values['max-batch-bytes']),
 };
 const databaseUrl = process.env.DATABASE_URL;
 const brokers = process.env.KAFKA_BROKERS;

@@ -159,7 +159,7 @@ class Child {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let started = false;
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       const text = chunk.toString();
       if (!started && text.includes('"event":"started"')) started = true;
       if (text.includes('"event":"disarmed"')) this.onDisarmed?.();
@@ -169,8 +169,8 @@ class Child {
         log(`${this.name} rebuilt its Kafka consumer: ${m[1]}`);
       }
     });
-    child.stdout!.pipe(this.out, { end: false });
-    child.stderr!.pipe(this.out, { end: false });
+    child.stdout.pipe(this.out, { end: false });
+    child.stderr.pipe(this.out, { end: false });
     this.process = child;
     this.exited = new Promise((resolve) =>
       child.once('exit', (code, signal) => {

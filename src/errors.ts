@@ -64,7 +64,7 @@ export class OptionsError extends OutboxError {
 export function coerceError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;
   if (typeof thrown === 'object' && thrown !== null && 'message' in thrown) {
-    const err = new Error(String((thrown as { message: unknown }).message), { cause: thrown });
+    const err = new Error(String((thrown).message), { cause: thrown });
     return Object.assign(err, thrown);
   }
   return new Error(typeof thrown === 'string' ? thrown : JSON.stringify(thrown), { cause: thrown });

@@ -19,7 +19,7 @@ export interface ParsedArgs {
 export function parse(argv: string[], options: NonNullable<ParseArgsConfig['options']>): ParsedArgs {
   try {
     const { values, positionals } = parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...options }, allowPositionals: true, strict: true });
-    return { values: values as ParsedArgs['values'], positionals };
+    return { values: values, positionals };
   } catch (cause) {
     throw new OutboxError('INVALID_ARGUMENT', (cause as Error).message, { cause });
   }

@@ -189,7 +189,7 @@ export class BatchConnection {
         // depth 0: drizzle nests `transaction()` calls of a transaction as savepoints.
         if (!db) {
           const base = drizzle(client) as unknown as { dialect: never; session: never };
-          db = new NodePgTransaction(base.dialect, base.session, undefined) as HandlerDrizzle;
+          db = new NodePgTransaction(base.dialect, base.session, undefined);
         }
         return db;
       },

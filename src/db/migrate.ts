@@ -125,7 +125,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
 /** Whether every migration is applied already, read without a lock or DDL (false when unsure: the locked path decides). */
 async function upToDate(client: pg.PoolClient, q: string, migrations: Migration[]): Promise<boolean> {
   const { rows: table } = await client.query<{ t: string | null }>(`select to_regclass($1::text)::text as t`, [`${q}.migrations`]);
-  if (table[0]?.t == null) return false;
+  if (table[0]?.t === null || table[0]?.t === undefined) return false;
   try {
     const { rows } = await client.query<{ id: number }>(`select id from ${q}.migrations`);
     const done = new Set(rows.map((r) => r.id));

@@ -40,7 +40,7 @@ export class KafkaAdmin {
 
   private handle(): AdminHandle {
     this.current ??= {
-      client: Kafka.AdminClient.create(clientProperties(this.connection) as never),
+      client: Kafka.AdminClient.create(clientProperties(this.connection)),
       tail: Promise.resolve(),
       pending: 0,
       retired: false,

@@ -48,7 +48,7 @@ export function invalidHeaders(headers: Record<string, unknown> | null): string 
 
 /** The record's size under the one size rule (see recordBytes). */
 export function recordSize(record: ProduceRecord): number {
-  return recordBytes(record.key, record.value, record.headers.flatMap((h) => Object.entries(h) as Array<[string, string | Buffer]>));
+  return recordBytes(record.key, record.value, record.headers.flatMap((h) => Object.entries<string | Buffer>(h)));
 }
 
 /**

@@ -23,7 +23,7 @@ describe('the outbox-relay command', () => {
     const settingsOf = async (env: Record<string, string>) => {
       const child = start(env);
       let out = '';
-      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
       try {
         await waitFor(() => out.includes('relay started'), { timeoutMs: 60_000, message: 'the relay started' });
         // The launcher execs node: the process is the relay itself.

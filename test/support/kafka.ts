@@ -40,7 +40,7 @@ export async function readTopic(connection: KafkaConnection, topic: string, part
       'isolation.level': options.isolation ?? 'read_committed',
       'log.connection.close': false,
       ...connection.properties,
-    } as never,
+    },
     {},
   );
   await new Promise<void>((resolve, reject) => consumer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())));

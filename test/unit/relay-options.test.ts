@@ -48,7 +48,7 @@ describe('relay options', () => {
 });
 
 describe('the one size rule', () => {
-  const row = (payload: Buffer, source: string): ClaimedRow => ({
+  const row = (payload: Buffer, _source: string): ClaimedRow => ({
     id: '9223372036854775807',
     topic: 't',
     key: 'order-1',
