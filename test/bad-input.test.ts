@@ -334,7 +334,7 @@ const CLI_CASES: CliCase[] = [
   { name: 'offsets set to a negative offset', args: (f) => ['offsets', 'set', '--group', 'ledger', '--topic', f.topic, '--partition', '0', '--offset=-1'], stderr: /--offset must be >= 0, got -1/ },
   { name: 'offsets set of an unknown group', args: (f) => ['offsets', 'set', '--group', 'no-such-group', '--topic', f.topic, '--partition', '0', '--offset', '0'], stderr: /consumer group "no-such-group" has no stored offsets/ },
   { name: 'offsets set on a topic that does not exist', args: () => ['offsets', 'set', '--group', 'ledger', '--topic', 'no-such-topic-bad-input', '--partition', '0', '--offset', '0'], stderr: /topic no-such-topic-bad-input does not exist/ },
-  { name: 'offsets set beyond the end of the partition', args: (f) => ['offsets', 'set', '--group', 'ledger', '--topic', f.topic, '--partition', '0', '--offset', '99999999999'], stderr: /--offset 99999999999 is beyond the end/ },
+  { name: 'offsets set beyond the end of the partition', args: (f) => ['offsets', 'set', '--group', 'ledger', '--topic', f.topic, '--partition', '0', '--offset', '99999999999'], stderr: /offset 99999999999 is beyond the end/ },
   { name: 'offsets rewind to a time in the future', args: (f) => ['offsets', 'rewind', '--group', 'ledger', '--topic', f.topic, '--to-time', '2999-01-01T00:00:00Z'], stderr: /is in the future/ },
   { name: 'dead-letters replay without --reason', args: (f) => ['dead-letters', 'replay', f.letter, '--group', 'ledger'], stderr: /--reason is required/ },
   { name: 'dead-letters discard for an unknown group', args: (f) => ['dead-letters', 'discard', f.letter, '--group', 'no-such-group', '--reason', 'r'], stderr: /no consumer group "no-such-group" here/ },

@@ -25,6 +25,31 @@ export function parse(argv: string[], options: NonNullable<ParseArgsConfig['opti
   }
 }
 
+/** The flags of every audited mutation: why, who, and whether only to show what would change. */
+export const MUTATION_FLAGS = {
+  reason: { type: 'string' },
+  actor: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+} as const;
+
+/**
+ * A command of actions (`offsets show|set|rewind`): its action, or the exit code when the
+ * help is what was asked for (0) or no action was given (2, with the help printed). An
+ * unknown action is refused (INVALID_ARGUMENT) naming the known ones.
+ */
+export function actionOf<A extends string>(parsed: ParsedArgs, help: string, actions: readonly A[]): { action: A; rest: string[] } | { exit: number } {
+  const [action, ...rest] = parsed.positionals;
+  if (parsed.values.help || action === undefined || action === 'help') {
+    console.log(help);
+    return { exit: parsed.values.help || action === 'help' ? 0 : 2 };
+  }
+  if (!(actions as readonly string[]).includes(action)) {
+    const list = actions.length > 1 ? `${actions.slice(0, -1).join(', ')} or ${actions.at(-1)}` : actions[0];
+    bad(`unknown action ${JSON.stringify(action)}: use ${list}`);
+  }
+  return { action: action as A, rest };
+}
+
 export function databaseUrlFrom(values: { 'database-url'?: string | boolean | undefined }): string {
   const url = (values['database-url'] as string | undefined) ?? process.env.DATABASE_URL;
   if (!url) throw new OutboxError('INVALID_ARGUMENT', 'no database: pass --database-url or set DATABASE_URL');

@@ -4,7 +4,7 @@ import { OutboxError } from '../errors.js';
 import { assertKnownGroup, listDeadLetters, preview, PREVIEW_BYTES } from '../ops/inspect.js';
 import { requestDeadLetters } from '../ops/repair.js';
 import { showDeadLetterSql } from '../sql/outbox-repair.js';
-import { bad, integerFlag, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
+import { actionOf, bad, integerFlag, MUTATION_FLAGS, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
 
 export const DEAD_LETTERS_HELP = `outbox-relay dead-letters <list|show|replay|discard> --group G [options]
 
@@ -30,19 +30,15 @@ const FLAGS = {
   all: { type: 'boolean' },
   limit: { type: 'string' },
   json: { type: 'boolean' },
-  reason: { type: 'string' },
-  actor: { type: 'string' },
-  'dry-run': { type: 'boolean' },
+  ...MUTATION_FLAGS,
 } as const;
 
 export async function deadLettersCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, FLAGS);
-  const [action, ...rest] = positionals;
-  if (values.help || action === undefined || action === 'help') {
-    console.log(DEAD_LETTERS_HELP);
-    return values.help || action === 'help' ? 0 : 2;
-  }
-  if (!['list', 'show', 'replay', 'discard'].includes(action)) bad(`unknown action ${JSON.stringify(action)}: use list, show, replay or discard`);
+  const parsed = parse(argv, FLAGS);
+  const values = parsed.values;
+  const chosen = actionOf(parsed, DEAD_LETTERS_HELP, ['list', 'show', 'replay', 'discard'] as const);
+  if ('exit' in chosen) return chosen.exit;
+  const { action, rest } = chosen;
   const group = textFlag(values.group, 'group', 255) ?? bad('--group is required');
   const limit = integerFlag('limit', values.limit as string | undefined, { min: 1 }) ?? 100;
   if (limit > 10_000) bad('--limit must be at most 10000');
@@ -79,7 +75,7 @@ export async function deadLettersCommand(argv: string[]): Promise<number> {
       return 0;
     }
     {
-      const result = await requestDeadLetters(pool, q, { action: action as 'replay' | 'discard', group, ids: targets, reason: reason ?? '', actor, dryRun });
+      const result = await requestDeadLetters(pool, q, { action: action, group, ids: targets, reason: reason ?? '', actor, dryRun });
       if (values.json) console.log(JSON.stringify(result));
       else {
         console.log(

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { OutboxError } from '../errors.js';
 import { lagKey, measureLag } from '../ops/lag.js';
 import { rewindOffsets, setOffset, storedOffsets } from '../ops/offsets.js';
-import { brokersFrom, calendarDay, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { actionOf, brokersFrom, calendarDay, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
 import { kafkaPropertiesFrom } from './kafka-config.js';
 
 export const OFFSETS_HELP = `outbox-relay offsets <show|set|rewind> --group G [options]
@@ -48,15 +48,11 @@ function required(values: Record<string, string | boolean | undefined>, name: st
 }
 
 export async function offsetsCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, FLAGS);
-  const action = positionals[0];
-  if (values.help || action === undefined || action === 'help') {
-    console.log(OFFSETS_HELP);
-    return values.help || action === 'help' ? 0 : 2;
-  }
-  if (!['show', 'set', 'rewind'].includes(action)) {
-    throw new OutboxError('INVALID_ARGUMENT', `unknown action ${JSON.stringify(action)}: use show, set or rewind`);
-  }
+  const parsed = parse(argv, FLAGS);
+  const values = parsed.values;
+  const chosen = actionOf(parsed, OFFSETS_HELP, ['show', 'set', 'rewind'] as const);
+  if ('exit' in chosen) return chosen.exit;
+  const { action } = chosen;
   const group = required(values, 'group');
   const schema = schemaFrom(values);
   // Validate what needs no connection first, so bad input fails fast and clearly.

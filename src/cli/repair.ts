@@ -1,7 +1,7 @@
 import { userInfo } from 'node:os';
 import { quoteSchema } from '../db/identifiers.js';
 import { repairRows } from '../ops/repair.js';
-import { bad, calendarDay, integerFlag, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
+import { bad, calendarDay, integerFlag, MUTATION_FLAGS, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
 
 export const RETRY_HELP = `outbox-relay retry ID... | --dead [--topic T] [--key K] [--since TIME] [--limit N]  --reason "..." [options]
 
@@ -33,9 +33,7 @@ holding back the later rows of their key. Pending, failed and dead rows may be s
 Exit codes: 0 done, 2 bad input (nothing changed), 1 other errors.`;
 
 const FLAGS = {
-  reason: { type: 'string' },
-  actor: { type: 'string' },
-  'dry-run': { type: 'boolean' },
+  ...MUTATION_FLAGS,
   json: { type: 'boolean' },
   dead: { type: 'boolean' },
   topic: { type: 'string' },
