@@ -1,9 +1,7 @@
 import type pg from 'pg';
 import { describeError } from '../errors.js';
-import { keyTooLongMessage, MAX_KEY_BYTES } from '../outbox/key-size.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import { classifyKafkaError, isRecordTooLarge } from '../kafka/errors.js';
-import { tooLargeMessage } from '../kafka/record-size.js';
 import { TransactionalProducer, type Delivered } from '../kafka/producer.js';
 import type { Logger } from '../log.js';
 import { BatchLifecycle } from './batch-state.js';
@@ -12,7 +10,8 @@ import { foreignCheckpointError, markCheckpointSent, reconcileShard } from './re
 import type { RelayEventSink } from './events.js';
 import { faultPoint } from './faults.js';
 import type { ResolvedRelayOptions } from './options.js';
-import { invalidHeaders, recordSize, toRecord, tracedRecord } from './records.js';
+import { toRecord, tracedRecord } from './records.js';
+import { cutBatch, type Item } from './batch-cut.js';
 import { CLAIM_BEGIN_SQL, claimStatement, type ClaimedRow } from '../sql/outbox-claim.js';
 import { holdsLeaseSql } from '../sql/shard-leases.js';
 import { markFailedSql } from '../sql/outbox-marks.js';
@@ -49,11 +48,6 @@ export interface ShardContext {
   releaseHeld: () => Promise<void>;
   /** Called when a worker finds its lease gone, so the relay stops counting the shard as held. */
   onLeaseLost: (shard: number, token: string) => void;
-}
-
-interface Item {
-  row: ClaimedRow;
-  record: ReturnType<typeof toRecord>;
 }
 
 /** Milliseconds since `start` (a performance.now() reading), to a tenth. */
@@ -268,61 +262,9 @@ export class ShardWorker {
     let topics = await this.ctx.topics.lookup(rows.map((r) => r.topic));
     const missing = rows.filter((r) => !topics.get(r.topic)?.exists).map((r) => r.topic);
     if (missing.length > 0) topics = new Map([...topics, ...(await this.ctx.topics.lookupFresh(missing))]);
-    const limit = this.ctx.options.maxRecordBytes;
-    const blockedKeys = new Set<string>();
-    const retries: Item[] = [];
-    const items: Item[] = [];
-    let bytes = 0;
-    /** Keys of rows taken into this batch: a retry of such a key must not go first. */
-    const batchKeys = new Set<string>();
-    for (const row of rows) {
-      if (row.key !== null && blockedKeys.has(row.key)) continue;
-      // A key too long for the indexes that keep per-key order (a row from before migration
-      // 0014, or written past its trigger): dead at once, never published. Every row of
-      // that key is, so none can overtake another; and the index of blocking rows leaves
-      // such keys out, so this mark cannot fail for the key's size.
-      if (row.key_bytes !== null && row.key_bytes > MAX_KEY_BYTES) {
-        await this.markFailed(row, keyTooLongMessage(row.key_bytes), { dead: true });
-        continue;
-      }
-      // Headers that are not all strings (a plain-SQL row): no retry can help, dead at once.
-      const badHeaders = invalidHeaders(row.headers);
-      if (badHeaders !== undefined) {
-        await this.markFailed(row, badHeaders, { dead: true });
-        if (row.key !== null) blockedKeys.add(row.key);
-        continue;
-      }
-      const record = toRecord(row, this.ctx.source, this.log);
-      const topic = topics.get(row.topic);
-      const size = recordSize(record);
-      // One transaction carries at most maxBatchBytes; the rest (a prefix cut, so per-key
-      // order holds) goes in the next batch.
-      if (row.state !== 'failed' && items.length > 0 && bytes + size > this.ctx.options.maxBatchBytes) break;
-      if (size > limit) {
-        await this.markFailed(row, tooLargeMessage(size, limit), { dead: true });
-        if (row.key !== null) blockedKeys.add(row.key);
-        continue;
-      }
-      if (!topic?.exists) {
-        await this.markFailed(row, `unknown topic ${row.topic}: ${topic?.error ?? 'not found in broker metadata'}`);
-        if (row.key !== null) blockedKeys.add(row.key);
-        continue;
-      }
-      if (row.state === 'failed') {
-        // Retries go alone and first; one behind an earlier row of its key in this batch
-        // (pending again after a repair) waits for the next claim, and so does its key.
-        if (row.key !== null && batchKeys.has(row.key)) {
-          blockedKeys.add(row.key);
-          continue;
-        }
-        retries.push({ row, record });
-        if (row.key !== null) blockedKeys.add(row.key); // later rows of its key: after it is sent
-        continue;
-      }
-      items.push({ row, record });
-      if (row.key !== null) batchKeys.add(row.key);
-      bytes += size;
-    }
+    const { maxRecordBytes, maxBatchBytes } = this.ctx.options;
+    const { setAside, retries, items } = cutBatch(rows, topics, { maxRecordBytes, maxBatchBytes }, (row) => toRecord(row, this.ctx.source, this.log));
+    for (const { row, reason, dead } of setAside) await this.markFailed(row, reason, { dead });
     // Retries first, each alone: a key's retry is always its earliest row in this batch.
     for (const retry of retries) {
       if (this.signal.aborted) return;
