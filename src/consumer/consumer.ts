@@ -51,6 +51,9 @@ export class Consumer {
   private abort = new AbortController();
   private closing = false;
   private startPromise: Promise<void> | undefined;
+  /** doStart's own promise (see start()). */
+  private starting: Promise<void> | undefined;
+  private startFailed = false;
   private stopPromise: Promise<void> | undefined;
   private loopPromise: Promise<void> | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
@@ -95,10 +98,22 @@ export class Consumer {
     return this.events.on(event, listener);
   }
 
-  /** Joins the group and starts consuming. Idempotent; resolves once connected and subscribed. */
+  /**
+   * Joins the group and starts consuming. Idempotent; resolves once connected and
+   * subscribed. A start that fails closes what it opened (as `stop()` does) and rejects;
+   * `start()` again gives the same error. After `stop()`, `start()` rejects with STOPPED: a
+   * consumer runs once, create a new one.
+   */
   start(): Promise<void> {
-    if (this.stopPromise) return Promise.reject(new OutboxError('STOPPED', 'consumer was stopped; create a new one'));
-    this.startPromise ??= this.doStart();
+    if (this.stopPromise && !this.startFailed) return Promise.reject(new OutboxError('STOPPED', 'consumer was stopped; create a new one'));
+    if (!this.startPromise) {
+      this.starting = this.doStart();
+      this.startPromise = this.starting.catch(async (err: unknown) => {
+        this.startFailed = true;
+        await this.stop();
+        throw err;
+      });
+    }
     return this.startPromise;
   }
 
@@ -166,7 +181,8 @@ export class Consumer {
   }
 
   private async doStop(): Promise<void> {
-    await this.startPromise?.catch(() => undefined);
+    // The start itself, not start()'s promise: a failed start stops the consumer from there.
+    await this.starting?.catch(() => undefined);
     this.closing = true;
     this.abort.abort(new OutboxError('STOPPED', 'consumer stopping'));
     if (this.watchdogTimer) clearInterval(this.watchdogTimer);

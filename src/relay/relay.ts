@@ -46,6 +46,7 @@ export class Relay {
   private leases: ShardLeases | undefined;
   private context: ShardContext | undefined;
   private starting: Promise<void> | undefined;
+  private startFailed = false;
   private stopping: Promise<void> | undefined;
   private loops: Promise<void>[] = [];
   private releasing: Promise<void> | undefined;
@@ -107,9 +108,16 @@ export class Relay {
     return this.leases?.shards ?? [];
   }
 
-  /** Checks the database and the brokers, then takes shards and starts publishing. Idempotent. */
+  /**
+   * Checks the database and the brokers, then takes shards and starts publishing.
+   * Idempotent. A start that fails closes what it opened (as `stop()` does) and rejects;
+   * `start()` again gives the same error. After `stop()`, `start()` rejects with STOPPED: a
+   * relay runs once, create a new one.
+   */
   start(): Promise<void> {
+    if (this.stopping && !this.startFailed) return Promise.reject(new OutboxError('STOPPED', 'relay was stopped; create a new one'));
     this.starting ??= this.doStart().catch(async (err: unknown) => {
+      this.startFailed = true;
       await this.stop();
       throw err;
     });

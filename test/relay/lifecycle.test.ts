@@ -62,9 +62,19 @@ describe('relay lifecycle and operations', () => {
     }
   });
 
-  it('refuses to start on a schema that is not migrated', async () => {
+  it('refuses to start on a schema that is not migrated; the failed start closes what it opened, and start() again gives the same error', async () => {
     const relay = createRelay(testRelayOptions('never_migrated_schema'));
-    await expect(relay.start()).rejects.toMatchObject({ code: 'MIGRATION_FAILED' });
+    const first = await relay.start().catch((err: unknown) => err);
+    expect(first).toMatchObject({ code: 'MIGRATION_FAILED' });
+    expect((relay as unknown as { pool?: { ended?: boolean } }).pool?.ended).toBe(true);
+    expect(await relay.start().catch((err: unknown) => err)).toBe(first);
+    await relay.stop();
+  });
+
+  it('a stopped relay cannot start again: STOPPED, create a new one', async () => {
+    const relay = createRelay(testRelayOptions(await freshSchema(pool)));
+    await relay.stop();
+    await expect(relay.start()).rejects.toMatchObject({ code: 'STOPPED', message: expect.stringMatching(/create a new one/) });
   });
 
   it('retention deletes sent rows past the retention period in batches and keeps the rest', async () => {

@@ -1,0 +1,41 @@
+import type pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { freshSchema } from '../support/db.js';
+import { freshTopic } from '../support/kafka.js';
+import { useTestServices } from '../support/services.js';
+import { uniqueName, waitFor } from '../support/wait.js';
+import { createEffectsTable, effectHandler, effectTotal, testConsumer } from '../support/consumer.js';
+
+const ownPool = (consumer: unknown) => (consumer as { pool?: pg.Pool & { ended?: boolean } }).pool;
+
+describe('consumer lifecycle', () => {
+  const { pool, admin, producer, consumers } = useTestServices();
+
+  it('a start that fails closes what it opened, and start() again gives the same error; stop() after it returns at once', async () => {
+    // A schema that was never migrated: the start fails after the pool is open.
+    const consumer = testConsumer({ schema: uniqueName('nothing_here'), topics: ['t'], handler: async () => undefined });
+    const first = await consumer.start().catch((err: unknown) => err);
+    expect(first).toMatchObject({ code: 'NOT_FOUND' });
+    expect(ownPool(consumer)?.ended).toBe(true);
+    expect(await consumer.start().catch((err: unknown) => err)).toBe(first);
+    await consumer.stop();
+  });
+
+  it('a stopped consumer cannot start again: STOPPED, create a new one', async () => {
+    const schema = await freshSchema(pool);
+    await createEffectsTable(pool, schema);
+    const topic = await freshTopic(admin, 1);
+    await producer.send(topic, [{ key: 'a', value: 'a' }]);
+    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
+    consumers.push(consumer);
+    await consumer.start();
+    await waitFor(async () => (await effectTotal(pool, schema)) === 1, { timeoutMs: 30_000, message: 'the record applied' });
+    await consumer.stop();
+    expect(ownPool(consumer)?.ended).toBe(true);
+    await expect(consumer.start()).rejects.toMatchObject({ code: 'STOPPED', message: expect.stringMatching(/create a new one/) });
+    // Never started, then stopped: the same.
+    const unused = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
+    await unused.stop();
+    await expect(unused.start()).rejects.toMatchObject({ code: 'STOPPED' });
+  });
+});
