@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HalfOpenProxy } from '../../chaos/proxy.js';
-import { databaseUrl, freshSchema } from '../support/db.js';
+import { freshSchema, halfOpenDatabase } from '../support/db.js';
 import { freshTopic } from '../support/kafka.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
@@ -13,13 +12,9 @@ describe('consumer on PostgreSQL connections that go silent', () => {
     const schema = await freshSchema(pool);
     await createEffectsTable(pool, schema);
     const topic = await freshTopic(admin, 3);
-    const url = new URL(databaseUrl());
-    const proxy = new HalfOpenProxy(0, { host: url.hostname, port: Number(url.port || 5432) });
-    await proxy.start();
-    const proxied = new URL(databaseUrl());
-    proxied.port = String(proxy.address);
+    const { proxy, url: proxied } = await halfOpenDatabase();
     const keys = (from: number, n: number) => Array.from({ length: n }, (_, i) => `r${from + i}`);
-    const consumer = testConsumer({ schema, topics: [topic], databaseUrl: proxied.toString(), handlerTimeoutMs: 2_000, queryTimeoutMs: 4_000, handler: effectHandler(schema) });
+    const consumer = testConsumer({ schema, topics: [topic], databaseUrl: proxied, handlerTimeoutMs: 2_000, queryTimeoutMs: 4_000, handler: effectHandler(schema) });
     consumers.push(consumer);
     try {
       await producer.send(topic, keys(0, 60).map((k) => ({ key: k, value: k })));

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { HalfOpenProxy } from '../../chaos/proxy.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { databaseUrl, freshSchema, inTransaction } from '../support/db.js';
+import { freshSchema, halfOpenDatabase, inTransaction } from '../support/db.js';
 import { freshTopic, kafkaConnection, readTopic } from '../support/kafka.js';
 import { expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
@@ -12,16 +11,12 @@ describe('relay on connections that go silent', () => {
   it('a relay whose PostgreSQL connections all go silent (half-open: no error, no answer) recovers on new ones, and every row is published once, in key order', { timeout: 180_000 }, async () => {
     const schema = await freshSchema(pool);
     const topic = await freshTopic(admin, 3);
-    const url = new URL(databaseUrl());
-    const proxy = new HalfOpenProxy(0, { host: url.hostname, port: Number(url.port || 5432) });
-    await proxy.start();
-    const proxied = new URL(databaseUrl());
-    proxied.port = String(proxy.address);
+    const { proxy, url: proxied } = await halfOpenDatabase();
     const write = (from: number, n: number) =>
       inTransaction(pool, (client) => enqueue(client, Array.from({ length: n }, (_, i) => ({ topic, key: `k${(from + i) % 7}`, payload: { i: from + i } })), { schema }));
     // Short leases, timeouts and polls, so the recovery fits a test; the poll interval is
     // long, so rows can only go through wake-ups on a listening connection that works.
-    const relay = await startRelay(schema, { databaseUrl: proxied.toString(), shards: 2, leaseMs: 3_000, queryTimeoutMs: 3_000, pollIntervalMs: 60_000 });
+    const relay = await startRelay(schema, { databaseUrl: proxied, shards: 2, leaseMs: 3_000, queryTimeoutMs: 3_000, pollIntervalMs: 60_000 });
     try {
       const ids = await write(0, 50);
       await waitAllSent(pool, schema, 30_000);

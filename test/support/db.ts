@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { inject } from 'vitest';
 import { migrate } from '../../src/db/migrate.js';
+import { HalfOpenProxy } from '../../chaos/proxy.js';
 import { uniqueName } from './wait.js';
 
 export function databaseUrl(): string {
@@ -37,4 +38,17 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient
   } finally {
     client.release();
   }
+}
+
+/**
+ * A loopback proxy in front of the test database that can turn every connection through it
+ * half-open (see chaos/proxy.ts), and the database URL through it. Stop the proxy after.
+ */
+export async function halfOpenDatabase(): Promise<{ proxy: HalfOpenProxy; url: string }> {
+  const direct = new URL(databaseUrl());
+  const proxy = new HalfOpenProxy(0, { host: direct.hostname, port: Number(direct.port || 5432) });
+  await proxy.start();
+  const proxied = new URL(databaseUrl());
+  proxied.port = String(proxy.address);
+  return { proxy, url: proxied.toString() };
 }
