@@ -74,9 +74,9 @@ export async function offsetsCommand(argv: string[]): Promise<number> {
   pool.on('error', () => undefined);
   try {
     const topic = values.topic as string | undefined;
-    const rows = await storedOffsets(pool, { schema, group, topic });
     const properties = kafkaPropertiesFrom(values);
     if (action === 'show') {
+      const rows = await storedOffsets(pool, { schema, group, topic });
       const brokers = (values.brokers as string | undefined) ?? process.env.KAFKA_BROKERS;
       const positions = rows.map((r) => ({ topic: r.topic, partition: r.partition, stored: r.nextOffset }));
       const lags = brokers && positions.length > 0 ? await measureLag({ brokers, clientId: 'outbox-relay-cli', properties }, positions).catch(() => undefined) : undefined;
