@@ -1,87 +1,58 @@
+import { sleep } from '../async.js';
 import type { KafkaAdmin } from '../kafka/admin.js';
 import type { GroupClient } from '../kafka/group-client.js';
+import { createClient } from './assignment.js';
+import { key } from './positions.js';
+import { StallDetector } from './stall-detector.js';
+import type { ConsumerState } from './state.js';
 
 /**
- * Decides when a consumer that owns partitions with lag has stopped making progress on any
- * of them. librdkafka consumers can silently stop fetching (a stuck fetcher, a lost
- * connection that is never re-established); nothing fails, records just stop coming, and it
- * can happen to one partition while the others flow. Each partition therefore has its own
- * clock: a stall is "this partition has lag and made no progress for `stallTimeoutMs`",
- * answered with the reason to log. A rebalance or rebuild restarts every clock.
+ * The watchdog: every `watchdogIntervalMs` it compares the consumer's positions with the
+ * partitions' last stable offsets ({@link StallDetector} judges); a stall asks the loop to
+ * replace the Kafka consumer ({@link rebuild}), which it does before its next poll.
  */
-/** How long a partition moved to a new log may fetch nothing while it has records (see {@link StallDetector.replaced}). */
-export const REPLACED_STALL_MS = 10_000;
-
-export class StallDetector {
-  private resetAt: number;
-  private readonly changedAt = new Map<string, number>();
-  private lastPositions = new Map<string, number>();
-  /** Partitions moved to the start of a new log (topic recreated), since when; until a record of them arrives. */
-  private readonly replacedAt = new Map<string, number>();
-
-  constructor(
-    private readonly stallTimeoutMs: number,
-    private readonly now: () => number = Date.now,
-  ) {
-    this.resetAt = now();
+export async function watch(s: ConsumerState): Promise<void> {
+  // One sample at a time: ticks do not pile up behind a slow answer.
+  if (s.closing || !s.watchAdmin || !s.client || s.rebuildReason !== undefined || s.watching) return;
+  s.watching = true;
+  try {
+    await sampleAndJudge(s, s.watchAdmin, s.client);
+  } finally {
+    s.watching = false;
   }
+}
 
-  /**
-   * Progress on the given partitions (`topic:partition` keys: records fetched, a batch
-   * committed), or on all of them when called without keys (a rebalance).
-   */
-  progress(keys?: Iterable<string>): void {
-    const now = this.now();
-    if (keys === undefined) {
-      this.resetAt = now;
-      this.replacedAt.clear();
-      return;
+async function sampleAndJudge(s: ConsumerState, admin: KafkaAdmin, client: GroupClient): Promise<void> {
+  const states = [...s.partitions.values()].filter((p) => !p.blocked);
+  try {
+    const { positions, ends } = await sampleLag(admin, client, states);
+    const stored = new Map(states.filter((p) => p.expected !== undefined).map((p) => [key(p.topic, p.partition), p.expected!] as const));
+    const reason = s.detector.check(positions, ends, stored);
+    if (reason !== undefined && !s.closing) {
+      // Where the loop is: a rebuild is served by the loop, so one stuck elsewhere shows here.
+      const loop = { phase: s.phase.name, forMs: Date.now() - s.phase.since };
+      s.logger.warn({ reason, loop }, 'consumer stalled; rebuilding the Kafka consumer');
+      s.rebuildReason = reason;
     }
-    for (const key of keys) this.changedAt.set(key, now);
+  } catch (err) {
+    s.logger.debug({ err }, 'watchdog could not read end offsets');
   }
+}
 
-  /**
-   * The partition's position was moved to the start of a new log (its topic was recreated
-   * under the consumer). librdkafka may have been resetting its own position in the old
-   * log then, and has been seen to fetch nothing more for the partition afterwards; and its
-   * fetch position may still be the old log's, which hides the lag. So until a record of
-   * the partition arrives ({@link fetched}), the partition is judged by its stored position
-   * and stalled after {@link REPLACED_STALL_MS} (or `stallTimeoutMs` if shorter).
-   */
-  replaced(key: string): void {
-    this.replacedAt.set(key, this.now());
-  }
-
-  /** Records of these partitions arrived. */
-  fetched(keys: Iterable<string>): void {
-    for (const key of keys) this.replacedAt.delete(key);
-    this.progress(keys);
-  }
-
-  /**
-   * `positions` are this consumer's next offsets, `ends` the partitions' last stable offsets.
-   * Returns why the consumer is stalled, or `undefined`.
-   */
-  check(positions: Map<string, number>, ends: Map<string, number>, stored: Map<string, number> = new Map()): string | undefined {
-    const now = this.now();
-    for (const [key, position] of positions) {
-      if (this.lastPositions.get(key) !== position) this.changedAt.set(key, now);
-    }
-    this.lastPositions = new Map(positions);
-    if (this.stallTimeoutMs <= 0) return undefined;
-    const grace = Math.min(REPLACED_STALL_MS, this.stallTimeoutMs);
-    const silent = [...this.replacedAt].filter(([key, since]) => now - since >= grace && (ends.get(key) ?? 0) > (stored.get(key) ?? 0));
-    if (silent.length > 0) {
-      const detail = silent.map(([key]) => `${key} at ${stored.get(key) ?? 0} of ${ends.get(key)}`).join(', ');
-      return `no record for ${Math.round(grace / 1000)} s after moving to the start of a recreated topic's log (${detail})`;
-    }
-    const idleSince = (key: string) => Math.max(this.resetAt, this.changedAt.get(key) ?? this.resetAt);
-    const stalled = [...positions].filter(([key, position]) => (ends.get(key) ?? 0) > position && now - idleSince(key) >= this.stallTimeoutMs);
-    if (stalled.length === 0) return undefined;
-    const idleMs = Math.min(...stalled.map(([key]) => now - idleSince(key)));
-    const detail = stalled.map(([key, position]) => `${key} at ${position} of ${ends.get(key)}`).join(', ');
-    return `no progress for ${Math.round(idleMs / 1000)} s while lag > 0 (${detail})`;
-  }
+/** Replaces the Kafka consumer: leaves the group, joins again, offsets come from PostgreSQL as always. */
+export async function rebuild(s: ConsumerState): Promise<void> {
+  const reason = s.rebuildReason!;
+  const old = s.client;
+  s.client = undefined;
+  s.partitions.clear();
+  s.pending = [];
+  s.rebalances = [];
+  // The client being replaced may be the wedged one: do not wait for it forever.
+  await Promise.race([old?.disconnect(), sleep(10_000, s.abort.signal)]);
+  s.client = await createClient(s);
+  s.rebuildReason = undefined;
+  s.detector = new StallDetector(s.options.stallTimeoutMs);
+  s.events.emit('rebuilt', { reason });
 }
 
 /**

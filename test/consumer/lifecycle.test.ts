@@ -6,7 +6,7 @@ import { useTestServices } from '../support/services.js';
 import { uniqueName, waitFor } from '../support/wait.js';
 import { createEffectsTable, effectHandler, effectTotal, testConsumer } from '../support/consumer.js';
 
-const ownPool = (consumer: unknown) => (consumer as { pool?: pg.Pool & { ended?: boolean } }).pool;
+const ownPool = (consumer: unknown) => (consumer as { s: { pool?: pg.Pool & { ended?: boolean } } }).s.pool;
 
 describe('consumer lifecycle', () => {
   const { pool, admin, producer, consumers } = useTestServices();
