@@ -9,7 +9,7 @@ import { useTestServices } from '../support/services.js';
 describe('relay crashes', () => {
   const { connection, pool, admin } = useTestServices({ poolSize: 8 });
 
-  it('a relay SIGKILLed repeatedly while writers commit, and once between the Kafka commit and the Postgres mark: every row exactly once', async () => {
+  it('a relay SIGKILLed repeatedly while writers commit, and once between the Kafka commit and the Postgres mark: every row exactly once', { timeout: 180_000 }, async () => {
     const schema = await freshSchema(pool);
     const topic = await freshTopic(admin, 3);
     const options = testRelayOptions(schema, { batchSize: 50 });
