@@ -1,6 +1,6 @@
 import { AbortError } from 'p-retry';
 import { OutboxError } from '../errors.js';
-import type { BatchHandler, RecordHandler } from '../consumer/options.js';
+import type { BatchHandler, RecordHandler } from '../consumer/handler.js';
 import type { ConsumedRecord } from '../consumer/record.js';
 import { CLAIM_CHECK_HEADER, decodeReference, fetchBody, type ClaimCheckStore } from './store.js';
 

@@ -1,131 +1,18 @@
 import pRetry, { AbortError } from 'p-retry';
 import type pg from 'pg';
 import { isInfrastructureError } from '../db/errors.js';
-import { coerceError, describeError, OutboxError } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { Tracing } from '../tracing.js';
-import type { BatchHandler, FailurePolicy, RecordHandler } from './options.js';
-import type { ConsumedRecord } from './record.js';
-import { advanceOffsetSql } from '../sql/consumer-offsets.js';
-import { claimInboxSql, unclaimInboxSql } from '../sql/consumer-inbox.js';
-import { insertDeadLetterSql } from '../sql/dead-letters.js';
-import { loadOffsetsSql } from '../sql/consumer-offsets.js';
-import { lockOffsetSql } from '../sql/consumer-offsets.js';
-import { readOffsetSql } from '../sql/consumer-offsets.js';
-import { settleAndAdvanceSql } from '../sql/dead-letters.js';
+import { coerceError, describeError } from '../errors.js';
 import { BATCH_BEGIN_LOCK_RESULT, batchBeginSql, DEFAULT_LOCK_TIMEOUT_SQL, lockTimeoutSql } from '../sql/consumer-batches.js';
-import { PING_SQL } from '../sql/catalog.js';
-import { inTransaction, raceHandler, type BatchConnection, type HandlerRun } from './transaction.js';
-
-export interface ApplyContext {
-  pool: pg.Pool;
-  q: string;
-  groupId: string;
-  handler: RecordHandler;
-  /** When set, called once per batch transaction with all its records instead of `handler` per record. */
-  batchHandler: BatchHandler | undefined;
-  /** A span per handler call (see Tracing). */
-  tracing: Tracing;
-  inbox: boolean;
-  maxAttempts: number;
-  retryMinDelayMs: number;
-  retryMaxDelayMs: number;
-  failurePolicy: FailurePolicy;
-  handlerTimeoutMs: number;
-  lockTimeoutMs: number;
-  /** Topic id of the partition's log, stored with a new offset row. */
-  topicId: string | undefined;
-  /** When this member must have polled again (ms since the epoch), a margin before the group would give its partitions away. */
-  pollDeadline: () => number;
-  /** True once the member lost its assignment: nothing may begin or commit any more. */
-  assignmentLost: () => boolean;
-  /** Batch transactions in flight, so that a lost assignment can abort them at the database. */
-  inFlight: Set<BatchConnection>;
-  /**
-   * Whether the partition's topic still has the id this consumer read it with, asked once
-   * per fetch and awaited before each batch transaction begins: records of a recreated
-   * topic that happen to lie beyond the stale offset are never applied under it.
-   */
-  sameLog: () => Promise<boolean>;
-  /** Attempts already charged to records (`topic:partition:offset`) whose retries were interrupted by a poll. */
-  attempts: Map<string, number>;
-  /** Told when a handler overran its time and its transaction was aborted. */
-  onHandlerTimeout: (record: ConsumedRecord) => void;
-  logger: Logger;
-  /** Aborts retry backoff (on stop); the record is then left for the next owner. */
-  signal: AbortSignal;
-}
-
-export interface Counts {
-  applied: number;
-  skipped: number;
-  deadLettered: number;
-}
-
-/**
- * What one batch of one partition came to.
- * - `committed`: effects and `next` are stored. `next` may stop short of the batch's end
- *   when the poll deadline came close (the rest is applied after the next poll), or when
- *   a later part of a split batch failed: `interrupted` is then that part's error.
- * - `moved`: the stored offset is not where this consumer expected it (an operator set it,
- *   or another consumer advanced it): nothing was applied; seek to `stored`. `fenced` when
- *   handlers had run and the compare-and-set at commit refused them (a zombie).
- * - `blocked`: `block` policy; records before `offset` are committed, `next` is stored.
- * - `stale`: the topic was recreated under the consumer: rolled back, nothing applied; the
- *   stored offset belongs to the old log (see incarnation.ts).
- */
-export type BatchOutcome =
-  | ({ kind: 'committed'; next: number; interrupted?: unknown } & Counts)
-  | ({ kind: 'moved'; stored: number; fenced: boolean } & Counts)
-  | ({ kind: 'blocked'; next: number; offset: number; error: string } & Counts)
-  | ({ kind: 'stale' } & Counts);
-
-/** A handler threw (or left the transaction unusable) while applying `records[index]`. */
-class HandlerFailure extends Error {
-  constructor(
-    readonly index: number,
-    cause: unknown,
-  ) {
-    super(coerceError(cause).message, { cause });
-  }
-}
-
-/**
- * This member lost (or is about to lose) its partitions while a batch ran: the batch was
- * aborted at the database and nothing of it commits. Not the record's fault: nothing is
- * charged, the records go to whoever owns the partition next.
- */
-export class PartitionRevoked extends OutboxError {
-  constructor(message: string, cause?: unknown) {
-    super('PARTITION_REVOKED', message, { cause, retriable: true });
-  }
-}
-
-/**
- * The poll deadline is too close to start another handler (it could overrun it): the batch
- * stops here, uncommitted from this record on, and goes on after the next poll. Nothing is
- * charged; attempts made so far are remembered.
- */
-export class PollDeadline extends Error {
-  constructor(message = 'poll deadline too close to start a handler; continuing after the next poll') {
-    super(message);
-  }
-}
-
-const ZERO: Counts = { applied: 0, skipped: 0, deadLettered: 0 };
+import { advanceOffsetSql, loadOffsetsSql, lockOffsetSql, readOffsetSql } from '../sql/consumer-offsets.js';
+import { insertDeadLetterSql, settleAndAdvanceSql } from '../sql/dead-letters.js';
+import { HandlerFailure, PartitionRevoked, PollDeadline, ZERO, type ApplyContext, type BatchOutcome, type Counts } from './batch.js';
+import { runHandler } from './handler-run.js';
+import { claimInbox, unclaimInbox } from './inbox.js';
+import type { ConsumedRecord } from './record.js';
+import { inTransaction, type BatchConnection } from './transaction.js';
 
 /** SQLSTATE of a statement cancelled (statement_timeout): the database's, not the records'. */
 const QUERY_CANCELED = '57014';
-
-/** True when the client still talks to the server (an aborted transaction still counts). */
-async function connectionAlive(connection: BatchConnection): Promise<boolean> {
-  try {
-    await connection.client.query(PING_SQL);
-    return true;
-  } catch (err) {
-    return !isInfrastructureError(err);
-  }
-}
 
 async function storedOffset(ctx: ApplyContext, record: ConsumedRecord): Promise<number> {
   const { rows } = await ctx.pool.query<{ next_offset: string }>(loadOffsetsSql(ctx.q), [ctx.groupId, [record.topic], [record.partition]]);
@@ -186,102 +73,6 @@ async function lockOffset(ctx: ApplyContext, connection: BatchConnection, record
     await connection.query(DEFAULT_LOCK_TIMEOUT_SQL);
   }
   return Number((rows[0] as { next_offset: string }).next_offset);
-}
-
-/**
- * Runs the handler for one record (`records` of one), or the batch handler for `records`,
- * under `handlerTimeoutMs`. Past it — or when the assignment is lost while it runs — the
- * transaction is aborted at the database, so a hung handler holds no lock and commits
- * nothing, whatever it does later. A failure is charged to `records[0]` at `index` when it
- * is the only record, to no record in particular (index -1) otherwise.
- */
-async function runHandler(ctx: ApplyContext, connection: BatchConnection, records: ConsumedRecord[], index: number): Promise<void> {
-  // A handler is started only with its whole time before the poll deadline, so that no
-  // batch of this member is open when the group hands its partitions to another.
-  if (ctx.pollDeadline() - Date.now() < ctx.handlerTimeoutMs) throw new PollDeadline();
-  // The spans end with the call's outcome as judged here (a timeout, a swallowed error),
-  // not when a hung handler's promise settles, if ever.
-  const spans = records.map((record) => ctx.tracing.startProcess(record, ctx.groupId));
-  const batch = ctx.batchHandler;
-  const call = batch ? () => batch(records, connection.tx) : () => spans[0]!.run(() => ctx.handler(records[0]!, connection.tx));
-  try {
-    await judgeHandler(ctx, connection, records[0]!, records.length === 1 ? index : -1, await raceHandler(connection, call, ctx.handlerTimeoutMs));
-    for (const span of spans) span.end();
-  } catch (err) {
-    for (const span of spans) span.end(err instanceof HandlerFailure ? err.cause : err);
-    throw err;
-  }
-}
-
-async function judgeHandler(ctx: ApplyContext, connection: BatchConnection, record: ConsumedRecord, index: number, run: HandlerRun): Promise<void> {
-  if (run.kind === 'expired') await connection.abort('handler-timeout');
-  if (connection.aborted === 'revoked') throw new PartitionRevoked(`assignment lost while the handler ran (offset ${record.offset}); batch aborted`);
-  if (connection.aborted === 'handler-timeout') {
-    ctx.onHandlerTimeout(record);
-    throw new HandlerFailure(index, new OutboxError('HANDLER_TIMEOUT', `handler did not finish within handlerTimeoutMs (${ctx.handlerTimeoutMs} ms); its transaction was aborted`));
-  }
-  // Misuse of the transaction is not retried: it would fail the same way every time.
-  if (connection.misuse) throw new HandlerFailure(index, new AbortError(connection.misuse));
-  if (connection.transactionEnded) {
-    throw new HandlerFailure(index, new AbortError(new OutboxError('TX_CONTROL_REFUSED', 'the handler ended the consumer transaction (COMMIT or ROLLBACK)')));
-  }
-  if (run.kind === 'failed') {
-    // A connection-like error (ECONNREFUSED, ...) may come from the handler's own calls
-    // to other services: it is the database's only if this transaction's connection is
-    // really gone. Otherwise it is the handler's failure, charged and dead-lettered.
-    if (isInfrastructureError(run.error) && !(await connectionAlive(connection))) throw run.error;
-    throw new HandlerFailure(index, run.error);
-  }
-  if (connection.transactionFailed) {
-    throw new HandlerFailure(index, new Error('the handler swallowed a database error: the transaction is aborted (SQLSTATE 25P02)'));
-  }
-}
-
-/** Claims in the inbox: records claimed now, and records already applied (or earlier in this batch with the same id). */
-interface Claims {
-  claimed: ConsumedRecord[];
-  duplicates: Set<ConsumedRecord>;
-}
-
-/**
- * Claims the outbox ids of `records` in one statement (see claimInboxSql). Records without
- * a source or an outbox id header, or all of them with the inbox off, are not claimed:
- * their offsets alone decide. A record whose (source, id) comes again later in the batch
- * is claimed once, for its first occurrence.
- */
-async function claimInbox(ctx: ApplyContext, connection: BatchConnection, records: ConsumedRecord[]): Promise<Claims> {
-  const claims: Claims = { claimed: [], duplicates: new Set() };
-  if (!ctx.inbox) return claims;
-  const byId = new Map<string, ConsumedRecord>();
-  for (const record of records) {
-    const { source, outboxId } = record.headers;
-    if (source === undefined || outboxId === undefined) continue;
-    const id = JSON.stringify([source, outboxId]);
-    if (byId.has(id)) claims.duplicates.add(record);
-    else byId.set(id, record);
-  }
-  if (byId.size === 0) return claims;
-  const candidates = [...byId.values()];
-  const { rows } = await connection.query(claimInboxSql(ctx.q), [
-    ctx.groupId,
-    candidates[0]!.topic,
-    candidates[0]!.partition,
-    ctx.topicId ?? null,
-    candidates.map((r) => r.headers.source),
-    candidates.map((r) => r.headers.outboxId),
-    candidates.map((r) => r.offset),
-  ]);
-  const won = new Set((rows as { source: string; outbox_id: string }[]).map((r) => JSON.stringify([r.source, r.outbox_id])));
-  for (const [id, record] of byId) {
-    if (won.has(id)) claims.claimed.push(record);
-    else claims.duplicates.add(record);
-  }
-  return claims;
-}
-
-async function unclaimInbox(ctx: ApplyContext, connection: BatchConnection, records: ConsumedRecord[]): Promise<void> {
-  if (records.length === 0) return;
-  await connection.query(unclaimInboxSql(ctx.q), [ctx.groupId, records.map((r) => r.headers.source), records.map((r) => r.headers.outboxId)]);
 }
 
 /**

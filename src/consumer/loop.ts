@@ -1,6 +1,7 @@
 import { failureDelay, forEachLimit, sleep } from '../async.js';
-import { applyRecords, PartitionRevoked, PollDeadline, type ApplyContext } from './apply.js';
+import { applyRecords } from './apply.js';
 import { serveRebalances } from './assignment.js';
+import { PartitionRevoked, PollDeadline, type ApplyContext } from './batch.js';
 import { pollMarginMs } from './options.js';
 import { key, type PartitionState } from './positions.js';
 import { toConsumedRecord, type ConsumedRecord } from './record.js';

@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import type { ConsumerEmitter, ConsumerEvents } from './events.js';
 import { judgeStoredOffset, readPartitionLogs, type PartitionLog, type StoredPosition } from './incarnation.js';
 import type { ConsumerMetrics } from './metrics.js';
-import type { OffsetOutOfRangePolicy } from './options.js';
+import type { OffsetOutOfRangePolicy } from './handler.js';
 import { loadOffsetsSql } from '../sql/consumer-offsets.js';
 import { readOffsetSql } from '../sql/consumer-offsets.js';
 import { adoptTopicIdSql, resetOffsetSql } from '../sql/consumer-offsets.js';

@@ -3,7 +3,7 @@ import { DEFAULT_SCHEMA, quoteSchema } from '../db/identifiers.js';
 import { describeError, OutboxError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { NOOP_TRACING, type Tracing } from '../tracing.js';
-import type { RecordHandler } from './options.js';
+import type { RecordHandler } from './handler.js';
 import { decodeHeaders, type ConsumedRecord } from './record.js';
 import { claimInboxSql } from '../sql/consumer-inbox.js';
 import {
@@ -16,7 +16,8 @@ import {
   requestedReplaysSql,
 } from '../sql/dead-letters.js';
 import { sleep } from '../async.js';
-import { inTransaction, raceHandler } from './transaction.js';
+import { raceHandler } from './handler-run.js';
+import { inTransaction } from './transaction.js';
 import { replayBeginSql } from '../sql/consumer-batches.js';
 import { CONSUMER_DEFAULTS } from './options.js';
 

@@ -1,4 +1,4 @@
-import type { BatchOutcome } from './apply.js';
+import type { BatchOutcome } from './batch.js';
 import type { ConsumerEvents } from './events.js';
 import { key, type PartitionControl, type PartitionState } from './positions.js';
 import { dropPending, type ConsumerState } from './state.js';

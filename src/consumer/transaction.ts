@@ -282,35 +282,3 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (connection: BatchConn
     client.release(broken);
   }
 }
-
-export type HandlerRun = { kind: 'done' } | { kind: 'failed'; error: unknown } | { kind: 'expired' } | { kind: 'aborted' };
-
-/**
- * Runs `run` (a handler call on `connection`) for at most `budgetMs`, or until the
- * connection is aborted from outside. A handler that does not return in time is left
- * behind: its later statements meet a closed guard and a terminated backend.
- */
-export async function raceHandler(connection: BatchConnection, run: () => Promise<void>, budgetMs: number): Promise<HandlerRun> {
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  const expired = new Promise<HandlerRun>((resolve) => {
-    timer = setTimeout(() => resolve({ kind: 'expired' }), Math.max(0, budgetMs));
-  });
-  const aborted = new Promise<HandlerRun>((resolve) => {
-    onAbort = () => resolve({ kind: 'aborted' });
-    if (connection.signal.aborted) onAbort();
-    else connection.signal.addEventListener('abort', onAbort, { once: true });
-  });
-  const handler = Promise.resolve()
-    .then(run)
-    .then(
-      (): HandlerRun => ({ kind: 'done' }),
-      (error: unknown): HandlerRun => ({ kind: 'failed', error }),
-    );
-  try {
-    return await Promise.race([handler, expired, aborted]);
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) connection.signal.removeEventListener('abort', onAbort);
-  }
-}
