@@ -4,6 +4,7 @@ import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import { createPool } from '../db/pool.js';
 import { OptionsError, OutboxError } from '../errors.js';
+import { Lifecycle } from '../lifecycle.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import { TABLE_EXISTS_SQL } from '../sql/catalog.js';
 import { loadTracing } from '../tracing.js';
@@ -28,11 +29,7 @@ import { watch } from './watchdog.js';
 export class Consumer {
   private readonly options: ResolvedConsumerOptions;
   private readonly s: ConsumerState;
-  private startPromise: Promise<void> | undefined;
-  /** doStart's own promise (see start()). */
-  private starting: Promise<void> | undefined;
-  private startFailed = false;
-  private stopPromise: Promise<void> | undefined;
+  private readonly lifecycle = new Lifecycle('consumer', () => this.open(), () => this.close());
   private loopPromise: Promise<void> | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
   private revocationTimer: NodeJS.Timeout | undefined;
@@ -61,19 +58,10 @@ export class Consumer {
    * consumer runs once, create a new one.
    */
   start(): Promise<void> {
-    if (this.stopPromise && !this.startFailed) return Promise.reject(new OutboxError('STOPPED', 'consumer was stopped; create a new one'));
-    if (!this.startPromise) {
-      this.starting = this.doStart();
-      this.startPromise = this.starting.catch(async (err: unknown) => {
-        this.startFailed = true;
-        await this.stop();
-        throw err;
-      });
-    }
-    return this.startPromise;
+    return this.lifecycle.start();
   }
 
-  private async doStart(): Promise<void> {
+  private async open(): Promise<void> {
     const o = this.options;
     const s = this.s;
     const pool = o.pool ?? createPool(o.databaseUrl!, s.logger, { application_name: 'outbox-relay-consumer', max: o.poolSize, query_timeout: o.queryTimeoutMs });
@@ -125,14 +113,13 @@ export class Consumer {
    * unapplied, to the next owner. Idempotent.
    */
   stop(): Promise<void> {
-    this.stopPromise ??= this.doStop();
-    return this.stopPromise;
+    return this.lifecycle.stop();
   }
 
-  private async doStop(): Promise<void> {
+  private async close(): Promise<void> {
     const s = this.s;
-    // The start itself, not start()'s promise: a failed start stops the consumer from there.
-    await this.starting?.catch(() => undefined);
+    // A failed start stops the consumer from there: what it opened is closed once it settled.
+    await this.lifecycle.opened();
     s.closing = true;
     s.abort.abort(new OutboxError('STOPPED', 'consumer stopping'));
     if (this.watchdogTimer) clearInterval(this.watchdogTimer);

@@ -3,8 +3,8 @@ import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import { sleep } from '../async.js';
 import { createPool } from '../db/pool.js';
-import { OutboxError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
+import { Lifecycle } from '../lifecycle.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import type { Logger } from '../log.js';
 import { PING_SQL } from '../sql/catalog.js';
@@ -39,9 +39,7 @@ export class Relay {
   private wakeup: Wakeup | undefined;
   private leases: ShardLeases | undefined;
   private context: ShardContext | undefined;
-  private starting: Promise<void> | undefined;
-  private startFailed = false;
-  private stopping: Promise<void> | undefined;
+  private readonly lifecycle = new Lifecycle('relay', () => this.open(), () => this.close());
   private loops: Promise<void>[] = [];
   private releasing: Promise<void> | undefined;
   private readonly metricsOf: RelayMetrics;
@@ -109,16 +107,10 @@ export class Relay {
    * relay runs once, create a new one.
    */
   start(): Promise<void> {
-    if (this.stopping && !this.startFailed) return Promise.reject(new OutboxError('STOPPED', 'relay was stopped; create a new one'));
-    this.starting ??= this.doStart().catch(async (err: unknown) => {
-      this.startFailed = true;
-      await this.stop();
-      throw err;
-    });
-    return this.starting;
+    return this.lifecycle.start();
   }
 
-  private async doStart(): Promise<void> {
+  private async open(): Promise<void> {
     const o = this.options;
     this.pool =
       o.pool ??
@@ -266,11 +258,10 @@ export class Relay {
    * so other relays take over at once, connections close. Idempotent.
    */
   stop(): Promise<void> {
-    this.stopping ??= this.doStop();
-    return this.stopping;
+    return this.lifecycle.stop();
   }
 
-  private async doStop(): Promise<void> {
+  private async close(): Promise<void> {
     this.controller.abort();
     await Promise.allSettled(this.loops);
     await Promise.allSettled([...this.workers.values()].map((w) => w.stop()));
