@@ -23,7 +23,7 @@ import type { Relay } from '../src/relay/relay.js';
 import { cli } from './support/cli.js';
 import { freshSchema, inTransaction } from './support/db.js';
 import { freshTopic, headerValue, readTopic } from './support/kafka.js';
-import { expectExactlyOnce, startRelay, waitAllSent } from './support/relay.js';
+import { expectExactlyOnce, startRelay, waitAllSent, withRelay } from './support/relay.js';
 import { useTestServices } from './support/services.js';
 import { uniqueName, waitFor } from './support/wait.js';
 import { testConsumer } from './support/consumer.js';
@@ -180,12 +180,9 @@ describe('enqueue: refused with a typed error, writing nothing; the caller trans
 
   it('every good event enqueued around the refused ones is published exactly once', async () => {
     expect(good).toHaveLength(ENQUEUE_CASES.length * 2);
-    const relay = await startRelay(schema, { shards: 2 });
-    try {
+    await withRelay(startRelay(schema, { shards: 2 }), async () => {
       await waitAllSent(pool, schema, 30_000);
-    } finally {
-      await relay.stop();
-    }
+    });
     expectExactlyOnce(await readTopic(connection, topic, 2, { expected: good.length, settleMs: 500 }), good);
   });
 });
@@ -372,12 +369,9 @@ describe('the CLI: bad input exits 2 with a message and changes nothing', () => 
     expect(retried.code).toBe(0);
     const discarded = await cli('dead-letters', 'discard', f.letter, '--group', 'ledger', '--reason', 'duplicate', '--schema', schema);
     expect(discarded.code).toBe(0);
-    const relay = await startRelay(schema, { shards: 1 });
-    try {
+    await withRelay(startRelay(schema, { shards: 1 }), async () => {
       await waitAllSent(pool, schema, 30_000);
-    } finally {
-      await relay.stop();
-    }
+    });
     await expectRepairedInOrder(f.topic, f);
     const { rows } = await pool.query(`select actor, command, row_ids::text[] as ids from ${schema}.operator_actions order by id`);
     expect(rows).toMatchObject([{ actor: 'oncall', command: 'retry', ids: [f.dead] }, { command: 'dead-letters discard', ids: [f.letter] }]);

@@ -37,6 +37,18 @@ export const MUTATION_FLAGS = {
  * help is what was asked for (0) or no action was given (2, with the help printed). An
  * unknown action is refused (INVALID_ARGUMENT) naming the known ones.
  */
+/** With --help, prints the command's help and answers true (the command then exits 0). */
+export function helpAsked(values: ParsedArgs['values'], help: string): boolean {
+  if (!values.help) return false;
+  console.log(help);
+  return true;
+}
+
+/** Refuses arguments a command that takes none was given. */
+export function noArguments(positionals: readonly string[]): void {
+  if (positionals.length > 0) bad(`unexpected argument ${JSON.stringify(positionals[0])}`);
+}
+
 export function actionOf<A extends string>(parsed: ParsedArgs, help: string, actions: readonly A[]): { action: A; rest: string[] } | { exit: number } {
   const [action, ...rest] = parsed.positionals;
   if (parsed.values.help || action === undefined || action === 'help') {

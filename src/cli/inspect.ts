@@ -4,7 +4,7 @@ import { collectStatus } from '../ops/status.js';
 import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
 import {
 } from '../sql/outbox-inspect.js';
-import { bad, integerFlag, parse, parseIds, schemaFrom, withPool } from './args.js';
+import { bad, integerFlag, parse, parseIds, schemaFrom, withPool, helpAsked, noArguments } from './args.js';
 import { kafkaPropertiesFrom } from './kafka-config.js';
 
 export const STUCK_HELP = `outbox-relay stuck [--older-than 5m] [--state pending|failed|dead] [--topic T] [--key K] [--limit N] [--json]
@@ -30,11 +30,8 @@ export async function stuckCommand(argv: string[]): Promise<number> {
     limit: { type: 'string' },
     json: { type: 'boolean' },
   });
-  if (values.help) {
-    console.log(STUCK_HELP);
-    return 0;
-  }
-  if (positionals.length > 0) bad(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  if (helpAsked(values, STUCK_HELP)) return 0;
+  noArguments(positionals);
   const olderThanMs = parseDuration((values['older-than'] as string | undefined) ?? '5m', 'older-than');
   const state = values.state as string | undefined;
   if (state !== undefined && !['pending', 'failed', 'dead'].includes(state)) bad(`--state must be pending, failed or dead, got ${JSON.stringify(state)}`);
@@ -54,10 +51,7 @@ export async function stuckCommand(argv: string[]): Promise<number> {
 
 export async function showCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } });
-  if (values.help) {
-    console.log(SHOW_HELP);
-    return 0;
-  }
+  if (helpAsked(values, SHOW_HELP)) return 0;
   if (positionals.length !== 1) bad('give one row id');
   const raw = positionals[0]!;
   const [id] = parseIds([raw], 'row id');
@@ -87,11 +81,8 @@ Exit codes: 0 done (whatever the verdict), 2 bad input, 1 other errors.`;
 
 export async function statusCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } });
-  if (values.help) {
-    console.log(STATUS_HELP);
-    return 0;
-  }
-  if (positionals.length > 0) bad(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  if (helpAsked(values, STATUS_HELP)) return 0;
+  noArguments(positionals);
   const q = quoteSchema(schemaFrom(values));
   const brokers = (values.brokers as string | undefined) ?? process.env.KAFKA_BROKERS;
   const properties = kafkaPropertiesFrom(values);

@@ -1,6 +1,6 @@
 import { DEFAULT_PARTITIONS_AHEAD, migrate, PARTITION_UNITS, type PartitionUnit } from '../db/migrate.js';
 import { createLogger } from '../log.js';
-import { bad, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { bad, databaseUrlFrom, integerFlag, parse, schemaFrom, helpAsked } from './args.js';
 
 export const MIGRATE_HELP = `outbox-relay migrate [--database-url URL] [--schema NAME] [--partition-by day|week|month [--partitions-ahead N]]
 
@@ -15,10 +15,7 @@ Applies pending migrations (forward-only; safe to run concurrently).
 
 export async function migrateCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, { 'partition-by': { type: 'string' }, 'partitions-ahead': { type: 'string' } });
-  if (values.help) {
-    console.log(MIGRATE_HELP);
-    return 0;
-  }
+  if (helpAsked(values, MIGRATE_HELP)) return 0;
   const unit = values['partition-by'] as string | undefined;
   if (unit !== undefined && !(PARTITION_UNITS as readonly string[]).includes(unit)) bad(`--partition-by must be one of ${PARTITION_UNITS.join(', ')}, got ${JSON.stringify(unit)}`);
   const ahead = integerFlag('partitions-ahead', values['partitions-ahead'] as string | undefined, { min: 1 });

@@ -5,7 +5,7 @@ import { createLogger, redactUrl } from '../log.js';
 import type { Server } from 'node:http';
 import { createRelay } from '../relay/relay.js';
 import { DEFAULT_HTTP_PORT, parseHttpAddress, serveRelayHttp } from '../relay/http.js';
-import { brokersFrom, databaseUrlFrom, integerFlag, parse, schemaFrom } from './args.js';
+import { brokersFrom, databaseUrlFrom, integerFlag, parse, schemaFrom, helpAsked } from './args.js';
 import { kafkaPropertiesFrom } from './kafka-config.js';
 
 export const RELAY_HELP = `outbox-relay relay [options]
@@ -55,10 +55,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
     migrate: { type: 'boolean' },
     'shutdown-timeout-ms': { type: 'string' },
   });
-  if (values.help) {
-    console.log(RELAY_HELP);
-    return 0;
-  }
+  if (helpAsked(values, RELAY_HELP)) return 0;
   const str = (name: string) => values[name] as string | undefined;
   const logger = createLogger();
   const databaseUrl = databaseUrlFrom(values);

@@ -1,7 +1,7 @@
 import { userInfo } from 'node:os';
 import { quoteSchema } from '../db/identifiers.js';
 import { repairRows } from '../ops/repair.js';
-import { bad, calendarDay, integerFlag, MUTATION_FLAGS, parse, parseIds, schemaFrom, textFlag, withPool } from './args.js';
+import { bad, calendarDay, integerFlag, MUTATION_FLAGS, parse, parseIds, schemaFrom, textFlag, withPool, helpAsked } from './args.js';
 
 export const RETRY_HELP = `outbox-relay retry ID... | --dead [--topic T] [--key K] [--since TIME] [--limit N]  --reason "..." [options]
 
@@ -52,10 +52,7 @@ export function skipCommand(argv: string[]): Promise<number> {
 
 async function repair(command: 'retry' | 'skip', argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, FLAGS);
-  if (values.help) {
-    console.log(command === 'retry' ? RETRY_HELP : SKIP_HELP);
-    return 0;
-  }
+  if (helpAsked(values, command === 'retry' ? RETRY_HELP : SKIP_HELP)) return 0;
   // Everything that needs no database is checked first: bad input changes nothing.
   const dryRun = values['dry-run'] === true;
   const reason = textFlag(values.reason, 'reason', 2000);

@@ -1,7 +1,7 @@
 import { loadMigrations } from '../db/migrate.js';
 import { applyRoles, rolesPsqlScript, rolesSql } from '../sql/roles.js';
 import { ROLE_KINDS, roleNames, type RoleNames } from '../db/roles.js';
-import { bad, parse, schemaFrom, withPool } from './args.js';
+import { bad, parse, schemaFrom, withPool, helpAsked, noArguments } from './args.js';
 
 export const ROLES_HELP = `outbox-relay roles [--schema NAME] [--writer NAME] [--relay NAME] [--consumer NAME] [--operator NAME]
                    [--without-retention] [--claim-checks] [--apply] [--psql]
@@ -35,11 +35,8 @@ export async function rolesCommand(argv: string[]): Promise<number> {
     apply: { type: 'boolean' },
     psql: { type: 'boolean' },
   });
-  if (values.help) {
-    console.log(ROLES_HELP);
-    return 0;
-  }
-  if (positionals.length > 0) bad(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  if (helpAsked(values, ROLES_HELP)) return 0;
+  noArguments(positionals);
   const latest = (await loadMigrations()).at(-1)?.id ?? 0;
   const given = Object.fromEntries(ROLE_KINDS.filter((kind) => values[kind] !== undefined).map((kind) => [kind, values[kind] as string])) as Partial<RoleNames>;
   if (values.psql) {

@@ -4,24 +4,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_FAULT_KINDS } from '../../chaos/fault-kinds.js';
+import type { ChaosReport as Report } from '../../chaos/report.js';
 import { spawnTracked } from '../support/children.js';
 
 const runner = fileURLToPath(new URL('../../chaos/run.ts', import.meta.url));
 
-interface Report {
-  ok: boolean;
-  events: number;
-  faults: Record<string, number>;
-  lost: number;
-  duplicated: number;
-  reordered: number;
-  phantom: number;
-  duplicateEffects: number;
-  missingEffects: number;
-  balanceMismatches: number;
-  unsentRows: number;
-  recoveryMs: Record<string, { p50: number | null; max: number | null }>;
-}
 
 describe('fault-injection soak (npm run chaos, short)', () => {
   it(

@@ -1,10 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { BatchHandler, ConsumedRecord } from '../../src/consumer/index.js';
-import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { useTestServices } from '../support/services.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, relayed, testConsumer } from '../support/consumer.js';
+import { effectCounts, effectHandler, exactlyOnceReport, relayed, testConsumer } from '../support/consumer.js';
 
 const range = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
@@ -21,20 +19,16 @@ function effectBatchHandler(schema: string, calls: ConsumedRecord[][] = []): Bat
 }
 
 describe('consumer: batch handler', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, freshEffects, startConsumer } = useTestServices();
 
   it('a batch handler applies every record once, in one call per partition batch, with duplicates of an outbox id dropped before the call', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const keys = range('r', 30);
     // r10 and r11 published twice in the same transaction (a relay that re-published them).
     await producer.send(topic, [...relayed(keys.slice(0, 12), 1), ...relayed(keys.slice(10, 12), 11), ...relayed(keys.slice(12), 13)]);
     const calls: ConsumedRecord[][] = [];
     const groupId = uniqueName('g');
-    const consumer = testConsumer({ schema, groupId, topics: [topic], batchHandler: effectBatchHandler(schema, calls) });
-    consumers.push(consumer);
-    await consumer.start();
+    const consumer = await startConsumer({ schema, groupId, topics: [topic], batchHandler: effectBatchHandler(schema, calls) });
     await waitFor(async () => (await effectCounts(pool, schema)).size === keys.length, { timeoutMs: 30_000 });
     const { rows } = await pool.query(`select next_offset::int as n from "${schema}".consumer_offsets where group_id = $1`, [groupId]);
     await consumer.stop();
@@ -49,14 +43,12 @@ describe('consumer: batch handler', () => {
   });
 
   it("a record failing in a batch handler's batch is dead-lettered alone; every other record is applied once", async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const keys = range('r', 40);
     await producer.send(topic, relayed(keys, 1));
     const apply = effectBatchHandler(schema);
     let calls = 0;
-    const consumer = testConsumer({
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 2,
@@ -66,8 +58,6 @@ describe('consumer: batch handler', () => {
         if (records.some((r) => r.value!.toString() === 'r23')) throw new Error('ledger rejected r23');
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     await waitFor(async () => (await effectCounts(pool, schema)).size === keys.length - 1, { timeoutMs: 30_000, message: 'all but the bad record applied' });
     await waitFor(async () => (await pool.query(`select 1 from "${schema}".dead_letters`)).rowCount === 1, { timeoutMs: 30_000, message: 'its dead letter' });
     await consumer.stop();
@@ -80,14 +70,12 @@ describe('consumer: batch handler', () => {
   });
 
   it('a dead letter of a batch-handler consumer is replayed through the batch handler, once', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const keys = range('r', 5);
     await producer.send(topic, relayed(keys, 1));
     const apply = effectBatchHandler(schema);
     let broken = true;
-    const consumer = testConsumer({
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 1,
@@ -96,8 +84,6 @@ describe('consumer: batch handler', () => {
         await apply(records, tx);
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     await waitFor(async () => (await effectCounts(pool, schema)).size === 4, { timeoutMs: 30_000 });
     await waitFor(async () => (await pool.query(`select 1 from "${schema}".dead_letters`)).rowCount === 1, { timeoutMs: 30_000 });
     broken = false;
@@ -109,12 +95,10 @@ describe('consumer: batch handler', () => {
 });
 
 describe('consumer: inbox claims of a batch', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, consumers, freshEffects } = useTestServices();
 
   it('a batch cut short before the poll deadline keeps no inbox claim for the records it did not apply: they are applied after the next poll', { timeout: 90_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const keys = range('r', 30);
     await producer.send(topic, relayed(keys, 1));
     const apply = effectHandler(schema);

@@ -8,7 +8,7 @@ import { waitFor } from '../support/wait.js';
 import { createEffectsTable, effectCounts, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 
 describe('consumer: partition concurrency', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, admin, producer, consumers, startConsumer, freshOutbox } = useTestServices();
 
   it('more busy partitions than pool connections never fail a fetch: batches queue for the partition cap, not for the pool', { timeout: 90_000 }, async () => {
     const schema = await freshSchema(pool);
@@ -60,8 +60,7 @@ describe('consumer: partition concurrency', () => {
   });
 
   it('partitionConcurrency above the pool size - 1 is refused at start', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const consumer = testConsumer({ schema, topics: [topic], handler: async () => undefined, poolSize: 4, partitionConcurrency: 4 });
     await expect(consumer.start()).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('partitionConcurrency') });
     await consumer.stop();
@@ -77,7 +76,7 @@ describe('consumer: partition concurrency', () => {
       await producer.send(topic, Array.from({ length: perPartition }, (_, i) => ({ key: `k${partition}`, value: `${partition}-${i}-${randomBytes(80).toString('hex')}`, partition })));
     }
     const applied = new Array<number>(partitions).fill(0);
-    const consumer = testConsumer({
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       // A handler that takes its time, as a real one does: the loop is slower than the fetches.
@@ -86,8 +85,6 @@ describe('consumer: partition concurrency', () => {
         applied[record.partition]!++;
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     // By the time a third of everything is applied, every partition has had its turn (one
     // after another, two partitions would have drained and the other four had nothing).
     await waitFor(() => applied.reduce((a, b) => a + b, 0) >= (partitions * perPartition) / 3, { timeoutMs: 60_000, message: 'a third applied' });

@@ -1,19 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import type { RecordHandler } from '../../src/consumer/index.js';
 import { cli } from '../support/cli.js';
-import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { useTestServices } from '../support/services.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from '../support/consumer.js';
+import { effectCounts, effectHandler, exactlyOnceReport } from '../support/consumer.js';
 
 describe('outbox-relay dead-letters: the consumer side of on-call', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, freshEffects, startConsumer } = useTestServices();
 
   it('a replay requested from the CLI is run by the running consumer through its handler, once; a discard settles one for audit', { timeout: 60_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const groupId = uniqueName('ledger');
     const broken = new Set(['r3', 'r6']);
     const apply = effectHandler(schema);
@@ -23,9 +19,7 @@ describe('outbox-relay dead-letters: the consumer side of on-call', () => {
     };
     const keys = Array.from({ length: 8 }, (_, i) => `r${i}`);
     await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
-    const consumer = testConsumer({ schema, groupId, topics: [topic], maxAttempts: 2, retryMinDelayMs: 10, retryMaxDelayMs: 20, handler });
-    consumers.push(consumer);
-    await consumer.start();
+    await startConsumer({ schema, groupId, topics: [topic], maxAttempts: 2, retryMinDelayMs: 10, retryMaxDelayMs: 20, handler });
     await waitFor(async () => (await effectCounts(pool, schema)).size === 6, { message: 'six applied, two dead-lettered' });
 
     const listed = await cli('dead-letters', 'list', '--group', groupId, '--json', '--schema', schema);
@@ -77,14 +71,12 @@ describe('outbox-relay dead-letters: the consumer side of on-call', () => {
   });
 
   it('a dead-lettered record applied again after a rewind settles its dead letter, so a replay does not apply it twice', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     await producer.send(topic, ['x0', 'x1', 'x2'].map((k) => ({ key: k, value: k })));
     let broken = true;
     const apply = effectHandler(schema);
     const groupId = uniqueName('g');
-    const consumer = testConsumer({
+    const consumer = await startConsumer({
       schema,
       groupId,
       topics: [topic],
@@ -95,8 +87,6 @@ describe('outbox-relay dead-letters: the consumer side of on-call', () => {
         await apply(record, tx);
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     await waitFor(async () => (await effectCounts(pool, schema)).size === 2, { timeoutMs: 30_000 });
     // The bug is fixed, and the operator rewinds the partition to repair the data.
     broken = false;

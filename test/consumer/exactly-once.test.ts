@@ -1,24 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { HEADER } from '../../src/outbox/event.js';
-import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
+import { effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 import { useTestServices } from '../support/services.js';
 
 describe('consumer: exactly-once effects', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, consumers, freshEffects, startConsumer } = useTestServices();
 
   it('every record is applied once and the next offset is stored with its effects', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshEffects(3);
     const keys = Array.from({ length: 90 }, (_, i) => `r${i}`);
     const delivered = await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
     const groupId = uniqueName('g');
-    const consumer = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema) });
-    consumers.push(consumer);
-    await consumer.start();
+    const consumer = await startConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema) });
     await consumer.start(); // idempotent
     await waitFor(async () => (await effectTotal(pool, schema)) >= keys.length, { timeoutMs: 30_000 });
     await consumer.stop();
@@ -35,9 +29,7 @@ describe('consumer: exactly-once effects', () => {
   });
 
   it('a re-published outbox id is applied once', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 2);
+    const { schema, topic } = await freshEffects(2);
     const event = (id: number) => ({
       key: `k${id % 3}`,
       value: `e${id}`,
@@ -72,13 +64,9 @@ describe('consumer: exactly-once effects', () => {
   });
 
   it('two consumers in one group with partitions moving between them apply every record exactly once', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 4);
+    const { schema, topic } = await freshEffects(4);
     const groupId = uniqueName('g');
-    const a = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema, 'A') });
-    consumers.push(a);
-    await a.start();
+    const a = await startConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema, 'A') });
 
     // Records keep flowing while partitions move.
     const produced: string[] = [];
@@ -124,9 +112,7 @@ describe('consumer: exactly-once effects', () => {
   });
 
   it('with fromBeginning false, the start is pinned at the first assignment: records arriving before the first commit are not skipped', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     await producer.send(topic, [{ key: 'old', value: 'old' }]);
     const groupId = uniqueName('g');
     const first = testConsumer({ schema, groupId, topics: [topic], fromBeginning: false, handler: effectHandler(schema) });
@@ -140,9 +126,7 @@ describe('consumer: exactly-once effects', () => {
     expect(stored.rows).toHaveLength(1);
 
     await producer.send(topic, [{ key: 'new', value: 'new' }]);
-    const second = testConsumer({ schema, groupId, topics: [topic], fromBeginning: false, handler: effectHandler(schema) });
-    consumers.push(second);
-    await second.start();
+    const second = await startConsumer({ schema, groupId, topics: [topic], fromBeginning: false, handler: effectHandler(schema) });
     await waitFor(async () => (await effectCounts(pool, schema)).has('new'), { timeoutMs: 30_000, message: 'record produced between the runs applied' });
     await second.stop();
     expect([...(await effectCounts(pool, schema)).keys()]).toEqual(['new']);

@@ -4,11 +4,11 @@ import type { RecordHandler } from '../../src/consumer/index.js';
 import { freshSchema } from '../support/db.js';
 import { freshTopic } from '../support/kafka.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer } from '../support/consumer.js';
+import { effectCounts, effectHandler, effectHandlerFailing, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 import { useTestServices } from '../support/services.js';
 
 describe('consumer: handler failures', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, admin, producer, consumers, freshEffects, startConsumer } = useTestServices();
 
   /** Applies effects, but throws for the keys in `failing` (as long as they are in the set). */
   function failingHandler(schema: string, failing: Map<string, number>, attempts: Map<string, number>): RecordHandler {
@@ -33,15 +33,11 @@ describe('consumer: handler failures', () => {
   }
 
   it('a handler that fails transiently succeeds on retry, and only its effect of the successful attempt remains', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const keys = Array.from({ length: 10 }, (_, i) => `r${i}`);
     await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
     const attempts = new Map<string, number>();
-    const consumer = testConsumer({ schema, topics: [topic], maxAttempts: 4, handler: failingHandler(schema, new Map([['r5', 2]]), attempts) });
-    consumers.push(consumer);
-    await consumer.start();
+    const consumer = await startConsumer({ schema, topics: [topic], maxAttempts: 4, handler: failingHandler(schema, new Map([['r5', 2]]), attempts) });
     await waitFor(async () => (await effectCounts(pool, schema)).size === keys.length, { timeoutMs: 30_000 });
     await consumer.stop();
 
@@ -52,16 +48,12 @@ describe('consumer: handler failures', () => {
   });
 
   it('a record that always fails is dead-lettered with its error, the partition moves on, and a replay applies it once', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const keys = Array.from({ length: 10 }, (_, i) => `r${i}`);
     const delivered = await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
     const failing = new Map([['r4', Number.POSITIVE_INFINITY]]);
     const groupId = uniqueName('g');
-    const consumer = testConsumer({ schema, groupId, topics: [topic], maxAttempts: 3, handler: failingHandler(schema, failing, new Map()) });
-    consumers.push(consumer);
-    await consumer.start();
+    const consumer = await startConsumer({ schema, groupId, topics: [topic], maxAttempts: 3, handler: failingHandler(schema, failing, new Map()) });
     await waitFor(async () => (await deadLetters(schema)).length === 1 && (await effectCounts(pool, schema)).size === 9, { timeoutMs: 30_000 });
 
     const [dead] = await deadLetters(schema);
@@ -88,22 +80,14 @@ describe('consumer: handler failures', () => {
   });
 
   it("a handler's AbortError skips the remaining attempts: dead-lettered after one", async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     await producer.send(topic, ['ok', 'invalid', 'ok2'].map((k) => ({ key: k, value: k })));
-    const apply = effectHandler(schema);
-    const consumer = testConsumer({
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 5,
-      handler: async (record, tx) => {
-        if (record.value?.toString() === 'invalid') throw new AbortError('schema version not supported');
-        await apply(record, tx);
-      },
+      handler: effectHandlerFailing(schema, (value) => (value === 'invalid' ? new AbortError('schema version not supported') : undefined)),
     });
-    consumers.push(consumer);
-    await consumer.start();
     await waitFor(async () => (await deadLetters(schema)).length === 1 && (await effectCounts(pool, schema)).size === 2, { timeoutMs: 30_000 });
     await consumer.stop();
     const [dead] = await deadLetters(schema);
@@ -112,9 +96,7 @@ describe('consumer: handler failures', () => {
   });
 
   it('the block policy stops only the failing partition; unblock retries it', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 2);
+    const { schema, topic } = await freshEffects(2);
     const p0 = Array.from({ length: 6 }, (_, i) => `p0-${i}`);
     const p1 = Array.from({ length: 6 }, (_, i) => `p1-${i}`);
     const delivered = await producer.send(topic, [...p0.map((k) => ({ key: k, value: k, partition: 0 })), ...p1.map((k) => ({ key: k, value: k, partition: 1 }))]);
@@ -161,7 +143,7 @@ describe('consumer: handler failures', () => {
       { key: 'b', value: 'unknown-account' },
       { key: 'c', value: 'known' },
     ]);
-    const consumer = testConsumer({
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 2,
@@ -169,8 +151,6 @@ describe('consumer: handler failures', () => {
         await tx.query(`insert into "${schema}".entries (account, note) values ($1, $2)`, [record.value!.toString(), record.key!.toString()]);
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     await waitFor(async () => (await pool.query(`select count(*)::int as n from "${schema}".entries`)).rows[0].n === 2, { timeoutMs: 30_000 });
     await waitFor(async () => (await pool.query(`select count(*)::int as n from "${schema}".dead_letters`)).rows[0].n === 1, { timeoutMs: 30_000 });
     await consumer.stop();
@@ -182,24 +162,16 @@ describe('consumer: handler failures', () => {
   });
 
   it("a handler's own connection error (another service down) is charged to the record and dead-lettered, not mistaken for the database", async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     await producer.send(topic, ['ok-1', 'calls-service', 'ok-2'].map((k) => ({ key: k, value: k })));
-    const apply = effectHandler(schema);
-    const consumer = testConsumer({
+    // The handler calls another service first, which refuses the connection.
+    const serviceDown = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1 (payment service)'), { code: 'ECONNREFUSED' });
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 2,
-      handler: async (record, tx) => {
-        if (record.value!.toString() === 'calls-service') {
-          throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1 (payment service)'), { code: 'ECONNREFUSED' });
-        }
-        await apply(record, tx);
-      },
+      handler: effectHandlerFailing(schema, (value) => (value === 'calls-service' ? serviceDown() : undefined)),
     });
-    consumers.push(consumer);
-    await consumer.start();
     await waitFor(async () => (await pool.query(`select count(*)::int as n from "${schema}".dead_letters`)).rows[0].n === 1, { timeoutMs: 30_000 });
     await waitFor(async () => (await effectCounts(pool, schema)).size === 2, { timeoutMs: 30_000 });
     await consumer.stop();

@@ -1,17 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { freshSchema, halfOpenDatabase } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
+import { halfOpenDatabase } from '../support/db.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
+import { effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
 
 describe('consumer on PostgreSQL connections that go silent', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, consumers, freshEffects } = useTestServices();
 
   it('a consumer whose PostgreSQL connections all go silent (half-open: no error, no answer) goes on with new ones, and applies every record once', { timeout: 180_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshEffects(3);
     const { proxy, url: proxied } = await halfOpenDatabase();
     const keys = (from: number, n: number) => Array.from({ length: n }, (_, i) => `r${from + i}`);
     const consumer = testConsumer({ schema, topics: [topic], databaseUrl: proxied, handlerTimeoutMs: 2_000, queryTimeoutMs: 4_000, handler: effectHandler(schema) });

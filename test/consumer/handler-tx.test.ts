@@ -1,10 +1,9 @@
 import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, exactlyOnceReport, testConsumer, relayed } from '../support/consumer.js';
+import type { HandlerTx } from '../../src/consumer/index.js';
+import { effectCounts, effectHandler, exactlyOnceReport, relayed } from '../support/consumer.js';
 
 
 async function deadLetters(pool: import('pg').Pool, schema: string): Promise<{ value: string; error: string; attempts: number }[]> {
@@ -13,14 +12,12 @@ async function deadLetters(pool: import('pg').Pool, schema: string): Promise<{ v
 }
 
 describe('consumer: the transaction a handler gets', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, freshEffects, startConsumer } = useTestServices();
 
   it("a nested drizzle transaction is a savepoint: a failing record keeps none of its effects and each retry really runs", async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const calls = new Map<string, number>();
-    const consumer = testConsumer({
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 3,
@@ -40,8 +37,6 @@ describe('consumer: the transaction a handler gets', () => {
         if (value === 'bad') throw new Error('the record itself fails');
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     await producer.send(topic, relayed(['a', 'bad', 'c']));
     await waitFor(async () => (await deadLetters(pool, schema)).length === 1 && (await effectCounts(pool, schema)).has('c'), { timeoutMs: 30_000 });
     await consumer.stop();
@@ -54,32 +49,30 @@ describe('consumer: the transaction a handler gets', () => {
   });
 
   it("a handler's COMMIT, ROLLBACK or BEGIN is refused with a typed error and dead-letters the record at once, never committing the batch early", async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const refusals: string[] = [];
-    const consumer = testConsumer({
+    // What each record's handler tries, after writing its effect.
+    const control: Record<string, (tx: HandlerTx) => Promise<unknown>> = {
+      commits: (tx) => tx.query('commit'),
+      'rolls-back': (tx) => tx.client.query('/* undo */ ROLLBACK'),
+      begins: (tx) => tx.drizzle.execute(sql`begin`),
+      'commits-in-a-batch': (tx) => tx.query('select 1; commit'),
+    };
+    const apply = effectHandler(schema);
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 5,
       handler: async (record, tx) => {
-        const value = record.value!.toString();
-        await tx.query(`insert into "${schema}".effects (record_key, topic, partition, "offset") values ($1, $2, $3, $4)`, [value, record.topic, record.partition, record.offset]);
-        const attempts: Record<string, () => Promise<unknown>> = {
-          commits: () => tx.query('commit'),
-          'rolls-back': () => tx.client.query('/* undo */ ROLLBACK'),
-          begins: () => tx.drizzle.execute(sql`begin`),
-          'commits-in-a-batch': () => tx.query('select 1; commit'),
-        };
-        const run = attempts[value];
-        if (!run) return;
+        await apply(record, tx);
+        const attempt = control[record.value!.toString()];
+        if (!attempt) return;
+        const run = () => attempt(tx);
         // Even a handler that swallows the refusal does not get its record applied.
         // (drizzle wraps the error: the refusal is its cause.)
         await run().catch((err: { code?: string; cause?: { code?: string } }) => refusals.push(err.code ?? err.cause?.code ?? 'none'));
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     const values = ['ok-1', 'commits', 'rolls-back', 'begins', 'commits-in-a-batch', 'ok-2'];
     const delivered = await producer.send(topic, relayed(values));
     await waitFor(async () => (await deadLetters(pool, schema)).length === 4 && (await effectCounts(pool, schema)).has('ok-2'), { timeoutMs: 30_000 });

@@ -3,15 +3,14 @@ import { purgeInbox } from '../../src/consumer/retention.js';
 import { quoteSchema } from '../../src/db/identifiers.js';
 import { HEADER } from '../../src/outbox/event.js';
 import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { useTestServices } from '../support/services.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectHandler, testConsumer, testLogger } from '../support/consumer.js';
+import { effectHandler, testConsumer, testLogger } from '../support/consumer.js';
 
 const DAY = 24 * 3600 * 1000;
 
 describe('consumer: inbox retention', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, consumers, freshEffects } = useTestServices();
 
   it('inbox retention keeps the redelivery window: young rows and rows at or past the stored offset stay, in small batches', async () => {
     const schema = await freshSchema(pool);
@@ -40,9 +39,7 @@ describe('consumer: inbox retention', () => {
   });
 
   it('a running consumer purges its aged inbox rows and counts them', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema), inboxRetention: { keepMs: DAY, intervalMs: 200 } });
     consumers.push(consumer);
     const purged: number[] = [];

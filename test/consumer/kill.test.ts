@@ -2,13 +2,12 @@ import type { ChildProcess } from 'node:child_process';
 import { spawnTracked } from '../support/children.js';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { databaseUrl, freshSchema, testPool } from '../support/db.js';
-import { freshTopic, kafkaConnection } from '../support/kafka.js';
-import { TestProducer } from '../support/produce.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { databaseUrl } from '../support/db.js';
+import { kafkaConnection } from '../support/kafka.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectTotal, exactlyOnceReport } from '../support/consumer.js';
+import { effectCounts, effectTotal, exactlyOnceReport } from '../support/consumer.js';
+import { useTestServices } from '../support/services.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const KILLS = 4;
@@ -17,25 +16,15 @@ const MIN_RECORDS = 600;
 const MAX_RECORDS = 2_000;
 
 describe('consumer: crash safety', () => {
-  const pool = testPool();
-  const admin = new KafkaAdmin(kafkaConnection());
-  let producer: TestProducer;
+  const { pool, producer, freshEffects } = useTestServices();
   const children: ChildProcess[] = [];
 
-  beforeAll(async () => {
-    producer = await TestProducer.connect(kafkaConnection());
-  });
-  afterAll(async () => {
+  afterAll(() => {
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await producer.close();
-    admin.close();
-    await pool.end();
   });
 
   it('a consumer process SIGKILLed repeatedly mid-batch applies every record exactly once', { timeout: 150_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshEffects(3);
     const group = uniqueName('g');
 
     function spawnConsumer(name: string): ChildProcess {

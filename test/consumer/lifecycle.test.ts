@@ -1,15 +1,13 @@
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { useTestServices } from '../support/services.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectHandler, effectTotal, testConsumer } from '../support/consumer.js';
+import { effectHandler, effectTotal, testConsumer } from '../support/consumer.js';
 
 const ownPool = (consumer: unknown) => (consumer as { s: { pool?: pg.Pool & { ended?: boolean } } }).s.pool;
 
 describe('consumer lifecycle', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, freshEffects, startConsumer } = useTestServices();
 
   it('a start that fails closes what it opened, and start() again gives the same error; stop() after it returns at once', async () => {
     // A schema that was never migrated: the start fails after the pool is open.
@@ -22,13 +20,9 @@ describe('consumer lifecycle', () => {
   });
 
   it('a stopped consumer cannot start again: STOPPED, create a new one', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     await producer.send(topic, [{ key: 'a', value: 'a' }]);
-    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
-    consumers.push(consumer);
-    await consumer.start();
+    const consumer = await startConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
     await waitFor(async () => (await effectTotal(pool, schema)) === 1, { timeoutMs: 30_000, message: 'the record applied' });
     await consumer.stop();
     expect(ownPool(consumer)?.ended).toBe(true);

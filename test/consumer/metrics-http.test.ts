@@ -1,23 +1,17 @@
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, testConsumer } from '../support/consumer.js';
+import { effectCounts, effectHandler } from '../support/consumer.js';
 
 describe('consumer metrics over HTTP', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, freshEffects, startConsumer } = useTestServices();
 
   it('consumer.listen serves /metrics with records applied per topic and lag per partition, and /healthz', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 2);
+    const { schema, topic } = await freshEffects(2);
     const keys = Array.from({ length: 20 }, (_, i) => `m${i}`);
     await producer.send(topic, keys.map((k) => ({ key: k, value: k })));
-    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
-    consumers.push(consumer);
-    await consumer.start();
+    const consumer = await startConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
     const server = await consumer.listen({ port: 0 });
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     await waitFor(async () => (await effectCounts(pool, schema)).size === keys.length);

@@ -4,11 +4,10 @@ import { cli } from '../support/cli.js';
 import { freshSchema } from '../support/db.js';
 import { freshTopic } from '../support/kafka.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { testConsumer } from '../support/consumer.js';
 import { useTestServices } from '../support/services.js';
 
 describe('consumer: offsets CLI', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, admin, producer, startConsumer, freshOutbox } = useTestServices();
 
   it('rewind to a time re-applies exactly the records from that time on, picked up by the running consumer', { timeout: 90_000 }, async () => {
     const schema = await freshSchema(pool);
@@ -25,7 +24,7 @@ describe('consumer: offsets CLI', () => {
     const after = Array.from({ length: 10 }, (_, i) => i + 10);
     await producer.send(topic, after.map(event));
 
-    const consumer = testConsumer({
+    const consumer = await startConsumer({
       schema,
       groupId,
       topics: [topic],
@@ -37,8 +36,6 @@ describe('consumer: offsets CLI', () => {
         );
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     const applications = async () => {
       const { rows } = await pool.query<{ key: string; applications: number }>(`select key, applications from "${schema}".projection`);
       return new Map(rows.map((r) => [r.key, r.applications]));
@@ -65,8 +62,7 @@ describe('consumer: offsets CLI', () => {
   });
 
   it('rewind only moves offsets back and never creates offsets for partitions the group never consumed', { timeout: 60_000 }, async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 2);
+    const { schema, topic } = await freshOutbox(2);
     const groupId = uniqueName('g');
     // Partition 0 consumed up to 40; partition 1 never consumed by this group.
     await pool.query(`insert into "${schema}".consumer_offsets (group_id, topic, partition, next_offset) values ($1, $2, 0, 40)`, [groupId, topic]);
@@ -84,8 +80,7 @@ describe('consumer: offsets CLI', () => {
   });
 
   it('refuses bad input with a typed error and exit code 2', { timeout: 60_000 }, async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const groupId = uniqueName('g');
     await pool.query(`insert into "${schema}".consumer_offsets (group_id, topic, partition, next_offset) values ($1, $2, 0, 0)`, [groupId, topic]);
     const base = ['--schema', schema];

@@ -2,11 +2,9 @@ import { describe, expect, it } from 'vitest';
 import type { KafkaAdmin } from '../../src/kafka/admin.js';
 import { HEADER } from '../../src/outbox/event.js';
 import { cli } from '../support/cli.js';
-import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
-import { useTestServices } from '../support/services.js';
+import { useTestServices, type TestServices } from '../support/services.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer, relayed } from '../support/consumer.js';
+import { effectCounts, effectHandler, effectHandlerFailing, exactlyOnceReport, testConsumer, relayed } from '../support/consumer.js';
 import type { ConsumerEvents } from '../../src/consumer/index.js';
 
 const range = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
@@ -25,13 +23,31 @@ async function recreate(admin: KafkaAdmin, topic: string): Promise<void> {
   );
 }
 
+/**
+ * Recreates the topic, writes `n` records to its new log and waits until they are all
+ * applied: within 60 s, for the member may have given the partition up meanwhile (see the
+ * first test). Returns their values.
+ */
+async function recreateWith(services: TestServices, schema: string, topic: string, n: number): Promise<string[]> {
+  await recreate(services.admin, topic);
+  const fresh = range('new-', n);
+  await services.producer.send(topic, fresh.map((v) => ({ key: v, value: v })));
+  await waitFor(
+    async () => {
+      const counts = await effectCounts(services.pool, schema);
+      return counts.has(fresh[0]!) && counts.has(fresh.at(-1)!);
+    },
+    { timeoutMs: 60_000, message: 'the whole new log applied' },
+  );
+  return fresh;
+}
+
 describe('consumer: a topic deleted and recreated', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const services = useTestServices();
+  const { pool, admin, producer, consumers, freshEffects, startConsumer } = services;
 
   it("a recreated topic's records are all applied once, and the inbox still skips what was applied before", { timeout: 90_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
     consumers.push(consumer);
     const incidents: ConsumerEvents['offsetOutOfRange'][] = [];
@@ -64,9 +80,7 @@ describe('consumer: a topic deleted and recreated', () => {
   });
 
   it('a member that gave up a deleted topic gets it back within seconds of its re-creation, and applies the new log from its start', { timeout: 90_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
     consumers.push(consumer);
     let revoked = 0;
@@ -97,9 +111,7 @@ describe('consumer: a topic deleted and recreated', () => {
   });
 
   it('a recreated topic that already grew past the stored offset is applied from its start, not from the stale offset', { timeout: 90_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema), inbox: false });
     consumers.push(consumer);
     const incidents: ConsumerEvents['offsetOutOfRange'][] = [];
@@ -109,14 +121,8 @@ describe('consumer: a topic deleted and recreated', () => {
     await producer.send(topic, old.map((v) => ({ key: v, value: v })));
     await waitFor(async () => (await effectCounts(pool, schema)).size === old.length, { timeoutMs: 30_000 });
 
-    await recreate(admin, topic);
     // More records than the stored offset: a consumer trusting it would start at 6 and skip 0..5.
-    const fresh = range('new-', 20);
-    await producer.send(topic, fresh.map((v) => ({ key: v, value: v })));
-    await waitFor(async () => (await effectCounts(pool, schema)).has('new-0') && (await effectCounts(pool, schema)).has('new-19'), {
-      timeoutMs: 60_000, // see the first test: the member may have given the partition up meanwhile
-      message: 'the whole new log applied',
-    });
+    const fresh = await recreateWith(services, schema, topic, 20);
     await consumer.stop();
     const counts = await effectCounts(pool, schema);
     // Not one record of the new log committed under the stale offset: none is applied twice.
@@ -125,13 +131,9 @@ describe('consumer: a topic deleted and recreated', () => {
   });
 
   it("with onOffsetOutOfRange 'block' the partition waits, visibly, until an operator sets its offset", { timeout: 90_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const groupId = uniqueName('g');
-    const first = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema) });
-    consumers.push(first);
-    await first.start();
+    const first = await startConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema) });
     const old = range('old-', 6);
     await producer.send(topic, relayed(old, 1));
     await waitFor(async () => (await effectCounts(pool, schema)).size === old.length, { timeoutMs: 30_000 });
@@ -164,15 +166,12 @@ describe('consumer: a topic deleted and recreated', () => {
 });
 
 describe('consumer: a recreated topic behind an offset without topic id', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const services = useTestServices();
+  const { pool, producer, consumers, freshEffects, startConsumer } = services;
 
   it('an offset written by hand without topic id still never hides a recreated topic', { timeout: 90_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
-    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema), inbox: false });
-    consumers.push(consumer);
-    await consumer.start();
+    const { schema, topic } = await freshEffects(1);
+    const consumer = await startConsumer({ schema, topics: [topic], handler: effectHandler(schema), inbox: false });
     const old = range('old-', 5);
     await producer.send(topic, old.map((v) => ({ key: v, value: v })));
     await waitFor(async () => (await effectCounts(pool, schema)).size === old.length, { timeoutMs: 30_000 });
@@ -182,21 +181,13 @@ describe('consumer: a recreated topic behind an offset without topic id', () => 
       timeoutMs: 10_000,
       message: 'the running consumer records the id again',
     });
-    await recreate(admin, topic);
-    const fresh = range('new-', 12);
-    await producer.send(topic, fresh.map((v) => ({ key: v, value: v })));
-    await waitFor(async () => (await effectCounts(pool, schema)).has('new-0') && (await effectCounts(pool, schema)).has('new-11'), {
-      timeoutMs: 60_000, // see the first test: the member may have given the partition up meanwhile
-      message: 'the whole new log applied',
-    });
+    const fresh = await recreateWith(services, schema, topic, 12);
     await consumer.stop();
     expect(exactlyOnceReport(await effectCounts(pool, schema), [...old, ...fresh])).toEqual({ duplicates: [], missing: [], unexpected: [] });
   });
 
   it('a new group starting at the end of a busy topic is not mistaken for a stale offset', { timeout: 60_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     await producer.send(topic, range('history-', 5).map((v) => ({ key: v, value: v })));
     let sending = true;
     const background = (async () => {
@@ -220,24 +211,16 @@ describe('consumer: a recreated topic behind an offset without topic id', () => 
 });
 
 describe('consumer: dead letters across topic incarnations', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, admin, producer, freshEffects, startConsumer } = useTestServices();
 
   it("a recreated topic's failing record gets a dead letter of its own and leaves the old log's one pending", { timeout: 90_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
-    const apply = effectHandler(schema);
-    const consumer = testConsumer({
+    const { schema, topic } = await freshEffects(1);
+    const consumer = await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 1,
-      handler: async (record, tx) => {
-        if (record.value!.toString().startsWith('bad')) throw new Error('bad record');
-        await apply(record, tx);
-      },
+      handler: effectHandlerFailing(schema, (value) => (value.startsWith('bad') ? new Error('bad record') : undefined)),
     });
-    consumers.push(consumer);
-    await consumer.start();
     await producer.send(topic, [{ key: 'a', value: 'bad-old' }, { key: 'b', value: 'ok-old' }]);
     await waitFor(async () => (await effectCounts(pool, schema)).has('ok-old'), { timeoutMs: 30_000 });
     await recreate(admin, topic);

@@ -6,10 +6,10 @@ import { freshTopic } from '../support/kafka.js';
 import { startRelay, waitAllSent } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
+import { createEffectsTable, effectCounts, effectHandler, effectTotal, exactlyOnceReport } from '../support/consumer.js';
 
 describe('consumer: de-duplication is per source', () => {
-  const { pool, admin, producer, consumers } = useTestServices({ poolSize: 8 });
+  const { pool, admin, producer, freshEffects, startConsumer } = useTestServices({ poolSize: 8 });
 
   it('two outboxes publishing to one group are both applied, although their outbox ids collide', async () => {
     const consumerSchema = await freshSchema(pool);
@@ -32,9 +32,7 @@ describe('consumer: de-duplication is per source', () => {
     } finally {
       await Promise.all(relays.map((r) => r.stop()));
     }
-    const consumer = testConsumer({ schema: consumerSchema, topics: [topic], handler: effectHandler(consumerSchema) });
-    consumers.push(consumer);
-    await consumer.start();
+    const consumer = await startConsumer({ schema: consumerSchema, topics: [topic], handler: effectHandler(consumerSchema) });
     const expected = [0, 1].flatMap((n) => [1, 2, 3, 4].map((i) => `service${n}-event${i}`));
     await waitFor(async () => (await effectTotal(pool, consumerSchema)) >= expected.length, { timeoutMs: 30_000, message: 'all 8 events applied' });
     await consumer.stop();
@@ -45,14 +43,10 @@ describe('consumer: de-duplication is per source', () => {
   });
 
   it('records without a source header are applied by their offsets alone: an outbox-id header from elsewhere is not trusted', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     // Another producer copied an upstream event's outbox-id onto distinct events.
     await producer.send(topic, ['a', 'b', 'c'].map((v) => ({ key: v, value: v, headers: { [HEADER.outboxId]: '42' } })));
-    const consumer = testConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
-    consumers.push(consumer);
-    await consumer.start();
+    const consumer = await startConsumer({ schema, topics: [topic], handler: effectHandler(schema) });
     await waitFor(async () => (await effectTotal(pool, schema)) >= 3, { timeoutMs: 30_000 });
     await consumer.stop();
     expect(exactlyOnceReport(await effectCounts(pool, schema), ['a', 'b', 'c'])).toEqual({ duplicates: [], missing: [], unexpected: [] });

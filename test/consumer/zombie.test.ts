@@ -1,23 +1,19 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { KafkaAdmin } from '../../src/kafka/admin.js';
-import { OwnBroker } from '../support/broker.js';
-import { databaseUrl, freshSchema } from '../support/db.js';
-import { freshTopic, kafkaConnection } from '../support/kafka.js';
-import { TestProducer } from '../support/produce.js';
+import { ownBrokerWithEffects } from '../support/broker.js';
+import { databaseUrl } from '../support/db.js';
+import { kafkaConnection } from '../support/kafka.js';
 import { FixtureProcess } from '../support/process.js';
 import { useTestServices } from '../support/services.js';
 import { uniqueName, waitFor } from '../support/wait.js';
-import { createEffectsTable, effectCounts, effectHandler, exactlyOnceReport, testConsumer, relayed } from '../support/consumer.js';
+import { effectCounts, effectHandler, effectHandlerThen, exactlyOnceReport, testConsumer, relayed } from '../support/consumer.js';
 
 
 describe('consumer: stuck handlers and zombies', () => {
-  const { pool, admin, producer, consumers } = useTestServices();
+  const { pool, producer, consumers, freshEffects, startConsumer } = useTestServices();
 
   it('a hung handler is aborted at handlerTimeoutMs: nothing it wrote commits, not even later, and the record is dead-lettered while the rest flows', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const late: { code?: string }[] = [];
@@ -34,12 +30,10 @@ describe('consumer: stuck handlers and zombies', () => {
       pool: ownPool,
       handlerTimeoutMs: 1_000,
       maxAttempts: 2,
-      handler: async (record, tx) => {
-        await apply(record, tx);
-        if (record.value?.toString() !== 'hangs') return;
+      handler: effectHandlerThen(schema, 'hangs', async (record, tx) => {
         await gate;
         await apply(record, tx).catch((err: { code?: string }) => late.push(err));
-      },
+      }),
     });
     consumers.push(consumer);
     const aborted: string[] = [];
@@ -71,9 +65,7 @@ describe('consumer: stuck handlers and zombies', () => {
   });
 
   it('a consumer frozen in the middle of a batch never blocks the new owner, and commits nothing when it wakes', { timeout: 120_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     const groupId = uniqueName('g');
     const zombie = new FixtureProcess('consumer-holding.ts', {
       DATABASE_URL: databaseUrl(),
@@ -93,9 +85,7 @@ describe('consumer: stuck handlers and zombies', () => {
       // Frozen with its batch transaction open: it holds the offset row and the inbox rows of r0..r2.
       zombie.child.kill('SIGSTOP');
 
-      const owner = testConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema, 'B') });
-      consumers.push(owner);
-      await owner.start();
+      const owner = await startConsumer({ schema, groupId, topics: [topic], handler: effectHandler(schema, 'B') });
       // The frozen member leaves the group after sessionTimeoutMs (6 s); PostgreSQL ends its
       // transaction after handlerTimeoutMs + 1 s idle (6 s); the new owner's lock wait is 2 s.
       await waitFor(
@@ -117,14 +107,8 @@ describe('consumer: stuck handlers and zombies', () => {
   });
 
   it('a member that loses its group session while a handler runs aborts the batch at the database at once, and commits nothing of it', { timeout: 120_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const broker = new OwnBroker(19492, 19493);
-    await broker.start();
-    const own = kafkaConnection(broker.brokers);
-    const ownAdmin = new KafkaAdmin(own);
-    const ownProducer = await TestProducer.connect(own);
-    const topic = await freshTopic(ownAdmin, 1);
+    const own = await ownBrokerWithEffects(pool, 19492, 19493);
+    const { schema, broker, topic } = own;
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     let holding = false;
@@ -137,13 +121,12 @@ describe('consumer: stuck handlers and zombies', () => {
       // The session (6 s) runs out long before the handler's own limit (12 s).
       maxPollIntervalMs: 30_000,
       handlerTimeoutMs: 12_000,
-      handler: async (record, tx) => {
-        await apply(record, tx);
-        if (record.value?.toString() !== 'r2' || holding) return;
+      handler: effectHandlerThen(schema, 'r2', async (record, tx) => {
+        if (holding) return;
         holding = true;
         await gate;
         await apply(record, tx).catch((err: { code?: string }) => late.push(err));
-      },
+      }),
     });
     try {
       consumers.push(consumer);
@@ -151,7 +134,7 @@ describe('consumer: stuck handlers and zombies', () => {
       consumer.on('aborted', (e) => aborted.push(e.reason));
       await consumer.start();
       const values = ['r0', 'r1', 'r2', 'r3'];
-      await ownProducer.send(topic, relayed(values));
+      await own.producer.send(topic, relayed(values));
       await waitFor(() => holding, { timeoutMs: 30_000, message: 'handler holding r2' });
       // The coordinator stops answering: librdkafka declares the assignment lost after the session timeout.
       await broker.pause();
@@ -172,20 +155,12 @@ describe('consumer: stuck handlers and zombies', () => {
       expect(aborted).not.toContain('handler-timeout');
     } finally {
       await consumer.stop();
-      await ownProducer.close();
-      ownAdmin.close();
-      await broker.stop();
+      await own.close();
     }
   });
   it('a handler still running when its batch is aborted runs no statement after the rollback: nothing it does lands outside the transaction', { timeout: 120_000 }, async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const broker = new OwnBroker(19592, 19593);
-    await broker.start();
-    const own = kafkaConnection(broker.brokers);
-    const ownAdmin = new KafkaAdmin(own);
-    const ownProducer = await TestProducer.connect(own);
-    const topic = await freshTopic(ownAdmin, 1);
+    const own = await ownBrokerWithEffects(pool, 19592, 19593);
+    const { schema, broker, topic } = own;
     const ownPool = new pg.Pool({ connectionString: databaseUrl(), max: 2 });
     ownPool.on('error', () => undefined);
     // Every statement of the looping handler leaves a row here, saying whether it ran in a
@@ -195,7 +170,6 @@ describe('consumer: stuck handlers and zombies', () => {
     let stop = false;
     let statements = 0;
     const refused: { code?: string }[] = [];
-    const apply = effectHandler(schema);
     const consumer = testConsumer({
       schema,
       brokers: broker.brokers,
@@ -204,9 +178,8 @@ describe('consumer: stuck handlers and zombies', () => {
       pool: ownPool,
       maxPollIntervalMs: 30_000,
       handlerTimeoutMs: 20_000,
-      handler: async (record, tx) => {
-        await apply(record, tx);
-        if (record.value?.toString() !== 'loops' || looping) return;
+      handler: effectHandlerThen(schema, 'loops', async (_record, tx) => {
+        if (looping) return;
         looping = true;
         // Statement after statement, until the guard refuses one.
         while (!stop) {
@@ -218,14 +191,14 @@ describe('consumer: stuck handlers and zombies', () => {
             if ((err as { code?: string }).code === 'TX_CLOSED') return;
           }
         }
-      },
+      }),
     });
     try {
       consumers.push(consumer);
       const aborted: string[] = [];
       consumer.on('aborted', (e) => aborted.push(e.reason));
       await consumer.start();
-      await ownProducer.send(topic, relayed(['first', 'loops']));
+      await own.producer.send(topic, relayed(['first', 'loops']));
       await waitFor(() => statements > 10, { timeoutMs: 30_000, message: 'handler looping in its transaction' });
       // The pool's other connection is taken: the abort's terminate has to wait for one, as
       // in a busy consumer, and only the consumer's own guard can keep the handler's
@@ -248,9 +221,7 @@ describe('consumer: stuck handlers and zombies', () => {
       stop = true;
       await consumer.stop();
       await ownPool.end();
-      await ownProducer.close();
-      ownAdmin.close();
-      await broker.stop();
+      await own.close();
     }
   });
 });

@@ -8,9 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { serveRelayHttp } from '../../src/relay/http.js';
 import { createLogger } from '../../src/log.js';
-import { createEffectsTable, effectHandler, testConsumer } from '../support/consumer.js';
+import { effectHandler } from '../support/consumer.js';
 import { freshSchema, inTransaction } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { startRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor, within } from '../support/wait.js';
@@ -36,7 +35,7 @@ function rawGet(base: string, path: string, host?: string): Promise<{ status: nu
 }
 
 describe('the dashboard in a real browser', () => {
-  const { pool, admin, consumers } = useTestServices({ poolSize: 8 });
+  const { pool, freshEffects, startConsumer } = useTestServices({ poolSize: 8 });
   let browser: BrowserContext;
   let profile: string;
 
@@ -64,9 +63,7 @@ describe('the dashboard in a real browser', () => {
   });
 
   it('draws throughput and backlog from real traffic, lists a dead row, and Retry with the token gets it sent', async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshEffects(3);
     const relay = await startRelay(schema, { shards: 2 });
     const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }), { adminToken: TOKEN });
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -82,7 +79,7 @@ describe('the dashboard in a real browser', () => {
     })();
     // The finance consumer, which cannot apply one record: it becomes a dead letter.
     const apply = effectHandler(schema);
-    const consumer = testConsumer({
+    await startConsumer({
       schema,
       topics: [topic],
       maxAttempts: 2,
@@ -93,8 +90,6 @@ describe('the dashboard in a real browser', () => {
         await apply(record, tx);
       },
     });
-    consumers.push(consumer);
-    await consumer.start();
     const page = await within(20_000, 'opening a page', browser.newPage());
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));

@@ -8,8 +8,7 @@ import { createRelay } from '../../src/relay/relay.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { cli } from '../support/cli.js';
 import { databaseUrl, freshSchema, inTransaction } from '../support/db.js';
-import { freshTopic, readTopic } from '../support/kafka.js';
-import { expectExactlyOnce, expectPerKeyOrder, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { testRelayOptions, waitAllSent, expectPublishedOnce } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { uniqueName, waitFor } from '../support/wait.js';
 
@@ -26,7 +25,7 @@ function partitionName(days: number): string {
 }
 
 describe('partitioned outbox (opt-in layout)', () => {
-  const { connection, pool, admin } = useTestServices();
+  const { connection, pool, freshOutbox } = useTestServices();
 
   async function partitions(schema: string): Promise<string[]> {
     const { rows } = await pool.query<{ partition_name: string }>(
@@ -185,8 +184,7 @@ describe('partitioned outbox (opt-in layout)', () => {
   });
 
   it('a relay publishes every row exactly once and in key order whichever partition holds it, and makes the partitions ahead', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const rows = (keyCount: number, n: number, tag: string) =>
       Array.from({ length: n }, (_, i) => ({ topic, key: `k${i % keyCount}`, payload: { tag, i } }));
     const ids = await inTransaction(pool, (client) => enqueue(client, rows(6, 60, 'before'), { schema }));
@@ -234,14 +232,11 @@ describe('partitioned outbox (opt-in layout)', () => {
     } finally {
       await relay.stop();
     }
-    const read = await readTopic(connection, topic, 3, { expected: ids.length });
-    expectExactlyOnce(read, ids);
-    expectPerKeyOrder(read);
+    await expectPublishedOnce(connection, topic, 3, ids, { expected: ids.length });
   });
 
   it('relays running while their outbox is partitioned go on exactly once and start keeping its partitions', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const write = (n: number) =>
       inTransaction(pool, (client) => enqueue(client, Array.from({ length: n }, (_, i) => ({ topic, key: `k${i % 5}`, payload: { i } })), { schema }));
     const relay = createRelay(testRelayOptions(schema, { retention: { intervalMs: 100 } }));
@@ -261,9 +256,7 @@ describe('partitioned outbox (opt-in layout)', () => {
     } finally {
       await relay.stop();
     }
-    const read = await readTopic(connection, topic, 3, { expected: ids.length });
-    expectExactlyOnce(read, ids);
-    expectPerKeyOrder(read);
+    await expectPublishedOnce(connection, topic, 3, ids, { expected: ids.length });
   });
 
   it('an expired partition is dropped only when it holds no row to keep (one in any state but sent, or sent within the period); one that does is kept', async () => {

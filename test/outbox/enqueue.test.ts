@@ -1,6 +1,5 @@
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { eq } from 'drizzle-orm';
-import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { outboxTables } from '../../src/db/schema.js';
 import { OutboxError, ValidationError } from '../../src/errors.js';
@@ -9,13 +8,9 @@ import type { OutboxEvent } from '../../src/outbox/event.js';
 import { freshSchema, inTransaction, testPool } from '../support/db.js';
 
 describe('enqueue', () => {
-  let pool: pg.Pool;
+  const pool = testPool();
   let schema: string;
-
-  beforeAll(async () => {
-    pool = testPool();
-    schema = await freshSchema(pool);
-  });
+  beforeAll(async () => (schema = await freshSchema(pool)));
   afterAll(() => pool.end());
 
   async function rowsOf(ids: string[]) {

@@ -1,4 +1,3 @@
-import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/errors.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
@@ -11,13 +10,9 @@ function keyOfBytes(bytes: number): string {
 }
 
 describe('the key size limit (MAX_KEY_BYTES)', () => {
-  let pool: pg.Pool;
+  const pool = testPool();
   let schema: string;
-
-  beforeAll(async () => {
-    pool = testPool();
-    schema = await freshSchema(pool);
-  });
+  beforeAll(async () => (schema = await freshSchema(pool)));
   afterAll(() => pool.end());
 
   const count = async () => (await pool.query<{ n: number }>(`select count(*)::int as n from ${schema}.messages`)).rows[0]!.n;

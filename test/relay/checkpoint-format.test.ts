@@ -1,21 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { TransactionalProducer } from '../../src/kafka/producer.js';
 import { checkpointKey } from '../../src/relay/checkpoint.js';
-import { createRelay } from '../../src/relay/relay.js';
-import { freshSchema } from '../support/db.js';
-import { freshTopic, readTopic } from '../support/kafka.js';
-import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { readTopic } from '../support/kafka.js';
+import { drainOutbox, expectExactlyOnce, startRelay, testRelayOptions } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 
 const json = (value: unknown) => Buffer.from(JSON.stringify(value));
 
 describe('checkpoint records', () => {
   describe('against the broker', () => {
-    const { connection, pool, admin } = useTestServices();
+    const { connection, pool, freshOutbox } = useTestServices();
 
     it('a version 1 checkpoint an earlier relay committed and never marked is reconciled with its positions, not published again', async () => {
-      const schema = await freshSchema(pool);
-      const topic = await freshTopic(admin, 2);
+      const { schema, topic } = await freshOutbox(2);
       const options = testRelayOptions(schema, { shards: 1 });
       // A first start registers the group and creates its checkpoint topic.
       await (await startRelay(schema, options)).stop();
@@ -52,16 +49,7 @@ describe('checkpoint records', () => {
       await earlier.commit(30_000);
       await earlier.disconnect();
 
-      const relay = createRelay(options);
-      let reconciled = 0;
-      relay.events.on('reconciled', (e) => (reconciled += e.marked));
-      await relay.start();
-      try {
-        await waitAllSent(pool, schema);
-      } finally {
-        await relay.stop();
-      }
-      expect(reconciled).toBe(rows.length);
+      expect(await drainOutbox(pool, schema, options)).toBe(rows.length);
       const { rows: marked } = await pool.query<{ kafka_partition: number; kafka_offset: string }>(
         `select kafka_partition, kafka_offset::text from ${schema}.messages order by id`,
       );

@@ -5,19 +5,18 @@ import type { ConsumedRecord } from '../../src/consumer/record.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { testConsumer } from '../support/consumer.js';
 import { freshSchema, inTransaction } from '../support/db.js';
-import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
-import { expectExactlyOnce, startRelay, waitAllSent } from '../support/relay.js';
+import { headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay, waitAllSent, withRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
 
 const sha256 = (body: Buffer) => createHash('sha256').update(body).digest('hex');
 
 describe('claim-check: bodies too large for a record travel out of band', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
+  const { connection, pool, freshOutbox } = useTestServices({ poolSize: 8 });
 
   it('a 3 MB body is stored in the outbox database, sent as a small reference, and handed to the consumer whole and verified; a tampered body is dead-lettered', { timeout: 90_000 }, async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const store = postgresClaimCheckStore({ schema });
     const big = randomBytes(3_000_000); // over the 1,000,000-byte record limit
     const medium = randomBytes(300_000);
@@ -47,12 +46,9 @@ describe('claim-check: bodies too large for a record travel out of band', () => 
     expect(bodies.map((r) => Number(r.size))).toEqual([300_000, 400_000, 3_000_000]);
     await pool.query(`update ${schema}.claim_checks set body = $1 where size = 400000`, [randomBytes(400_000)]);
 
-    const relay = await startRelay(schema);
-    try {
+    await withRelay(startRelay(schema), async () => {
       await waitAllSent(pool, schema);
-    } finally {
-      await relay.stop();
-    }
+    });
     const read = await readTopic(connection, topic, 1, { expected: 4 });
     expectExactlyOnce(read, ids);
     // The records themselves stay small: a reference with size and sha256.

@@ -1,17 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../support/db.js';
-import { freshTopic, readTopic } from '../support/kafka.js';
+import { readTopic } from '../support/kafka.js';
 import { FixtureProcess } from '../support/process.js';
 import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, testRelayOptions, waitAllSent } from '../support/relay.js';
 import { startWriter } from '../support/writer.js';
 import { useTestServices } from '../support/services.js';
 
 describe('relay crashes', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
+  const { connection, pool, freshOutbox } = useTestServices({ poolSize: 8 });
 
   it('a relay SIGKILLed repeatedly while writers commit, and once between the Kafka commit and the Postgres mark: every row exactly once', { timeout: 180_000 }, async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const options = testRelayOptions(schema, { batchSize: 50 });
     const config = { ...options, logger: undefined };
     const writer = startWriter(pool, schema, topic, 2_000);

@@ -1,18 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { freshSchema } from '../support/db.js';
-import { freshTopic, readTopic } from '../support/kafka.js';
+import { readTopic } from '../support/kafka.js';
 import { FixtureProcess } from '../support/process.js';
-import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { countByOutboxId, expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent, expectPublishedOnce } from '../support/relay.js';
 import { waitFor } from '../support/wait.js';
 import { startWriter } from '../support/writer.js';
 import { useTestServices } from '../support/services.js';
 
 describe('relay ownership', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
+  const { connection, pool, freshOutbox } = useTestServices({ poolSize: 8 });
 
   it('two relays started together never both publish a row, split the shards, and keep per-key order', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const options = testRelayOptions(schema, { batchSize: 40 });
     const writer = startWriter(pool, schema, topic, 1_500);
     const [a, b] = await Promise.all([startRelay(schema, options), startRelay(schema, { ...options, relayId: 'second' })]);
@@ -25,14 +23,11 @@ describe('relay ownership', () => {
     } finally {
       await Promise.all([a.stop(), b.stop()]);
     }
-    const read = await readTopic(connection, topic, 3, { expected: writer.ids.length });
-    expectExactlyOnce(read, writer.ids);
-    expectPerKeyOrder(read);
+    await expectPublishedOnce(connection, topic, 3, writer.ids, { expected: writer.ids.length });
   });
 
   it('a zombie relay paused past its lease cannot publish after a new owner fenced it', { timeout: 150_000 }, async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const options = testRelayOptions(schema, { batchSize: 20 });
     const writer = startWriter(pool, schema, topic, 1_500);
     const zombie = new FixtureProcess('relay-process.ts', { RELAY_CONFIG: JSON.stringify({ ...options, logger: undefined, relayId: 'zombie' }) });

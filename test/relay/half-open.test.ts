@@ -1,16 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { freshSchema, halfOpenDatabase, inTransaction } from '../support/db.js';
-import { freshTopic, kafkaConnection, readTopic } from '../support/kafka.js';
+import { halfOpenDatabase, inTransaction } from '../support/db.js';
+import { kafkaConnection, readTopic } from '../support/kafka.js';
 import { expectExactlyOnce, expectPerKeyOrder, startRelay, waitAllSent } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 
 describe('relay on connections that go silent', () => {
-  const { pool, admin } = useTestServices();
+  const { pool, freshOutbox } = useTestServices();
 
   it('a relay whose PostgreSQL connections all go silent (half-open: no error, no answer) recovers on new ones, and every row is published once, in key order', { timeout: 180_000 }, async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const { proxy, url: proxied } = await halfOpenDatabase();
     const write = (from: number, n: number) =>
       inTransaction(pool, (client) => enqueue(client, Array.from({ length: n }, (_, i) => ({ topic, key: `k${(from + i) % 7}`, payload: { i: from + i } })), { schema }));

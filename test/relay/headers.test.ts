@@ -7,7 +7,7 @@ import { RESERVED_HEADERS } from '../../src/outbox/event.js';
 import { createRelay } from '../../src/relay/relay.js';
 import { freshSchema } from '../support/db.js';
 import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
-import { startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { startRelay, testRelayOptions, waitAllSent, withRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 
 async function sourceOf(pool: pg.Pool, schema: string): Promise<string> {
@@ -43,11 +43,10 @@ async function insertUnchecked(pool: pg.Pool, schema: string, topic: string, hea
 }
 
 describe('the headers the relay sets', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
+  const { connection, pool, admin, freshOutbox } = useTestServices({ poolSize: 8 });
 
   it("a row's own headers never override the relay's identity headers", async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const source = await sourceOf(pool, schema);
     const forged = {
       'outbox-id': 'forged-id',
@@ -61,13 +60,10 @@ describe('the headers the relay sets', () => {
 
     const logLines: string[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => logLines.push(line) });
-    const relay = await startRelay(schema, { logger });
-    try {
+    await withRelay(startRelay(schema, { logger }), async () => {
       // Marked sent: the rule added later does not stand in the way of the relay's updates.
       await waitAllSent(pool, schema);
-    } finally {
-      await relay.stop();
-    }
+    });
     const [record, ...more] = await readTopic(connection, topic, 1, { expected: 1 });
     expect(more).toHaveLength(0);
     const pairs = headerPairs(record!);

@@ -3,8 +3,6 @@ import { describe, expect, it } from 'vitest';
 import { serveRelayHttp } from '../../src/relay/http.js';
 import { createLogger } from '../../src/log.js';
 import { cli } from '../support/cli.js';
-import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
 import { startRelay, waitAllSent } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
@@ -30,11 +28,10 @@ function parseMetrics(text: string): Sample[] {
 }
 
 describe('the relay over HTTP: health, readiness, metrics, status', () => {
-  const { pool, admin } = useTestServices();
+  const { pool, freshOutbox } = useTestServices();
 
   it('answers /healthz, /readyz, /metrics in Prometheus format with bounded labels, and /api/status; not ready once stopped', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 2);
+    const { schema, topic } = await freshOutbox(2);
     const relay = await startRelay(schema, { shards: 2 });
     const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -100,8 +97,7 @@ describe('the relay over HTTP: health, readiness, metrics, status', () => {
   });
 
   it('mutating routes need the bearer token (403 without one configured, 401 when wrong), validate their input, and audit like the CLI', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const relay = await startRelay(schema, { shards: 1 });
     const readOnly = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }));
     const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }), { adminToken: 's3cret-token' });

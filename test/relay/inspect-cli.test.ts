@@ -1,13 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { cli } from '../support/cli.js';
 import { freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
-import { startRelay, waitAllSent } from '../support/relay.js';
+import { startRelay, waitAllSent, withRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
 
 describe('outbox-relay stuck and show: what on-call sees', () => {
-  const { pool, admin } = useTestServices();
+  const { pool, admin, freshOutbox } = useTestServices();
 
   it('stuck lists unsent rows past the age, oldest first, with what holds each back; show prints one row in full', async () => {
     const schema = await freshSchema(pool);
@@ -78,12 +77,10 @@ describe('outbox-relay stuck and show: what on-call sees', () => {
   });
 
   it('status shows unsent rows per topic and shard, shard owners, live relays, consumer lag and dead letters, with a verdict and its reason', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     expect(JSON.parse((await cli('status', '--json', '--schema', schema)).stdout)).toMatchObject({ verdict: 'OK', reason: 'every row is moving' });
 
-    const relay = await startRelay(schema, { shards: 2, relayId: 'relay-a' });
-    try {
+    await withRelay(startRelay(schema, { shards: 2, relayId: 'relay-a' }), async (relay) => {
       await pool.query(`insert into ${schema}.messages (topic, key, payload) select $1, 'k' || i, 'v' from generate_series(1, 3) i`, [topic]);
       await waitAllSent(pool, schema);
       await waitFor(() => relay.shards.length === 2);
@@ -116,8 +113,6 @@ describe('outbox-relay stuck and show: what on-call sees', () => {
       expect(stuck.code).toBe(0);
       expect(stuck.stdout).toMatch(/^STUCK: 1 dead row\(s\) hold back their keys/m);
       expect(stuck.stdout).toMatch(/topic gone\tdead\t1/);
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 });

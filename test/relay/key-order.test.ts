@@ -1,11 +1,11 @@
 import type { Message } from '@confluentinc/kafka-javascript';
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { freshSchema, inTransaction } from '../support/db.js';
-import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
-import { expectExactlyOnce, startRelay, waitAllSent } from '../support/relay.js';
+import { inTransaction } from '../support/db.js';
+import { missingTopic, headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay, waitAllSent, withRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
-import { uniqueName, waitFor } from '../support/wait.js';
+import { waitFor } from '../support/wait.js';
 
 /** Outbox ids of one key's records, in the order Kafka holds them. */
 function idsOfKey(messages: Message[], key: string): number[] {
@@ -33,15 +33,13 @@ async function stateCounts(pool: pg.Pool, schema: string, ids: string[]): Promis
 }
 
 describe('per-key order whatever an operator does to a row', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
+  const { connection, pool, freshOutbox } = useTestServices({ poolSize: 8 });
 
   it('a dead row set back to pending by hand is published before the later rows of its key, though its next attempt lies in the future', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     // One attempt, then dead; the backoff puts its next_attempt_at an hour ahead.
-    const relay = await startRelay(schema, { maxAttempts: 1, rowBackoff: { minMs: 3_600_000, maxMs: 3_600_000 } });
-    try {
-      const [dead] = await insertRows(pool, schema, [{ topic: uniqueName('no-such-topic').replaceAll('_', '-'), key: 'k', payload: 'first' }]);
+    await withRelay(startRelay(schema, { maxAttempts: 1, rowBackoff: { minMs: 3_600_000, maxMs: 3_600_000 } }), async () => {
+      const [dead] = await insertRows(pool, schema, [{ topic: missingTopic(), key: 'k', payload: 'first' }]);
       await waitFor(async () => (await stateCounts(pool, schema, [dead!])).dead === 1, { message: 'first row dead' });
       const later = await insertRows(
         pool,
@@ -63,16 +61,12 @@ describe('per-key order whatever an operator does to a row', () => {
       const read = await readTopic(connection, topic, 1, { expected: 7 });
       expectExactlyOnce(read, [dead!, ...later, marker!]);
       expect(idsOfKey(read, 'k')).toEqual([dead!, ...later].map(Number));
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 
   it('a row put by hand in failed with a far retry, or flagged held with nothing before it, keeps the later rows of its key behind it', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
-    const relay = await startRelay(schema);
-    try {
+    const { schema, topic } = await freshOutbox(1);
+    await withRelay(startRelay(schema), async () => {
       // Written stopped in one transaction: the relay sees them only as an operator left them.
       const ids = await inTransaction(pool, async (client) => {
         const { rows } = await client.query(
@@ -99,17 +93,13 @@ describe('per-key order whatever an operator does to a row', () => {
       expectExactlyOnce(read, [...ids.failed, ...ids.held]);
       expect(idsOfKey(read, 'failed-key')).toEqual(ids.failed.map(Number));
       expect(idsOfKey(read, 'held-key')).toEqual(ids.held.map(Number));
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 
   it('rows queued behind a dead row are held, each read once, while other keys flow; repaired, the key goes in order', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 2);
-    const relay = await startRelay(schema, { maxAttempts: 1, shards: 2, batchSize: 200 });
-    try {
-      const [dead] = await insertRows(pool, schema, [{ topic: uniqueName('no-such-topic').replaceAll('_', '-'), key: 'blocked', payload: 'first' }]);
+    const { schema, topic } = await freshOutbox(2);
+    await withRelay(startRelay(schema, { maxAttempts: 1, shards: 2, batchSize: 200 }), async () => {
+      const [dead] = await insertRows(pool, schema, [{ topic: missingTopic(), key: 'blocked', payload: 'first' }]);
       await waitFor(async () => (await stateCounts(pool, schema, [dead!])).dead === 1, { message: 'first row dead' });
       const backlog = await insertRows(pool, schema, Array.from({ length: 3_000 }, (_, i) => ({ topic, key: 'blocked', payload: `b${i}` })));
       const others = await insertRows(pool, schema, Array.from({ length: 400 }, (_, i) => ({ topic, key: `k${i % 20}`, payload: `o${i}` })));
@@ -130,14 +120,11 @@ describe('per-key order whatever an operator does to a row', () => {
       expect(idsOfKey(read, 'blocked')).toEqual([dead!, ...backlog].map(Number));
       const { rows: heldLeft } = await pool.query(`select count(*)::int as n from ${schema}.messages where held`);
       expect(heldLeft[0].n).toBe(0);
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 
   it('a due retry never overtakes an earlier pending row of its key, and a key with two failed rows drains in order', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     // As an operator or a retry leaves them: "p" pending before a due failed row; "f" two
     // failed rows, then a pending one.
     const ids = await inTransaction(pool, async (client) => {
@@ -152,15 +139,12 @@ describe('per-key order whatever an operator does to a row', () => {
       );
       return { p: rows.filter((r) => r.key === 'p').map((r) => r.id as string), f: rows.filter((r) => r.key === 'f').map((r) => r.id as string) };
     });
-    const relay = await startRelay(schema);
-    try {
+    await withRelay(startRelay(schema), async () => {
       await waitAllSent(pool, schema);
       const read = await readTopic(connection, topic, 1, { expected: 6 });
       expectExactlyOnce(read, [...ids.p, ...ids.f]);
       expect(idsOfKey(read, 'p')).toEqual(ids.p.map(Number));
       expect(idsOfKey(read, 'f')).toEqual(ids.f.map(Number));
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 });

@@ -3,19 +3,17 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createRelay } from '../../src/relay/relay.js';
 import { databaseUrl, freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
-import { startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { startRelay, testRelayOptions, waitAllSent, withRelay } from '../support/relay.js';
 import { waitFor } from '../support/wait.js';
 import { useTestServices } from '../support/services.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 describe('relay lifecycle and operations', () => {
-  const { connection, pool, admin } = useTestServices();
+  const { connection, pool, freshOutbox } = useTestServices();
 
   it('the relay CLI publishes, and on SIGTERM drains, releases its shards and exits 0', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 2);
+    const { schema, topic } = await freshOutbox(2);
     const group = `cli-${schema.replaceAll('_', '-')}`;
     const child = spawnTracked(process.execPath, ['--import', 'tsx', `${root}/src/cli/main.ts`, 'relay', '--schema', schema, '--group', group, '--shards', '2'], {
       env: { ...process.env, DATABASE_URL: databaseUrl(), KAFKA_BROKERS: String(connection.brokers), LOG_LEVEL: 'info' },
@@ -54,12 +52,9 @@ describe('relay lifecycle and operations', () => {
     await pool.query(`insert into ${schema}.messages (topic, payload) values ('topic-that-does-not-exist-here', 'x')`);
     const strict = createRelay(testRelayOptions(schema, { strict: true }));
     await expect(strict.start()).rejects.toMatchObject({ code: 'TOPIC_UNSAFE' });
-    const lenient = await startRelay(schema);
-    try {
+    await withRelay(startRelay(schema), async (lenient) => {
       expect(lenient.topicReport?.missing).toEqual(['topic-that-does-not-exist-here']);
-    } finally {
-      await lenient.stop();
-    }
+    });
   });
 
   it('refuses to start on a schema that is not migrated; the failed start closes what it opened, and start() again gives the same error', async () => {
@@ -78,8 +73,7 @@ describe('relay lifecycle and operations', () => {
   });
 
   it('retention deletes sent rows past the retention period in batches and keeps the rest', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     await pool.query(`insert into ${schema}.messages (topic, key, payload) select $1, 'k', convert_to('v' || i, 'UTF8') from generate_series(1, 250) i`, [topic]);
     const relay = await startRelay(schema, { retention: false });
     await waitAllSent(pool, schema);
@@ -87,15 +81,12 @@ describe('relay lifecycle and operations', () => {
     // Age 200 of the sent rows past the retention period; leave 50 recent; add an unsent one.
     await pool.query(`update ${schema}.messages set sent_at = now() - interval '8 days' where id in (select id from ${schema}.messages order by id limit 200)`);
     await pool.query(`insert into ${schema}.messages (topic, payload) values ('no-relay-running', 'pending')`);
-    const purging = await startRelay(schema, { retention: { keepMs: 7 * 86_400_000, intervalMs: 100, batchSize: 30 } });
-    try {
+    await withRelay(startRelay(schema, { retention: { keepMs: 7 * 86_400_000, intervalMs: 100, batchSize: 30 } }), async () => {
       await waitFor(async () => (await pool.query(`select count(*)::int as n from ${schema}.messages`)).rows[0].n === 51, {
         message: 'old sent rows purged',
       });
       const { rows } = await pool.query(`select count(*) filter (where state = 'sent')::int as sent, count(*)::int as total from ${schema}.messages`);
       expect(rows[0]).toEqual({ sent: 50, total: 51 });
-    } finally {
-      await purging.stop();
-    }
+    });
   });
 });

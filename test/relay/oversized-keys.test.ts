@@ -10,11 +10,11 @@ import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { MAX_KEY_BYTES } from '../../src/outbox/key-size.js';
-import { freshSchema, inTransaction } from '../support/db.js';
-import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
-import { expectExactlyOnce, expectPerKeyOrder, startRelay } from '../support/relay.js';
+import { inTransaction } from '../support/db.js';
+import { missingTopic, headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay, withRelay, expectPublishedOnce } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
-import { uniqueName, waitFor } from '../support/wait.js';
+import { waitFor } from '../support/wait.js';
 
 interface Row {
   topic: string;
@@ -52,12 +52,11 @@ async function rowsById(pool: pg.Pool, schema: string, ids: string[]) {
 }
 
 describe('rows the relay cannot index or mark block only themselves', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
+  const { connection, pool, freshOutbox } = useTestServices({ poolSize: 8 });
 
   it('a row with an oversized key already in the table is parked with its reason while every other key flows', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
-    const missing = uniqueName('no-such-topic').replaceAll('_', '-');
+    const { schema, topic } = await freshOutbox(1);
+    const missing = missingTopic();
     // Random bytes as base64: incompressible, so PostgreSQL could not have squeezed them into an index entry.
     const random = (chars: number) => randomBytes(Math.ceil((chars * 3) / 4)).toString('base64').slice(0, chars);
     const longKey = random(4_000);
@@ -85,8 +84,7 @@ describe('rows the relay cannot index or mark block only themselves', () => {
     const good = ids.filter((i) => !oversized.includes(i));
     expect(oversized).toHaveLength(5);
 
-    const relay = await startRelay(schema, { shards: 1, maxAttempts: 2 });
-    try {
+    await withRelay(startRelay(schema, { shards: 1, maxAttempts: 2 }), async () => {
       await waitFor(
         async () => {
           const state = await rowsById(pool, schema, ids);
@@ -98,9 +96,7 @@ describe('rows the relay cannot index or mark block only themselves', () => {
       const [later] = await inTransaction(pool, (client) => enqueue(client, { topic, key: 'good-a', payload: 'a 3' }, { schema }));
       good.push(later!);
       await waitFor(async () => (await rowsById(pool, schema, [later!])).get(later!)?.state === 'sent', { message: 'a later row sent' });
-    } finally {
-      await relay.stop();
-    }
+    });
 
     const state = await rowsById(pool, schema, ids);
     for (const i of oversized) {
@@ -110,17 +106,14 @@ describe('rows the relay cannot index or mark block only themselves', () => {
       expect(row.last_error).toContain(`key of ${row.key_bytes} bytes exceeds the limit of ${MAX_KEY_BYTES} bytes (MAX_KEY_BYTES)`);
     }
     expect(state.get(id('long compressible key, failed before'))!.attempts).toBe(2);
-    const read = await readTopic(connection, topic, 1, { expected: good.length, settleMs: 500 });
-    expectExactlyOnce(read, good);
-    expectPerKeyOrder(read);
+    const read = await expectPublishedOnce(connection, topic, 1, good, { expected: good.length, settleMs: 500 });
     expect(read.map((m) => m.value?.toString())).toEqual(['a 1', 'b 1', 'at limit', 'a 2', 'b 2', 'a 3']);
     expect(read.every((m) => (m.key?.length ?? 0) <= MAX_KEY_BYTES)).toBe(true);
   });
 
   it('a row the database refuses to mark is set aside with the later rows of its key, every other key flows, and it goes on once the cause is gone', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
-    const missing = uniqueName('no-such-topic').replaceAll('_', '-');
+    const { schema, topic } = await freshOutbox(1);
+    const missing = missingTopic();
     const rows: Array<Row & { name: string }> = [
       { name: 'good 1', topic, key: 'good', payload: 'good 1' },
       { name: 'poison', topic: missing, key: 'poison', payload: 'poison' },

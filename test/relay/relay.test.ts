@@ -1,16 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { freshSchema, inTransaction } from '../support/db.js';
-import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
-import { drainOutbox, expectExactlyOnce, expectPerKeyOrder } from '../support/relay.js';
+import { inTransaction } from '../support/db.js';
+import { headerValue } from '../support/kafka.js';
+import { drainOutbox, expectPublishedOnce } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 
 describe('relay', () => {
-  const { connection, pool, admin } = useTestServices();
+  const { connection, pool, freshOutbox } = useTestServices();
 
   it('publishes every committed row once, per key in order, with outbox headers, and marks it sent with its position', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const ids: string[] = [];
     for (let i = 0; i < 10; i++) {
       ids.push(
@@ -34,9 +33,7 @@ describe('relay', () => {
       );
     }
     await drainOutbox(pool, schema);
-    const read = await readTopic(connection, topic, 3, { expected: ids.length });
-    expectExactlyOnce(read, ids);
-    expectPerKeyOrder(read);
+    const read = await expectPublishedOnce(connection, topic, 3, ids, { expected: ids.length });
     const sample = read[0]!;
     expect(headerValue(sample, 'event-type')).toBe('OrderPlaced');
     expect(headerValue(sample, 'aggregate-type')).toBe('order');

@@ -2,10 +2,10 @@ import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { cli } from '../support/cli.js';
 import { freshSchema } from '../support/db.js';
-import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
-import { expectExactlyOnce, startRelay } from '../support/relay.js';
+import { missingTopic, headerValue, readTopic } from '../support/kafka.js';
+import { expectExactlyOnce, startRelay, withRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
-import { uniqueName, waitFor } from '../support/wait.js';
+import { waitFor } from '../support/wait.js';
 
 async function insert(pool: pg.Pool, schema: string, topic: string, key: string, payload: string): Promise<string> {
   const { rows } = await pool.query(`insert into ${schema}.messages (topic, key, payload) values ($1, $2, $3) returning id::text`, [topic, key, Buffer.from(payload)]);
@@ -17,14 +17,12 @@ async function stateOf(pool: pg.Pool, schema: string, id: string): Promise<strin
 }
 
 describe('outbox-relay retry and skip: audited repairs that keep per-key order', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 6 });
+  const { connection, pool, freshOutbox } = useTestServices({ poolSize: 6 });
 
   it('retry puts a dead row back ahead of the rows held behind it; skip parks one for good and lets its key move on; both are audited', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
-    const missing = uniqueName('no-such-topic').replaceAll('_', '-');
-    const relay = await startRelay(schema, { maxAttempts: 1 });
-    try {
+    const { schema, topic } = await freshOutbox(1);
+    const missing = missingTopic();
+    await withRelay(startRelay(schema, { maxAttempts: 1 }), async () => {
       const deadA = await insert(pool, schema, missing, 'a', 'a0');
       const deadB = await insert(pool, schema, missing, 'b', 'b0');
       await waitFor(async () => (await stateOf(pool, schema, deadA)) === 'dead' && (await stateOf(pool, schema, deadB)) === 'dead');
@@ -55,9 +53,7 @@ describe('outbox-relay retry and skip: audited repairs that keep per-key order',
       expect(audit).toHaveLength(2);
       expect(audit[0]).toMatchObject({ actor: 'oncall-1', command: 'retry', ids: [deadA], reason: 'topic created', counts: { changed: 1, from: { dead: 1 } } });
       expect(audit[1]).toMatchObject({ command: 'skip', ids: [deadB], reason: "bad event; it's been re-sent by hand" });
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 
   it('bad input is refused with exit 2 and changes nothing; filters are bound, never interpolated', async () => {

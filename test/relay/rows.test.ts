@@ -6,17 +6,16 @@ import { encodedSize, validateEvent } from '../../src/outbox/validate.js';
 import { recordSize, toRecord } from '../../src/relay/records.js';
 import { freshSchema, inTransaction } from '../support/db.js';
 import { freshTopic, headerValue, readTopic } from '../support/kafka.js';
-import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent, withRelay } from '../support/relay.js';
 import { createRelay } from '../../src/relay/relay.js';
 import { waitFor } from '../support/wait.js';
 import { useTestServices } from '../support/services.js';
 
 describe('relay and the rows it is given', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
+  const { connection, pool, admin, freshOutbox } = useTestServices({ poolSize: 8 });
 
   it('transactions that commit out of id order all arrive; a rolled-back one never does', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const relay = await startRelay(schema);
     const first = await pool.connect();
     const second = await pool.connect();
@@ -48,10 +47,8 @@ describe('relay and the rows it is given', () => {
   });
 
   it('rows inserted by plain SQL, with no library, are relayed', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 2);
-    const relay = await startRelay(schema);
-    try {
+    const { schema, topic } = await freshOutbox(2);
+    await withRelay(startRelay(schema), async () => {
       const { rows } = await pool.query(
         `insert into ${schema}.messages (topic, key, payload) values ($1, 'sql-1', '{"by":"sql"}'), ($1, null, 'no key') returning id::text`,
         [topic],
@@ -60,16 +57,12 @@ describe('relay and the rows it is given', () => {
       const read = await readTopic(connection, topic, 2, { expected: 2 });
       expectExactlyOnce(read, rows.map((r) => r.id));
       expect(read.map((m) => m.value?.toString()).sort()).toEqual(['no key', '{"by":"sql"}']);
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 
   it('a payload larger than any record ends dead at once and an unknown topic dead after its retries with a readable error; other keys flow; later rows of those keys wait', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
-    const relay = await startRelay(schema, { maxAttempts: 3, rowBackoff: { minMs: 100, maxMs: 200 } });
-    try {
+    const { schema, topic } = await freshOutbox(3);
+    await withRelay(startRelay(schema, { maxAttempts: 3, rowBackoff: { minMs: 100, maxMs: 200 } }), async () => {
       // Written by plain SQL: enqueue would refuse these up front.
       const insert = async (t: string, key: string, payload: Buffer | string) =>
         (await pool.query(`insert into ${schema}.messages (topic, key, payload) values ($1, $2, $3) returning id::text`, [t, key, payload])).rows[0].id as string;
@@ -102,9 +95,7 @@ describe('relay and the rows it is given', () => {
 
       const read = await readTopic(connection, topic, 3, { expected: 50 });
       expectExactlyOnce(read, good);
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 
   it('a record the broker refuses (topic max.message.bytes) is tried alone and ends dead; the rest of its shard flows in full batches', async () => {
@@ -154,11 +145,9 @@ describe('relay and the rows it is given', () => {
   });
 
   it('the largest record enqueue accepts is published, and one byte more is refused by enqueue and dead at once in the relay, under one configured limit', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const limit = 200_000;
-    const relay = await startRelay(schema, { kafka: { properties: { 'message.max.bytes': limit } } });
-    try {
+    await withRelay(startRelay(schema, { kafka: { properties: { 'message.max.bytes': limit } } }), async () => {
       const event = (bytes: number) => ({ topic, key: 'sized', payload: randomBytes(bytes), eventType: 'Sized', headers: { tenant: 'acme' } });
       // The largest payload enqueue accepts under the limit, found by bisection.
       let lo = 0;
@@ -209,8 +198,6 @@ describe('relay and the rows it is given', () => {
       expect(states[2].last_error).toMatch(`exceeds the limit of ${limit} bytes`);
       const read = await readTopic(connection, topic, 1, { expected: 2 });
       expectExactlyOnce(read, [fits!, atLimit]);
-    } finally {
-      await relay.stop();
-    }
+    });
   });
 });

@@ -3,8 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createConsumer } from '../../src/consumer/index.js';
 import { createLogger, redactSecrets } from '../../src/log.js';
 import { createRelay } from '../../src/relay/relay.js';
-import { databaseUrl, freshSchema } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
+import { databaseUrl } from '../support/db.js';
 import { testRelayOptions, waitAllSent } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 
@@ -19,11 +18,10 @@ function urlWithPassword(): string {
 }
 
 describe('secrets', () => {
-  const { pool, admin } = useTestServices();
+  const { pool, freshOutbox } = useTestServices();
 
   it('no secret reaches a log line, or the printed form of any object the library hands out, at any depth', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const lines: string[] = [];
     const logger = createLogger({ level: 'debug', destination: { write: (line: string) => void lines.push(line) } });
     const relay = createRelay(

@@ -1,15 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { createRelay, type Relay } from '../../src/relay/relay.js';
 import { freshSchema } from '../support/db.js';
-import { freshTopic, readTopic } from '../support/kafka.js';
 import { FixtureProcess } from '../support/process.js';
-import { expectExactlyOnce, expectPerKeyOrder, startRelay, testRelayOptions, waitAllSent } from '../support/relay.js';
+import { startRelay, testRelayOptions, waitAllSent, expectPublishedOnce } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
 import { startWriter } from '../support/writer.js';
 
 describe('one relay group serves an outbox; a new layout takes over', () => {
-  const { connection, pool, admin } = useTestServices({ poolSize: 8 });
+  const { connection, pool, freshOutbox } = useTestServices({ poolSize: 8 });
 
   it('a relay of a second group refuses to start with a typed error that says how to take over; two groups starting together on a new outbox: one serves', async () => {
     const schema = await freshSchema(pool);
@@ -34,8 +33,7 @@ describe('one relay group serves an outbox; a new layout takes over', () => {
   });
 
   it('a new group with another shard count takes over while the old group runs and writers commit: every row once, per key in order, the old relays step down', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 6);
+    const { schema, topic } = await freshOutbox(6);
     const oldGroup = `${schema}-old`.replaceAll('_', '-');
     const newGroup = `${schema}-new`.replaceAll('_', '-');
     const old = [
@@ -72,9 +70,7 @@ describe('one relay group serves an outbox; a new layout takes over', () => {
       ]);
       await writer.done;
       await waitAllSent(pool, schema, 90_000);
-      const read = await readTopic(connection, topic, 6, { expected: 3_000, timeoutMs: 90_000 });
-      expectExactlyOnce(read, writer.ids);
-      expectPerKeyOrder(read);
+      await expectPublishedOnce(connection, topic, 6, writer.ids, { expected: 3_000, timeoutMs: 90_000 });
 
       // An old relay started again after the take-over refuses, naming the group that serves now.
       const late = createRelay(testRelayOptions(schema, { group: oldGroup, shards: 4 }));
@@ -85,8 +81,7 @@ describe('one relay group serves an outbox; a new layout takes over', () => {
   });
 
   it('a batch the old group committed to Kafka and never marked (killed in between) is reconciled by the take-over, not published again', async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const oldGroup = `${schema}-old`.replaceAll('_', '-');
     const newGroup = `${schema}-new`.replaceAll('_', '-');
     const { rows } = await pool.query(
@@ -109,9 +104,7 @@ describe('one relay group serves an outbox; a new layout takes over', () => {
     try {
       expect(reconciled).toBeGreaterThan(0);
       await waitAllSent(pool, schema);
-      const read = await readTopic(connection, topic, 3, { expected: 400 });
-      expectExactlyOnce(read, ids);
-      expectPerKeyOrder(read);
+      await expectPublishedOnce(connection, topic, 3, ids, { expected: 400 });
     } finally {
       await relay.stop();
     }

@@ -2,22 +2,20 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { notifyChannel } from '../../src/db/identifiers.js';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { databaseUrl, freshSchema, inTransaction } from '../support/db.js';
-import { freshTopic } from '../support/kafka.js';
+import { databaseUrl, inTransaction } from '../support/db.js';
 import { startRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
 
 describe('relay wake-ups', () => {
-  const { pool, admin } = useTestServices();
+  const { pool, freshOutbox } = useTestServices();
 
   const idle = async (schema: string): Promise<boolean[]> => (await pool.query<{ idle: boolean }>(`select idle from "${schema}".relay_members`)).rows.map((r) => r.idle);
   const sent = async (schema: string, id: string): Promise<boolean> =>
     (await pool.query(`select 1 from "${schema}".messages where id = $1::bigint and state = 'sent'`, [id])).rowCount === 1;
 
   it('writers do not notify a busy relay, and a row whose writer read the flag just before the relay turned idle is published without waiting for the poll interval', { timeout: 240_000 }, async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     // A backlog that keeps the relay busy well past the quiet threshold (1 s).
     await inTransaction(pool, (client) => enqueue(client, Array.from({ length: 40_000 }, (_, i) => ({ topic, key: `k${i % 50}`, payload: { i } })), { schema }));
     const listener = new pg.Client({ connectionString: databaseUrl() });
@@ -65,8 +63,7 @@ describe('relay wake-ups', () => {
   });
 
   it('writers do not notify a relay fed faster than a short poll, though its workers find nothing between batches; once the feed stops they notify again', { timeout: 240_000 }, async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 3);
+    const { schema, topic } = await freshOutbox(3);
     const listener = new pg.Client({ connectionString: databaseUrl() });
     await listener.connect();
     let notifications = 0;

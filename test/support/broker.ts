@@ -4,6 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import type pg from 'pg';
+import { KafkaAdmin } from '../../src/kafka/admin.js';
+import { createEffectsTable } from './consumer.js';
+import { freshSchema } from './db.js';
+import { freshTopic, kafkaConnection } from './kafka.js';
+import { TestProducer } from './produce.js';
 import { waitFor } from './wait.js';
 
 const run = promisify(execFile);
@@ -74,4 +80,31 @@ export class OwnBroker {
   async stop(): Promise<void> {
     await run('bash', [script, 'stop', this.dir], { timeout: 60_000 });
   }
+}
+
+/**
+ * A broker of the test's own (to pause, bounce or kill) with an admin client, a producer
+ * and a fresh topic on it, and a fresh schema with the effects table in `pool`'s database;
+ * `close()` stops the broker and its clients.
+ */
+export async function ownBrokerWithEffects(pool: pg.Pool, port: number, controllerPort: number, partitions = 1) {
+  const schema = await freshSchema(pool);
+  await createEffectsTable(pool, schema);
+  const broker = new OwnBroker(port, controllerPort);
+  await broker.start();
+  const connection = kafkaConnection(broker.brokers);
+  const admin = new KafkaAdmin(connection);
+  const producer = await TestProducer.connect(connection);
+  const topic = await freshTopic(admin, partitions);
+  return {
+    schema,
+    broker,
+    producer,
+    topic,
+    async close(): Promise<void> {
+      await producer.close();
+      admin.close();
+      await broker.stop();
+    },
+  };
 }

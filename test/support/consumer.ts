@@ -38,6 +38,25 @@ export function effectHandler(schema: string, consumerName = 'c'): RecordHandler
   };
 }
 
+/** {@link effectHandler}, then, for a record whose value is `value`, `then` in the same transaction, after its effect. */
+export function effectHandlerThen(schema: string, value: string, then: RecordHandler): RecordHandler {
+  const apply = effectHandler(schema);
+  return async (record, tx) => {
+    await apply(record, tx);
+    if (record.value?.toString() === value) await then(record, tx);
+  };
+}
+
+/** {@link effectHandler}, but a record whose value `failure` answers an error for throws it instead. */
+export function effectHandlerFailing(schema: string, failure: (value: string) => Error | undefined): RecordHandler {
+  const apply = effectHandler(schema);
+  return async (record, tx) => {
+    const error = failure(record.value?.toString() ?? '');
+    if (error !== undefined) throw error;
+    await apply(record, tx);
+  };
+}
+
 /**
  * A logger keeping the last lines at debug level in memory, printed only if the running
  * test fails: a rare failure in CI then says what the consumer went through. With

@@ -68,3 +68,8 @@ export function headerValue(message: Message, name: string): string | undefined 
   }
   return undefined;
 }
+
+/** A topic name no broker has (nor will create: the test brokers do not create topics on use). */
+export function missingTopic(): string {
+  return uniqueName('no-such-topic').replaceAll('_', '-');
+}

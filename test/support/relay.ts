@@ -5,7 +5,8 @@ import { createLogger } from '../../src/log.js';
 import { createRelay, type Relay } from '../../src/relay/relay.js';
 import type { RelayOptions } from '../../src/relay/options.js';
 import { databaseUrl } from './db.js';
-import { headerValue, kafkaConnection } from './kafka.js';
+import type { KafkaConnection } from '../../src/kafka/config.js';
+import { headerValue, kafkaConnection, readTopic, type ReadOptions } from './kafka.js';
 import { exactlyOnceReport } from './exactly-once.js';
 import { waitFor } from './wait.js';
 
@@ -36,14 +37,32 @@ export async function startRelay(schema: string, overrides: Partial<RelayOptions
   return relay;
 }
 
-/** Runs a relay until no row of the outbox is pending or failed, then stops it. */
-export async function drainOutbox(pool: pg.Pool, schema: string, overrides: Partial<RelayOptions> = {}): Promise<void> {
-  const relay = await startRelay(schema, overrides);
+/** Runs `fn` with the relay `starting` gives (see startRelay), and stops it whatever happens. */
+export async function withRelay<T>(starting: Promise<Relay>, fn: (relay: Relay) => Promise<T>): Promise<T> {
+  const relay = await starting;
   try {
-    await waitAllSent(pool, schema);
+    return await fn(relay);
   } finally {
     await relay.stop();
   }
+}
+
+/**
+ * Runs a relay until no row of the outbox is pending or failed, then stops it. Returns how
+ * many rows it marked sent from checkpoints a former owner committed (`reconciled` events).
+ */
+export async function drainOutbox(pool: pg.Pool, schema: string, overrides: Partial<RelayOptions> = {}): Promise<number> {
+  let reconciled = 0;
+  await withRelay(
+    (async () => {
+      const relay = createRelay(testRelayOptions(schema, overrides));
+      relay.events.on('reconciled', (e) => (reconciled += e.marked));
+      await relay.start();
+      return relay;
+    })(),
+    () => waitAllSent(pool, schema),
+  );
+  return reconciled;
 }
 
 /** Waits until no row is pending or failed. */
@@ -78,6 +97,14 @@ export function expectExactlyOnce(messages: Message[], ids: Iterable<string>): v
 }
 
 /** Asserts that, per key, records appear in increasing outbox id order within one partition. */
+/** Reads the topic back (see readTopic) and expects every id in it exactly once, and each key's records in id order; returns what it read. */
+export async function expectPublishedOnce(connection: KafkaConnection, topic: string, partitions: number, ids: Iterable<string>, options: ReadOptions): Promise<Message[]> {
+  const read = await readTopic(connection, topic, partitions, options);
+  expectExactlyOnce(read, ids);
+  expectPerKeyOrder(read);
+  return read;
+}
+
 export function expectPerKeyOrder(messages: Message[]): void {
   const byKey = new Map<string, { partition: number; ids: number[] }>();
   const sorted = [...messages].sort((a, b) => a.partition - b.partition || a.offset - b.offset);

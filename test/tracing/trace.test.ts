@@ -4,9 +4,9 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type Re
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
 import { formatTraceparent, parseTraceparent } from '../../src/tracing.js';
-import { createEffectsTable, effectHandler, effectTotal, testConsumer } from '../support/consumer.js';
-import { freshSchema, inTransaction } from '../support/db.js';
-import { freshTopic, headerValue, kafkaConnection, readTopic } from '../support/kafka.js';
+import { effectHandler, effectTotal, testConsumer } from '../support/consumer.js';
+import { inTransaction } from '../support/db.js';
+import { headerValue, kafkaConnection, readTopic } from '../support/kafka.js';
 import { drainOutbox } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
@@ -30,7 +30,7 @@ describe('traceparent helpers', () => {
 });
 
 describe('tracing: one trace from the writer through Kafka into the handler', () => {
-  const { pool, admin } = useTestServices({ poolSize: 8 });
+  const { pool, freshEffects, freshOutbox } = useTestServices({ poolSize: 8 });
   const exporter = new InMemorySpanExporter();
   const contextManager = new AsyncLocalStorageContextManager();
 
@@ -56,9 +56,7 @@ describe('tracing: one trace from the writer through Kafka into the handler', ()
   };
 
   it("one trace runs from the writer's span through the relay's create span into the handler's process span and what the handler traces", async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 2);
+    const { schema, topic } = await freshEffects(2);
     // Three orders, each written in a span of the order service; a fourth row has no trace.
     const writers = [1, 2, 3].map((i) => writerSpan(`place order ${i}`));
     const ids = await inTransaction(pool, (client) =>
@@ -145,8 +143,7 @@ describe('tracing: one trace from the writer through Kafka into the handler', ()
   });
 
   it("a transaction of more rows than a span may link still puts every row's record in its writer's trace, and counts the links left out", async () => {
-    const schema = await freshSchema(pool);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshOutbox(1);
     const writers = Array.from({ length: 200 }, (_, i) => writerSpan(`order ${i}`));
     await inTransaction(pool, (client) =>
       enqueue(client, writers.map((w, i) => ({ topic, key: `k${i % 10}`, payload: String(i), traceparent: formatTraceparent(w) })), { schema }),
@@ -164,9 +161,7 @@ describe('tracing: one trace from the writer through Kafka into the handler', ()
   });
 
   it("a handler's failure and a handler's overrun end its span as failed, at once, and the effect is applied once on the retry", async () => {
-    const schema = await freshSchema(pool);
-    await createEffectsTable(pool, schema);
-    const topic = await freshTopic(admin, 1);
+    const { schema, topic } = await freshEffects(1);
     await inTransaction(pool, (client) => enqueue(client, [{ topic, key: 'k', payload: 'flaky' }], { schema }));
     await drainOutbox(pool, schema);
     let calls = 0;

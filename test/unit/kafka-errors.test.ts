@@ -7,24 +7,26 @@ const E = Kafka.CODES.ERRORS;
 const kafkaError = (code: number, extra: Record<string, unknown> = {}) => ({ message: `error ${code}`, code, ...extra });
 
 describe('Kafka error classification', () => {
-  it.each([
-    ['a record too large', E.ERR_MSG_SIZE_TOO_LARGE],
-    ['an unknown topic', E.ERR__UNKNOWN_TOPIC],
-    ['a topic the relay may not write', E.ERR_TOPIC_AUTHORIZATION_FAILED],
-    ['a policy violation', E.ERR_POLICY_VIOLATION],
-  ])('%s belongs to the row: it is set aside, other keys flow', (_, code) => {
-    expect(classifyKafkaError(kafkaError(code))).toBe('row');
-  });
-
-  it.each([
-    ['a fenced producer', E.ERR_PRODUCER_FENCED],
-    ['an invalid producer epoch', E.ERR_INVALID_PRODUCER_EPOCH],
-    ['a local fence', E.ERR__FENCED],
-    ['an out-of-order sequence', E.ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
-    ['a destroyed client', E.ERR__DESTROY],
-  ])('%s makes the producer unusable: it is rebuilt and the shard reconciled', (_, code) => {
-    expect(classifyKafkaError(kafkaError(code))).toBe('fatal');
-  });
+  const MEANING = {
+    row: 'belongs to the row: it is set aside, other keys flow',
+    fatal: 'makes the producer unusable: it is rebuilt and the shard reconciled',
+  } as const;
+  const cases = [
+    ['a record too large', E.ERR_MSG_SIZE_TOO_LARGE, 'row'],
+    ['an unknown topic', E.ERR__UNKNOWN_TOPIC, 'row'],
+    ['a topic the relay may not write', E.ERR_TOPIC_AUTHORIZATION_FAILED, 'row'],
+    ['a policy violation', E.ERR_POLICY_VIOLATION, 'row'],
+    ['a fenced producer', E.ERR_PRODUCER_FENCED, 'fatal'],
+    ['an invalid producer epoch', E.ERR_INVALID_PRODUCER_EPOCH, 'fatal'],
+    ['a local fence', E.ERR__FENCED, 'fatal'],
+    ['an out-of-order sequence', E.ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, 'fatal'],
+    ['a destroyed client', E.ERR__DESTROY, 'fatal'],
+  ] as const;
+  for (const [what, code, kind] of cases) {
+    it(`${what} ${MEANING[kind]}`, () => {
+      expect(classifyKafkaError(kafkaError(code))).toBe(kind);
+    });
+  }
 
   it("librdkafka's own fatal flag wins over the code", () => {
     expect(classifyKafkaError(kafkaError(E.ERR__TRANSPORT, { isFatal: true }))).toBe('fatal');

@@ -28,7 +28,7 @@ describe('consumer watchdog: when a consumer counts as stalled', () => {
     advance(9_000);
     expect(d.check(at([['t:0', 6]]), at([['t:0', 50]]))).toBeUndefined();
     advance(9_000);
-    d.progress();
+    d.fetched(['t:0']);
     advance(9_000);
     expect(d.check(at([['t:0', 6]]), at([['t:0', 50]]))).toBeUndefined();
   });
