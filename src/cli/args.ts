@@ -32,11 +32,6 @@ export const MUTATION_FLAGS = {
   'dry-run': { type: 'boolean' },
 } as const;
 
-/**
- * A command of actions (`offsets show|set|rewind`): its action, or the exit code when the
- * help is what was asked for (0) or no action was given (2, with the help printed). An
- * unknown action is refused (INVALID_ARGUMENT) naming the known ones.
- */
 /** With --help, prints the command's help and answers true (the command then exits 0). */
 export function helpAsked(values: ParsedArgs['values'], help: string): boolean {
   if (!values.help) return false;
@@ -49,6 +44,19 @@ export function noArguments(positionals: readonly string[]): void {
   if (positionals.length > 0) bad(`unexpected argument ${JSON.stringify(positionals[0])}`);
 }
 
+/** The flags of a command that takes no arguments; undefined when --help was asked (its help printed). */
+export function flagsOf(argv: string[], options: NonNullable<ParseArgsConfig['options']>, help: string): ParsedArgs['values'] | undefined {
+  const { values, positionals } = parse(argv, options);
+  if (helpAsked(values, help)) return undefined;
+  noArguments(positionals);
+  return values;
+}
+
+/**
+ * A command of actions (`offsets show|set|rewind`): its action, or the exit code when the
+ * help is what was asked for (0) or no action was given (2, with the help printed). An
+ * unknown action is refused (INVALID_ARGUMENT) naming the known ones.
+ */
 export function actionOf<A extends string>(parsed: ParsedArgs, help: string, actions: readonly A[]): { action: A; rest: string[] } | { exit: number } {
   const [action, ...rest] = parsed.positionals;
   if (parsed.values.help || action === undefined || action === 'help') {

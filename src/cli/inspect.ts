@@ -2,9 +2,7 @@ import { quoteSchema } from '../db/identifiers.js';
 import { OutboxError } from '../errors.js';
 import { collectStatus } from '../ops/status.js';
 import { collectStuck, parseDuration, readRow } from '../ops/inspect.js';
-import {
-} from '../sql/outbox-inspect.js';
-import { bad, integerFlag, parse, parseIds, schemaFrom, withPool, helpAsked, noArguments } from './args.js';
+import { bad, integerFlag, parse, parseIds, schemaFrom, withPool, helpAsked, flagsOf } from './args.js';
 import { kafkaPropertiesFrom } from './kafka-config.js';
 
 export const STUCK_HELP = `outbox-relay stuck [--older-than 5m] [--state pending|failed|dead] [--topic T] [--key K] [--limit N] [--json]
@@ -22,16 +20,15 @@ landed in Kafka when sent. Exit codes: 0 found, 2 bad or unknown id, 1 other err
 
 
 export async function stuckCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, {
+  const values = flagsOf(argv, {
     'older-than': { type: 'string' },
     state: { type: 'string' },
     topic: { type: 'string' },
     key: { type: 'string' },
     limit: { type: 'string' },
     json: { type: 'boolean' },
-  });
-  if (helpAsked(values, STUCK_HELP)) return 0;
-  noArguments(positionals);
+  }, STUCK_HELP);
+  if (!values) return 0;
   const olderThanMs = parseDuration((values['older-than'] as string | undefined) ?? '5m', 'older-than');
   const state = values.state as string | undefined;
   if (state !== undefined && !['pending', 'failed', 'dead'].includes(state)) bad(`--state must be pending, failed or dead, got ${JSON.stringify(state)}`);
@@ -80,9 +77,8 @@ Exit codes: 0 done (whatever the verdict), 2 bad input, 1 other errors.`;
 
 
 export async function statusCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' } });
-  if (helpAsked(values, STATUS_HELP)) return 0;
-  noArguments(positionals);
+  const values = flagsOf(argv, { json: { type: 'boolean' } }, STATUS_HELP);
+  if (!values) return 0;
   const q = quoteSchema(schemaFrom(values));
   const brokers = (values.brokers as string | undefined) ?? process.env.KAFKA_BROKERS;
   const properties = kafkaPropertiesFrom(values);

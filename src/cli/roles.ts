@@ -1,7 +1,7 @@
 import { loadMigrations } from '../db/migrate.js';
 import { applyRoles, rolesPsqlScript, rolesSql } from '../sql/roles.js';
 import { ROLE_KINDS, roleNames, type RoleNames } from '../db/roles.js';
-import { bad, parse, schemaFrom, withPool, helpAsked, noArguments } from './args.js';
+import { bad, schemaFrom, withPool, flagsOf } from './args.js';
 
 export const ROLES_HELP = `outbox-relay roles [--schema NAME] [--writer NAME] [--relay NAME] [--consumer NAME] [--operator NAME]
                    [--without-retention] [--claim-checks] [--apply] [--psql]
@@ -28,15 +28,14 @@ privilege on the outbox schema; grant each to the login role of a service:
 Exit codes: 0 done, 2 bad input, 1 other errors (schema not migrated, not allowed).`;
 
 export async function rolesCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, {
+  const values = flagsOf(argv, {
     ...Object.fromEntries(ROLE_KINDS.map((kind) => [kind, { type: 'string' }] as const)),
     'without-retention': { type: 'boolean' },
     'claim-checks': { type: 'boolean' },
     apply: { type: 'boolean' },
     psql: { type: 'boolean' },
-  });
-  if (helpAsked(values, ROLES_HELP)) return 0;
-  noArguments(positionals);
+  }, ROLES_HELP);
+  if (!values) return 0;
   const latest = (await loadMigrations()).at(-1)?.id ?? 0;
   const given = Object.fromEntries(ROLE_KINDS.filter((kind) => values[kind] !== undefined).map((kind) => [kind, values[kind] as string])) as Partial<RoleNames>;
   if (values.psql) {
