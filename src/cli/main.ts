@@ -16,6 +16,7 @@ const COMMANDS: Record<string, { run: () => Promise<Command>; summary: string }>
   'dead-letters': { run: async () => (await import('./dead-letters.js')).deadLettersCommand, summary: 'list, show, replay or discard a consumer group\'s dead letters (audited)' },
   offsets: { run: async () => (await import('./offsets.js')).offsetsCommand, summary: 'show, set or rewind consumer offsets stored in PostgreSQL' },
   roles: { run: async () => (await import('./roles.js')).rolesCommand, summary: 'print or apply least-privilege roles: writer, relay, consumer, operator' },
+  try: { run: async () => (await import('./try.js')).tryCommand, summary: 'try presets, shards and key designs on your cluster through the real relay' },
 };
 
 const USAGE = `usage: outbox-relay <command> [options]
