@@ -2,33 +2,10 @@
 // Plain browser JavaScript, no dependencies; every value from the API is put in the page
 // as text, never as markup (keys and errors are the users' data).
 
+import { $, api, el, fill, fillTable, number } from './dom.js';
+
 const REFRESH_MS = 2000;
 const TOKEN_KEY = 'outbox-relay.admin-token';
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === 'class') node.className = value;
-    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value);
-  }
-  for (const child of children) node.append(child instanceof Node ? child : String(child ?? ''));
-  return node;
-}
-
-async function api(path, init) {
-  const response = await fetch(path, { cache: 'no-store', ...init });
-  let body;
-  try {
-    body = await response.json();
-  } catch {
-    body = { error: `${response.status} ${response.statusText}` };
-  }
-  if (!response.ok) throw Object.assign(new Error(body.error ?? `${response.status} ${response.statusText}`), { status: response.status });
-  return body;
-}
 
 function age(seconds) {
   if (seconds === null || seconds === undefined) return '–';
@@ -38,18 +15,11 @@ function age(seconds) {
   return `${Math.round(seconds / 86400)} d`;
 }
 
-const number = (n) => (n === null || n === undefined ? '–' : Number(n).toLocaleString('en'));
 
 function message(text, kind = '') {
   const node = $('message');
   node.textContent = text;
   node.dataset.kind = kind;
-}
-
-function fillTable(id, rows, columns) {
-  const body = $(id).tBodies[0];
-  const head = $(id).tHead.rows[0].cells.length;
-  body.replaceChildren(...(rows.length === 0 ? [el('tr', {}, el('td', { class: 'empty', colspan: String(head) }, 'none'))] : rows.map(columns)));
 }
 
 /** A line chart of `values` (one per sample) into an SVG with a 600×160 view box. */
@@ -83,12 +53,6 @@ function drawChart(svg, series) {
 }
 
 /** A histogram bar `percent` wide; styled through the DOM, which the content policy allows. */
-function fill(percent) {
-  const bar = el('span', { class: 'fill' });
-  bar.style.width = `${percent.toFixed(1)}%`;
-  return bar;
-}
-
 function renderActivity(activity) {
   const samples = activity.samples;
   const rates = [];

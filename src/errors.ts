@@ -25,6 +25,8 @@ export type OutboxErrorCode =
   | 'OFFSET_OUT_OF_RANGE'
   | 'NOT_FOUND'
   | 'STOPPED'
+  /** Something that runs one at a time (a playground try) is running already. */
+  | 'BUSY'
   | 'UNKNOWN';
 
 export class OutboxError extends Error {

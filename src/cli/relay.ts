@@ -27,6 +27,8 @@ current transaction, releases shards) within --shutdown-timeout-ms; a second one
                             ADDR: a port (loopback), host:port, or off (default 127.0.0.1:9464;
                             taken already → a warning)
   --admin-token TOKEN       bearer token of the mutating HTTP routes (env OUTBOX_ADMIN_TOKEN; none: read-only)
+  --playground              the dashboard's "Try it" panel: tries of presets and key designs (as
+                            outbox-relay try) on scratch schemas and topics; needs the admin token
   --batch-size N            rows per Kafka transaction (default 500)
   --preset NAME             reliable | throughput | low-latency (default reliable)
   --poll-interval-ms N      safety-net poll (default 1000)
@@ -45,6 +47,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
     'max-batch-bytes': { type: 'string' },
     http: { type: 'string' },
     'admin-token': { type: 'string' },
+    playground: { type: 'boolean' },
     'batch-size': { type: 'string' },
     preset: { type: 'string' },
     'poll-interval-ms': { type: 'string' },
@@ -115,7 +118,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
   let server: Server | undefined;
   if (http !== 'off') {
     try {
-      server = await serveRelayHttp(relay, http, logger, { adminToken: str('admin-token') ?? process.env.OUTBOX_ADMIN_TOKEN });
+      server = await serveRelayHttp(relay, http, logger, { adminToken: str('admin-token') ?? process.env.OUTBOX_ADMIN_TOKEN, playground: values.playground === true });
     } catch (err) {
       // The default port taken (another relay on this host) is not worth failing for; an address given is.
       if (httpGiven !== undefined) {

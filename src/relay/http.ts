@@ -7,6 +7,8 @@ import type { Logger } from '../log.js';
 import { collectStuck, listDeadLetters, parseDuration, readRow } from '../ops/inspect.js';
 import { repairRows, requestDeadLetters } from '../ops/repair.js';
 import { collectStatus } from '../ops/status.js';
+import { PRODUCER_PRESETS } from '../kafka/config.js';
+import { Playground, PLAYGROUND_MAX_EVENTS } from './playground.js';
 import type { Relay } from './relay.js';
 
 /** The relay's HTTP port unless told otherwise. */
@@ -23,6 +25,8 @@ export interface RelayHttpOptions {
    * Without one they answer 403: read-only.
    */
   adminToken?: string | undefined;
+  /** Serve the dashboard's "Try it" panel (`POST /api/try`, with the admin token). Default off. */
+  playground?: boolean;
 }
 
 /** Largest request body accepted, in bytes. */
@@ -82,6 +86,8 @@ const SAMPLE_MS = 2_000;
 const DASHBOARD_FILES: Record<string, string> = {
   '/': 'index.html',
   '/dashboard/app.js': 'app.js',
+  '/dashboard/dom.js': 'dom.js',
+  '/dashboard/try.js': 'try.js',
   '/dashboard/style.css': 'style.css',
 };
 const CONTENT_TYPES: Record<string, string> = {
@@ -162,9 +168,14 @@ export async function serveRelayHttp(
   const loopback = loopbackOnly(address.host);
   let status: { at: number | undefined; value: ReturnType<typeof collectStatus> } | undefined;
   const pool = () => relay.database ?? (() => { throw new HttpError(503, 'the relay is not started'); })();
+  const playground = options.playground ? new Playground(relay) : undefined;
   const mutate = async (req: IncomingMessage, path: string): Promise<unknown> => {
     authorise(req, options.adminToken);
     const body = await readJson(req);
+    if (path === '/api/try') {
+      if (!playground) throw new HttpError(404, 'the playground is off: start the relay with --playground');
+      return playground.run(body);
+    }
     const reason = textField(body, 'reason', 2000, true)!;
     const actor = textField(body, 'actor', 200, false) ?? 'http';
     const row = /^\/api\/rows\/([^/]+)\/(retry|skip)$/.exec(path);
@@ -218,6 +229,8 @@ export async function serveRelayHttp(
       }
       case '/api/activity':
         return send(res, 200, relay.activity.snapshot());
+      case '/api/try':
+        return send(res, 200, { enabled: playground !== undefined, presets: Object.keys(PRODUCER_PRESETS), maxEvents: PLAYGROUND_MAX_EVENTS });
       case '/api/dead-letters': {
         const group = url.searchParams.get('group');
         if (!group || group.length > 255) throw new HttpError(400, 'group is required (a consumer group id)');
@@ -252,7 +265,7 @@ export async function serveRelayHttp(
   };
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      const status = err instanceof HttpError ? err.status : err instanceof OutboxError && err.code === 'NOT_FOUND' ? 404 : err instanceof OutboxError && ['INVALID_ARGUMENT', 'INVALID_OPTIONS'].includes(err.code) ? 400 : 500;
+      const status = err instanceof HttpError ? err.status : err instanceof OutboxError && err.code === 'NOT_FOUND' ? 404 : err instanceof OutboxError && err.code === 'BUSY' ? 409 : err instanceof OutboxError && ['INVALID_ARGUMENT', 'INVALID_OPTIONS'].includes(err.code) ? 400 : 500;
       if (status === 500) logger.warn({ err, url: req.url }, 'http request failed');
       if (!res.headersSent) send(res, status, { error: status === 500 ? 'internal error' : (err as Error).message });
       else res.destroy();

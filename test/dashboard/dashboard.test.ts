@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../../src/outbox/enqueue.js';
-import { serveRelayHttp } from '../../src/relay/http.js';
+import { serveRelayHttp, type RelayHttpOptions } from '../../src/relay/http.js';
+import type { Relay } from '../../src/relay/relay.js';
 import { createLogger } from '../../src/log.js';
 import { effectHandler } from '../support/consumer.js';
 import { freshSchema, inTransaction } from '../support/db.js';
@@ -61,6 +62,26 @@ describe('the dashboard in a real browser', () => {
     await browser?.close();
     await rm(profile, { recursive: true, force: true });
   });
+
+  /** The relay's HTTP server and a page; `close()` closes both. */
+  async function openDashboard(relay: Relay, options: RelayHttpOptions = {}) {
+    const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }), options);
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const page = await within(20_000, 'opening a page', browser.newPage());
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    return {
+      base,
+      page,
+      errors,
+      async close() {
+        await within(10_000, 'closing the page', page.close());
+        server.closeAllConnections();
+        await within(10_000, 'closing the HTTP server', new Promise((resolve) => server.close(resolve)));
+      },
+    };
+  }
 
   it('draws throughput and backlog from real traffic, lists a dead row, and Retry with the token gets it sent', async () => {
     const { schema, topic } = await freshEffects(3);
@@ -161,9 +182,8 @@ describe('the dashboard in a real browser', () => {
   it('the page comes from the package with a strict content policy, and needs nothing from outside', async () => {
     const schema = await freshSchema(pool);
     const relay = await within(30_000, 'starting the relay', startRelay(schema, { shards: 1 }));
-    const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }));
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const page = await within(20_000, 'opening a page', browser.newPage());
+    const dashboard = await openDashboard(relay);
+    const { base, page } = dashboard;
     const outside: string[] = [];
     page.on('request', (r) => !r.url().startsWith(base) && outside.push(r.url()));
     try {
@@ -184,10 +204,64 @@ describe('the dashboard in a real browser', () => {
       await page.waitForSelector('body[data-loaded="true"]', { timeout: 20_000 });
       expect(await page.textContent('#verdict')).toBe('OK');
       expect(outside).toEqual([]);
+      // Without --playground there is no "Try it" panel, and nothing runs a try.
+      expect(await page.isHidden('#try')).toBe(true);
+      const refused = await fetch(`${base}/api/try`, { method: 'POST', headers: { authorization: 'Bearer x' }, body: '{}' });
+      expect(refused.status).toBe(403);
+      expect(await (await fetch(`${base}/api/try`)).json()).toMatchObject({ enabled: false });
     } finally {
-      await within(10_000, 'closing the page', page.close());
-      server.closeAllConnections();
-      await within(10_000, 'closing the HTTP server', new Promise((resolve) => server.close(resolve)));
+      await dashboard.close();
+      await within(30_000, 'stopping the relay', relay.stop());
+    }
+  });
+
+  it('with --playground, the Try it panel runs a preset through the real relay: a card clicked, Send, the histogram drawn and the history one bar longer per try', { timeout: 180_000 }, async () => {
+    const schema = await freshSchema(pool);
+    const relay = await within(30_000, 'starting the relay', startRelay(schema, { shards: 1 }));
+    const dashboard = await openDashboard(relay, { adminToken: TOKEN, playground: true });
+    const { base, page, errors } = dashboard;
+    const history = () => page.locator('#try-history .bar').count();
+    try {
+      await page.goto(base, { timeout: 20_000 });
+      await page.waitForSelector('#try:not([hidden])', { timeout: 20_000 });
+      // Without the token the page says so, and nothing is sent.
+      await page.click('#try-send');
+      await waitFor(async () => /admin token/.test((await page.textContent('#try-message')) ?? ''), { timeoutMs: 5_000 });
+      expect(await history()).toBe(0);
+
+      await page.fill('#token', TOKEN);
+      await page.click('#try .preset[data-preset="throughput"]');
+      expect(await page.getAttribute('#try .preset[data-preset="throughput"]', 'aria-pressed')).toBe('true');
+      await page.fill('#try-events', '1000');
+      await page.click('#try-send');
+      await waitFor(async () => (await history()) === 1, { timeoutMs: 90_000, message: 'the first try in the history' });
+      const counts = await page.locator('#try-histogram .bar').evaluateAll((bars) => bars.map((b) => Number(b.getAttribute('data-n'))));
+      expect(counts).toHaveLength(6);
+      expect(counts.reduce((a, b) => a + b, 0)).toBe(1000);
+      expect(await page.locator('#try-samples tbody tr').count()).toBe(10);
+      expect(await page.textContent('#try-figures')).toContain('exactly onceyes');
+      expect(await page.getAttribute('#try-skew', 'data-skewed')).toBe('false');
+
+      // The hot-key card: two keys, at most two partitions, a skew the page calls uneven.
+      await page.click('#try .preset >> text=hot key');
+      expect(await page.inputValue('#try-keys')).toBe('2');
+      await page.click('#try-send');
+      await waitFor(async () => (await history()) === 2, { timeoutMs: 90_000, message: 'the second try in the history' });
+      expect(await page.getAttribute('#try-skew', 'data-skewed')).toBe('true');
+      const hot = await page.locator('#try-histogram .bar').evaluateAll((bars) => bars.filter((b) => Number(b.getAttribute('data-n')) > 0).length);
+      expect(hot).toBeLessThanOrEqual(2);
+      expect(await page.textContent('#try-history')).toMatch(/#1 throughput.*#2 reliable, 2 keys/s);
+      await mkdir(OUTPUT, { recursive: true });
+      await page.locator('#try').screenshot({ path: join(OUTPUT, 'try-panel.png') });
+
+      // A server error is a message in the panel, not a broken page.
+      await page.fill('#try-events', '0');
+      await page.click('#try-send');
+      await waitFor(async () => /events must be an integer/.test((await page.textContent('#try-message')) ?? ''), { timeoutMs: 10_000 });
+      expect(await history()).toBe(2);
+      expect(errors.filter((e) => !/status of 400/.test(e))).toEqual([]);
+    } finally {
+      await dashboard.close();
       await within(30_000, 'stopping the relay', relay.stop());
     }
   });
