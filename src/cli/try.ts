@@ -23,7 +23,7 @@ created if missing (and then deleted); a T that already holds records is refused
 --force (its consumers would read the try's records; they are left in it).
 
 Exit codes: 0 every record read back once, 1 duplicates or missing records, or another
-error, 2 bad input.`;
+error, 2 bad input, 130 interrupted (SIGINT, SIGTERM: what it created is dropped first).`;
 
 /** A numeric setting from its flag, within its bounds. */
 function setting(values: Record<string, unknown>, name: TrySetting): number {
@@ -62,6 +62,11 @@ export async function tryCommand(argv: string[]): Promise<number> {
   const topic = str('topic') === undefined ? undefined : topicFlag(str('topic')!);
   if (values.force && topic === undefined) bad('--force goes with --topic');
   if (topic !== undefined && str('partitions') !== undefined) bad('--partitions is for the scratch topic; a --topic keeps its own partitions (or is created with the default)');
+  // Interrupted (Ctrl-C, SIGTERM): the try stops, drops what it created, then exits 130.
+  const controller = new AbortController();
+  const interrupt = () => controller.abort();
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
   const report = await runTry({
     databaseUrl: databaseUrlFrom(values),
     connection: { brokers: brokersFrom(values), properties: kafkaPropertiesFrom(values) },
@@ -70,7 +75,17 @@ export async function tryCommand(argv: string[]): Promise<number> {
     topic,
     force: values.force === true,
     logger: createLogger({ level: process.env.LOG_LEVEL ?? 'error' }),
+    signal: controller.signal,
+  }).catch((err: unknown) => {
+    if (controller.signal.aborted) return undefined;
+    throw err;
   });
+  process.off('SIGINT', interrupt);
+  process.off('SIGTERM', interrupt);
+  if (!report) {
+    console.error('outbox-relay try: interrupted; the scratch schema, group and topics it created are dropped');
+    return 130;
+  }
   if (values.json) console.log(JSON.stringify(report));
   else printReport(report);
   return report.duplicates === 0 && report.missing === 0 ? 0 : 1;

@@ -45,6 +45,8 @@ export interface TryOptions {
   /** Partitions of a topic the try creates. */
   partitions: number;
   logger: Logger;
+  /** Stops the try early (a signal, a closed page): it rejects with STOPPED once it has cleaned up. */
+  signal?: AbortSignal;
 }
 
 export interface TryReport {
@@ -109,6 +111,8 @@ export async function runTry(options: TryOptions): Promise<TryReport> {
   const created: string[] = [];
   let reader: CommittedReader | undefined;
   let relay: ReturnType<typeof createRelay> | undefined;
+  let reading = false;
+  let read: Promise<void> | undefined;
   try {
     const { partitions, from } = await prepareTopic(admin, topic, options, created);
     await migrate({ db: pool, schema });
@@ -136,8 +140,8 @@ export async function runTry(options: TryOptions): Promise<TryReport> {
     reader = await CommittedReader.open(options.connection, `${group}-reader`, 'try read-back', 30_000);
     reader.assign([...from].map(([partition, offset]) => ({ topic, partition, offset })), 100);
     const seen = new Map<string, { message: Message; at: number }[]>();
-    let reading = true;
-    const read = (async () => {
+    reading = true;
+    read = (async () => {
       while (reading) {
         const messages = await reader.consume(1_000);
         const at = performance.now();
@@ -155,7 +159,11 @@ export async function runTry(options: TryOptions): Promise<TryReport> {
     const committedAt = new Map<string, number>();
     const payload = randomBytes(Math.ceil((options.payloadBytes * 3) / 4)).toString('base64').slice(0, options.payloadBytes);
     const writeStart = performance.now();
+    const stopped = () => {
+      if (options.signal?.aborted) throw new OutboxError('STOPPED', 'the try was interrupted; what it created is dropped');
+    };
     for (let n = 0; n < options.events; n += ROWS_PER_TRANSACTION) {
+      stopped();
       const count = Math.min(ROWS_PER_TRANSACTION, options.events - n);
       const client = await pool.connect();
       try {
@@ -178,6 +186,7 @@ export async function runTry(options: TryOptions): Promise<TryReport> {
     let quietSince = performance.now();
     const quietMs = Math.max(30_000, options.events / 20);
     while (seen.size < options.events && performance.now() - quietSince < quietMs) {
+      stopped();
       await new Promise((resolve) => setTimeout(resolve, 50));
       if (seen.size !== last) {
         last = seen.size;
@@ -235,6 +244,8 @@ export async function runTry(options: TryOptions): Promise<TryReport> {
       missing: options.events - arrivals.length,
     };
   } finally {
+    reading = false;
+    await read?.catch(() => undefined);
     await reader?.close().catch(() => undefined);
     await relay?.stop().catch((err: unknown) => log.warn({ err }, 'try: the relay did not stop cleanly'));
     await pool.query(`drop schema if exists ${quoteSchema(schema)} cascade`).catch((err: unknown) => log.warn({ err }, `try: could not drop schema ${schema}`));

@@ -1,6 +1,12 @@
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { TryReport } from '../../src/ops/try.js';
+import { spawnTracked } from '../support/children.js';
 import { cli } from '../support/cli.js';
+import { databaseUrl } from '../support/db.js';
+import { kafkaConnection } from '../support/kafka.js';
+import { waitFor } from '../support/wait.js';
 import { freshTopic } from '../support/kafka.js';
 import { useTestServices } from '../support/services.js';
 
@@ -62,6 +68,33 @@ describe('outbox-relay try: settings compared on the real cluster', () => {
     const forced = JSON.parse((await cli('try', '--topic', topic, '--force', '--events', '100', '--json')).stdout) as TryReport;
     expect(forced).toMatchObject({ topic, partitions: 2, events: 100, duplicates: 0, missing: 0 });
     expect((await admin.listTopics()).includes(topic)).toBe(true);
+  });
+
+  it('an interrupted try (SIGINT) drops what it created and exits 130', { timeout: 120_000 }, async () => {
+    const before = await leftovers(services);
+    const child = spawnTracked(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'try', '--events', '1000000'], {
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+      env: { ...process.env, DATABASE_URL: databaseUrl(), KAFKA_BROKERS: String(kafkaConnection().brokers), LOG_LEVEL: 'silent' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = once(child, 'exit');
+    // Interrupted while it writes: its schema holds rows by then.
+    await waitFor(
+      async () => {
+        const [schema] = (await leftovers(services)).schemas.filter((name) => !before.schemas.includes(name));
+        if (schema === undefined) return false;
+        const rows = await services.pool.query(`select count(*)::int as n from "${schema}".messages`).catch(() => ({ rows: [{ n: 0 }] }));
+        return rows.rows[0].n > 0;
+      },
+      { timeoutMs: 60_000, message: 'the try writing its rows' },
+    );
+    child.kill('SIGINT');
+    const [code] = (await exited) as [number | null];
+    expect(code).toBe(130);
+    expect(stderr).toContain('interrupted');
+    expect(await leftovers(services)).toEqual(before);
   });
 
   it.each([
