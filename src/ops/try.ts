@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Message } from '@confluentinc/kafka-javascript';
+import { sleep } from '../async.js';
 import { quoteSchema } from '../db/identifiers.js';
 import { migrate } from '../db/migrate.js';
+import { withTransaction } from '../db/transaction.js';
 import { OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import { PRODUCER_PRESETS, type KafkaConnection, type ProducerPreset } from '../kafka/config.js';
@@ -165,19 +167,11 @@ export async function runTry(options: TryOptions): Promise<TryReport> {
     for (let n = 0; n < options.events; n += ROWS_PER_TRANSACTION) {
       stopped();
       const count = Math.min(ROWS_PER_TRANSACTION, options.events - n);
-      const client = await pool.connect();
-      try {
-        await client.query('begin');
-        const ids = await enqueue(client, Array.from({ length: count }, (_, i) => ({ topic, key: `key-${(n + i) % options.keyBuckets}`, payload })), { schema });
-        await client.query('commit');
-        const at = performance.now();
-        for (const rowId of ids) committedAt.set(rowId, at);
-      } catch (err) {
-        await client.query('rollback').catch(() => undefined);
-        throw err;
-      } finally {
-        client.release();
-      }
+      const ids = await withTransaction(pool, (client) =>
+        enqueue(client, Array.from({ length: count }, (_, i) => ({ topic, key: `key-${(n + i) % options.keyBuckets}`, payload })), { schema }),
+      );
+      const at = performance.now();
+      for (const rowId of ids) committedAt.set(rowId, at);
     }
     const writeMs = performance.now() - writeStart;
 
@@ -187,14 +181,14 @@ export async function runTry(options: TryOptions): Promise<TryReport> {
     const quietMs = Math.max(30_000, options.events / 20);
     while (seen.size < options.events && performance.now() - quietSince < quietMs) {
       stopped();
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
       if (seen.size !== last) {
         last = seen.size;
         quietSince = performance.now();
       }
     }
     // A short settle: a record published twice would show now.
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await sleep(500);
     reading = false;
     await read;
 
@@ -282,7 +276,7 @@ async function prepareTopic(admin: KafkaAdmin, topic: string, options: TryOption
     const [description] = await admin.describeTopics([topic]).catch(() => []);
     if (description && !description.error && description.partitions.length === options.partitions) break;
     if (Date.now() > deadline) throw new OutboxError('KAFKA_ERROR', `topic ${topic} was created but did not become usable`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
   return { partitions: options.partitions, from: new Map(Array.from({ length: options.partitions }, (_, p) => [p, 0])) };
 }

@@ -53,15 +53,9 @@ export async function withRelay<T>(starting: Promise<Relay>, fn: (relay: Relay) 
  */
 export async function drainOutbox(pool: pg.Pool, schema: string, overrides: Partial<RelayOptions> = {}): Promise<number> {
   let reconciled = 0;
-  await withRelay(
-    (async () => {
-      const relay = createRelay(testRelayOptions(schema, overrides));
-      relay.events.on('reconciled', (e) => (reconciled += e.marked));
-      await relay.start();
-      return relay;
-    })(),
-    () => waitAllSent(pool, schema),
-  );
+  const relay = createRelay(testRelayOptions(schema, overrides));
+  relay.events.on('reconciled', (e) => (reconciled += e.marked));
+  await withRelay(relay.start().then(() => relay), () => waitAllSent(pool, schema));
   return reconciled;
 }
 
