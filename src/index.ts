@@ -26,7 +26,7 @@ export { createLogger, redactUrl, type Logger } from './log.js';
 export { createRelay, Relay } from './relay/relay.js';
 export { serveRelayHttp, parseHttpAddress, DEFAULT_HTTP_PORT } from './relay/http.js';
 export { collectStatus, type Status } from './ops/status.js';
-export { rewindOffsets, setOffset, storedOffsets, type GroupOffsetsTarget, type OffsetChange, type StoredOffset } from './ops/offsets.js';
+export { rewindOffsets, setOffset, storedOffsets, type GroupOffsetsTarget, type OffsetChange, type OffsetChangeOptions, type OffsetsAudit, type StoredOffset } from './ops/offsets.js';
 export { RELAY_OPTION_BOUNDS, type RelayOptions, type ResolvedRelayOptions } from './relay/options.js';
 export type { BatchPhases, RelayEventMap } from './relay/events.js';
 export {

@@ -44,10 +44,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await (await command.run())(rest);
   } catch (err) {
-    const code = err instanceof OutboxError ? err.code : 'UNKNOWN';
+    // describeError names each error's code in brackets, the OutboxError's among them.
+    const described = describeError(err);
     // A role without a privilege it needs (SQLSTATE 42501): say where the grants come from.
-    const hint = code === 'PERMISSION_DENIED' || describeError(err).includes('[42501]') ? '; the roles and their grants: outbox-relay roles --help' : '';
-    console.error(`outbox-relay ${name}: ${describeError(err)} (${code})${hint}`);
+    const denied = (err instanceof OutboxError && err.code === 'PERMISSION_DENIED') || described.includes('[42501]');
+    console.error(`outbox-relay ${name}: ${described}${denied ? '; the roles and their grants: outbox-relay roles --help' : ''}`);
     return err instanceof OutboxError && ['INVALID_ARGUMENT', 'INVALID_OPTIONS', 'NOT_FOUND'].includes(err.code) ? 2 : 1;
   }
 }

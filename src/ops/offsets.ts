@@ -5,6 +5,7 @@ import { OutboxError } from '../errors.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import type { KafkaConnection } from '../kafka/config.js';
 import { TABLE_EXISTS_SQL } from '../sql/catalog.js';
+import { auditSql } from '../sql/outbox-repair.js';
 import { forgetInboxSql, groupKnownSql, groupOffsetsSql, partitionOffsetsSql, rewindOffsetsSql, setOffsetsSql } from '../sql/consumer-offsets.js';
 
 // A consumer group's offsets as an operator reads and moves them (`outbox-relay offsets`).
@@ -33,16 +34,31 @@ export interface GroupOffsetsTarget {
   group: string;
 }
 
+/** Who moves a group's offsets and why: recorded in `operator_actions` with the change, in its transaction. */
+export interface OffsetsAudit {
+  actor: string;
+  /** 1-2000 characters. */
+  reason: string;
+}
+
+/** How an offset change is made: audited (the CLI always is), or only shown (rolled back). */
+export interface OffsetChangeOptions {
+  audit?: OffsetsAudit;
+  /** Computes the change and rolls it back: what `--dry-run` prints. */
+  dryRun?: boolean;
+}
+
 /**
- * A group's stored offsets, by topic and partition (only `topic`'s, if given). NOT_FOUND
- * when the schema has no consumer tables, or the group has stored no offset at all.
+ * A group's stored offsets, by topic and partition (only `topic`'s, if given: possibly
+ * none). NOT_FOUND when the schema has no consumer tables, or the group has stored no
+ * offset at all.
  */
 export async function storedOffsets(pool: pg.Pool, target: GroupOffsetsTarget & { topic?: string }): Promise<StoredOffset[]> {
   const { schema, q } = names(target);
   const table = await pool.query<{ table: string | null }>(TABLE_EXISTS_SQL, [`${q}.consumer_offsets`]);
   if (!table.rows[0]?.table) throw new OutboxError('NOT_FOUND', `schema ${schema} has no consumer_offsets table: run \`outbox-relay migrate\``);
   const { rows } = await pool.query<{ topic: string; partition: number; next_offset: string; updated_at: Date }>(groupOffsetsSql(q), [target.group, target.topic ?? null]);
-  if (rows.length === 0 && target.topic === undefined) await assertKnownGroup(pool, q, schema, target.group);
+  if (rows.length === 0) await assertKnownGroup(pool, q, schema, target.group);
   return rows.map((r) => ({ topic: r.topic, partition: r.partition, nextOffset: Number(r.next_offset), updatedAt: r.updated_at }));
 }
 
@@ -55,14 +71,16 @@ export async function setOffset(
   pool: pg.Pool,
   kafka: KafkaConnection,
   target: GroupOffsetsTarget & { topic: string; partition: number; offset: number },
+  options: OffsetChangeOptions = {},
 ): Promise<OffsetChange[]> {
-  const { schema, q } = names(target);
-  if ((await storedOffsets(pool, target)).length === 0) await assertKnownGroup(pool, q, schema, target.group);
+  const { q } = names(target);
+  await storedOffsets(pool, target);
   return withAdmin(kafka, async (admin) => {
     await assertPartitions(admin, target.topic, [target.partition]);
     const end = (await admin.endOffsets(target.topic, [target.partition], { committed: true })).get(target.partition) ?? 0;
     if (target.offset > end) throw new OutboxError('INVALID_ARGUMENT', `offset ${target.offset} is beyond the end of ${target.topic}[${target.partition}] (${end})`);
-    return applyOffsets(pool, q, target.group, target.topic, new Map([[target.partition, target.offset]]), false, await topicId(admin, target.topic));
+    const change = { group: target.group, topic: target.topic, targets: new Map([[target.partition, target.offset]]), rewind: false, topicId: await topicId(admin, target.topic) };
+    return applyOffsets(pool, q, change, { partition: target.partition, offset: target.offset }, options);
   });
 }
 
@@ -76,16 +94,17 @@ export async function rewindOffsets(
   pool: pg.Pool,
   kafka: KafkaConnection,
   target: GroupOffsetsTarget & { topic: string; partition?: number; toTime: Date },
+  options: OffsetChangeOptions = {},
 ): Promise<OffsetChange[]> {
-  const { schema, q } = names(target);
+  const { q } = names(target);
   if ((await storedOffsets(pool, target)).length === 0) {
-    await assertKnownGroup(pool, q, schema, target.group);
     throw new OutboxError('NOT_FOUND', `consumer group ${JSON.stringify(target.group)} has no stored offsets for topic ${target.topic}: nothing to rewind`);
   }
   return withAdmin(kafka, async (admin) => {
     const partitions = await assertPartitions(admin, target.topic, target.partition === undefined ? undefined : [target.partition]);
     const targets = await admin.offsetsForTime(target.topic, partitions, target.toTime.getTime());
-    return applyOffsets(pool, q, target.group, target.topic, targets, true, await topicId(admin, target.topic));
+    const change = { group: target.group, topic: target.topic, targets, rewind: true, topicId: await topicId(admin, target.topic) };
+    return applyOffsets(pool, q, change, { partition: target.partition ?? null, toTime: target.toTime.toISOString() }, options);
   });
 }
 
@@ -123,21 +142,47 @@ async function topicId(admin: KafkaAdmin, topic: string): Promise<string | null>
   return (await admin.topicIds([topic])).get(topic) ?? null;
 }
 
+interface PlannedChange {
+  group: string;
+  topic: string;
+  targets: Map<number, number>;
+  rewind: boolean;
+  topicId: string | null;
+}
+
 /**
  * Writes the new offsets and forgets the inbox entries at or after them, in one
- * transaction. A rewind only moves offsets back (see rewindOffsetsSql) and only the
- * partitions that moved lose inbox entries; a set writes exactly what it was given. Both
- * record the topic's current id with the offsets.
+ * transaction, with the audit row when one is asked for. A rewind only moves offsets back
+ * (see rewindOffsetsSql) and only the partitions that moved lose inbox entries; a set
+ * writes exactly what it was given. Both record the topic's current id with the offsets.
+ * A dry run rolls it all back and answers what would have changed; so does a change that
+ * moves nothing (no audit row for it).
  */
-function applyOffsets(pool: pg.Pool, q: string, group: string, topic: string, targets: Map<number, number>, rewind: boolean, topicId: string | null): Promise<OffsetChange[]> {
+function applyOffsets(pool: pg.Pool, q: string, change: PlannedChange, asked: Record<string, unknown>, options: OffsetChangeOptions): Promise<OffsetChange[]> {
+  const { group, topic, targets, rewind, topicId } = change;
   const partitions = [...targets.keys()];
   const params = [group, partitions.map(() => topic), partitions, partitions.map((p) => targets.get(p)!), topicId];
-  return withTransaction(pool, async (client) => {
-    const before = await client.query<{ partition: number; next_offset: string }>(partitionOffsetsSql(q), [group, topic, partitions]);
-    const previous = new Map(before.rows.map((r) => [r.partition, Number(r.next_offset)]));
-    const { rows } = await client.query<{ partition: number; next_offset: string }>(rewind ? rewindOffsetsSql(q) : setOffsetsSql(q), params);
-    const moved = [group, rows.map(() => topic), rows.map((r) => r.partition), rows.map((r) => r.next_offset), topicId];
-    await client.query(forgetInboxSql(q), moved);
-    return rows.map((r) => ({ topic, partition: r.partition, next: Number(r.next_offset), previous: previous.get(r.partition) }));
-  });
+  return withTransaction(
+    pool,
+    async (client) => {
+      const before = await client.query<{ partition: number; next_offset: string }>(partitionOffsetsSql(q), [group, topic, partitions]);
+      const previous = new Map(before.rows.map((r) => [r.partition, Number(r.next_offset)]));
+      const { rows } = await client.query<{ partition: number; next_offset: string }>(rewind ? rewindOffsetsSql(q) : setOffsetsSql(q), params);
+      const moved = [group, rows.map(() => topic), rows.map((r) => r.partition), rows.map((r) => r.next_offset), topicId];
+      const forgotten = await client.query(forgetInboxSql(q), moved);
+      if (options.audit && !options.dryRun && rows.length > 0) {
+        await client.query(auditSql(q), [
+          options.audit.actor,
+          rewind ? 'offsets rewind' : 'offsets set',
+          [],
+          JSON.stringify({ group, topic, ...asked }),
+          options.audit.reason,
+          JSON.stringify({ changed: rows.length, inboxForgotten: forgotten.rowCount ?? 0 }),
+        ]);
+      }
+      return rows.map((r) => ({ topic, partition: r.partition, next: Number(r.next_offset), previous: previous.get(r.partition) }));
+    },
+    // A dry run, or nothing moved: rolled back.
+    { commit: (changed) => !options.dryRun && changed.length > 0 },
+  );
 }

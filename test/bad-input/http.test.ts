@@ -53,6 +53,7 @@ const HTTP_CASES: HttpCase[] = [
   { name: 'GET /api/stuck of a topic no row has', method: 'GET', path: () => '/api/stuck?topic=no-such-topic', status: 404, error: /no outbox row has topic "no-such-topic"/ },
   { name: 'GET /api/dead-letters without a group', method: 'GET', path: () => '/api/dead-letters', status: 400, error: /group is required/ },
   { name: 'GET /api/dead-letters of an unknown group', method: 'GET', path: () => '/api/dead-letters?group=no-such-group', status: 404, error: /no consumer group "no-such-group"/ },
+  { name: 'GET /api/dead-letters of a topic the group has nothing of', method: 'GET', path: () => '/api/dead-letters?group=ledger&topic=no-such-topic', status: 404, error: /consumer group "ledger" has no offsets and no dead letters of topic "no-such-topic"/ },
   { name: 'GET of an unknown route', method: 'GET', path: () => '/api/nothing-here', status: 404, error: /no route \/api\/nothing-here/ },
   { name: 'DELETE of a row', method: 'DELETE', path: (f) => `/api/rows/${f.dead}`, status: 405, error: /GET, or POST/ },
   { name: 'a request naming a host that is not loopback (DNS rebinding)', method: 'GET', path: () => '/api/status', host: 'evil.example:9464', status: 421, error: /only requests for a loopback host name/ },

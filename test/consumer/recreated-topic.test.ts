@@ -157,7 +157,7 @@ describe('consumer: a topic deleted and recreated', () => {
     const stored = await pool.query(`select next_offset::int as n from "${schema}".consumer_offsets where group_id = $1`, [groupId]);
     expect(stored.rows[0].n).toBe(6); // untouched until the operator decides
 
-    const set = await cli('offsets', 'set', '--schema', schema, '--group', groupId, '--topic', topic, '--partition', '0', '--offset', '0');
+    const set = await cli('offsets', 'set', '--schema', schema, '--group', groupId, '--topic', topic, '--partition', '0', '--offset', '0', '--reason', 'topic recreated');
     expect(set.code).toBe(0);
     await waitFor(async () => (await effectCounts(pool, schema)).has('new-2'), { timeoutMs: 30_000, message: 'applied after the operator set the offset' });
     await cautious.stop();
