@@ -96,7 +96,8 @@ async function attempt(ctx: ApplyContext, records: ConsumedRecord[], expected: n
     if (stored !== start) return { kind: 'moved', stored, fenced: false, ...ZERO };
     const counts = { ...ZERO };
     const due = records.filter((record) => record.offset >= stored);
-    counts.skipped += records.length - due.length;
+    counts.skippedBelowOffset = records.length - due.length;
+    counts.skipped += counts.skippedBelowOffset;
     const claims = await claimInbox(ctx, connection, due);
     const fresh = due.filter((record) => !claims.duplicates.has(record));
     counts.skipped += due.length - fresh.length;
@@ -144,7 +145,7 @@ set constraints all immediate`,
 }
 
 function add(a: Counts, b: Counts): Counts {
-  return { applied: a.applied + b.applied, skipped: a.skipped + b.skipped, deadLettered: a.deadLettered + b.deadLettered };
+  return { applied: a.applied + b.applied, skipped: a.skipped + b.skipped, skippedBelowOffset: a.skippedBelowOffset + b.skippedBelowOffset, deadLettered: a.deadLettered + b.deadLettered };
 }
 
 /**
@@ -282,7 +283,7 @@ async function deadLetter(ctx: ApplyContext, record: ConsumedRecord, expected: n
     ]);
     const advanced = await connection.query(advanceOffsetSql(ctx.q), [ctx.groupId, record.topic, record.partition, stored, record.offset + 1]);
     if (advanced.rows.length === 0) return { kind: 'moved', stored: -1, fenced: true, ...ZERO };
-    return { kind: 'committed', next: record.offset + 1, applied: 0, skipped: 0, deadLettered: 1 };
+    return { kind: 'committed', next: record.offset + 1, ...ZERO, deadLettered: 1 };
   });
   if (outcome.kind === 'moved' && outcome.fenced) return { ...outcome, stored: await storedOffset(ctx, record) };
   if (outcome.kind === 'committed') ctx.logger.error({ offset: record.offset, attempts, error }, 'record dead-lettered');

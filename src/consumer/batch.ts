@@ -50,7 +50,10 @@ export interface ApplyContext {
 
 export interface Counts {
   applied: number;
+  /** Records not applied because they were already: below the stored offset, or in the inbox. */
   skipped: number;
+  /** Of `skipped`, those below the stored offset (redelivered after a seek or rebalance). */
+  skippedBelowOffset: number;
   deadLettered: number;
 }
 
@@ -104,4 +107,4 @@ export class PollDeadline extends Error {
   }
 }
 
-export const ZERO: Counts = { applied: 0, skipped: 0, deadLettered: 0 };
+export const ZERO: Counts = { applied: 0, skipped: 0, skippedBelowOffset: 0, deadLettered: 0 };

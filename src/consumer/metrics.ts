@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 
 /** The consumer's Prometheus metrics. Labels are bounded: group, topic, reason — never ids, keys or errors. */
 export interface ConsumerMetrics {
@@ -22,6 +22,8 @@ const updaters = new WeakMap<Registry, Set<() => void>>();
  * registry, each counting under its own `group` label.
  */
 export function consumerMetrics(registry: Registry = new Registry()): ConsumerMetrics {
+  // The process's own metrics, once per registry (the application's may have them already).
+  if (!registry.getSingleMetric('process_cpu_seconds_total')) collectDefaultMetrics({ register: registry });
   const lagUpdaters = updaters.get(registry) ?? new Set<() => void>();
   updaters.set(registry, lagUpdaters);
   const counter = <L extends string>(name: string, help: string, labelNames: L[]): Counter<L> =>
@@ -29,7 +31,11 @@ export function consumerMetrics(registry: Registry = new Registry()): ConsumerMe
   return {
     registry,
     recordsApplied: counter('consumer_records_applied_total', 'Records whose handler effects committed with their offset', ['group', 'topic']),
-    recordsSkipped: counter('consumer_records_skipped_total', 'Records skipped: below the stored offset, or already applied (inbox)', ['group', 'reason']),
+    recordsSkipped: counter(
+      'consumer_records_skipped_total',
+      'Records not applied because they were already: reason below-offset (redelivered below the stored offset) or already-applied (the inbox knew the outbox id)',
+      ['group', 'reason'],
+    ),
     deadLetters: counter('consumer_dead_letters_total', 'Records dead-lettered after failing every attempt', ['group', 'topic']),
     offsetOutOfRange: counter(
       'consumer_offset_out_of_range_total',

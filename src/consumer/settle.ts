@@ -12,7 +12,8 @@ export async function settle(s: ConsumerState, state: PartitionState, outcome: B
   const { topic, partition } = state;
   const group = s.options.groupId;
   if (outcome.applied > 0) s.counters.recordsApplied.inc({ group, topic }, outcome.applied);
-  if (outcome.skipped > 0) s.counters.recordsSkipped.inc({ group, reason: 'duplicate' }, outcome.skipped);
+  if (outcome.skippedBelowOffset > 0) s.counters.recordsSkipped.inc({ group, reason: 'below-offset' }, outcome.skippedBelowOffset);
+  if (outcome.skipped > outcome.skippedBelowOffset) s.counters.recordsSkipped.inc({ group, reason: 'already-applied' }, outcome.skipped - outcome.skippedBelowOffset);
   if (outcome.deadLettered > 0) s.counters.deadLetters.inc({ group, topic }, outcome.deadLettered);
   if (outcome.applied + outcome.deadLettered + outcome.skipped > 0 || outcome.kind === 'committed') s.detector.progress([key(topic, partition)]);
   if (outcome.kind === 'stale') return;

@@ -133,6 +133,6 @@ export function relayMetrics(options: {
       labelNames: ['reason'],
       registers,
     }),
-    reconciled: new Counter({ name: 'relay_checkpoints_reconciled_total', help: 'Checkpoints applied at a take-over of a shard', registers }),
+    reconciled: new Counter({ name: 'relay_checkpoints_reconciled_total', help: 'Checkpoints applied when a shard changes owner, or a relay group takes the outbox over: batches committed to Kafka and not marked sent', registers }),
   };
 }

@@ -133,7 +133,8 @@ export class Relay {
     const checkpointPartitions = await ensureCheckpointTopic(startup, this.admin);
     await probeTransactions(startup);
     if (takeOverFrom !== undefined) {
-      const reconciled = await takeOverGroup({ pool: this.pool, admin: this.admin, options: o, log: this.log, signal: this.controller.signal }, takeOverFrom);
+      const onCheckpoints = (checkpoints: number) => this.metricsOf.reconciled.inc(checkpoints);
+      const reconciled = await takeOverGroup({ pool: this.pool, admin: this.admin, options: o, log: this.log, signal: this.controller.signal, onCheckpoints }, takeOverFrom);
       if (reconciled !== undefined) this.events.emit('tookOver', { from: takeOverFrom, reconciled });
     }
     const topics = new TopicCache(this.admin);

@@ -24,6 +24,8 @@ export interface TakeOverContext {
   options: ResolvedRelayOptions;
   log: Logger;
   signal: AbortSignal;
+  /** Counts the checkpoints applied (relay_checkpoints_reconciled_total), as a shard's own reconcile does. */
+  onCheckpoints: (checkpoints: number) => void;
 }
 
 /** How often the wait for the old group's relays to leave says what it waits for. */
@@ -121,6 +123,7 @@ export async function takeOverGroup(ctx: TakeOverContext, from: string): Promise
         log: log.child({ fromGroup: from, shard }),
       });
       reconciled += result.marked;
+      ctx.onCheckpoints(result.checkpoints);
     }
 
     await withTransaction(pool, async (client) => {

@@ -6,26 +6,7 @@ import { cli } from '../support/cli.js';
 import { startRelay, waitAllSent } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** Prometheus text exposition format, samples only (# HELP / # TYPE lines checked apart). */
-function parseMetrics(text: string): Sample[] {
-  const samples: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match) throw new Error(`not a sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const [, k, v] of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[k!] = v!;
-    samples.push({ name: match[1]!, labels, value: Number(match[3]) });
-  }
-  return samples;
-}
+import { parseMetrics, sumOf } from '../support/metrics.js';
 
 describe('the relay over HTTP: health, readiness, metrics, status', () => {
   const { pool, freshOutbox } = useTestServices();
@@ -55,17 +36,29 @@ describe('the relay over HTTP: health, readiness, metrics, status', () => {
       const response = await fetch(`${base}/metrics`);
       expect(response.headers.get('content-type')).toMatch(/^text\/plain; version=0.0.4/);
       const text = await response.text();
-      for (const type of ['relay_batch_duration_seconds histogram', 'relay_commit_to_publish_seconds histogram', 'relay_published_records_total counter', 'outbox_unsent_rows gauge']) {
+      for (const type of [
+        'relay_batch_duration_seconds histogram',
+        'relay_commit_to_publish_seconds histogram',
+        'relay_published_records_total counter',
+        'relay_batches_total counter',
+        'relay_transaction_aborts_total counter',
+        'relay_checkpoints_reconciled_total counter',
+        'relay_shards_owned gauge',
+        'outbox_unsent_rows gauge',
+        'outbox_oldest_unsent_age_seconds gauge',
+      ]) {
         expect(text).toContain(`# TYPE ${type}`);
       }
       const samples = parseMetrics(text);
-      const one = (name: string, labels: Record<string, string> = {}) =>
-        samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((a, s) => a + s.value, 0);
+      const one = (name: string, labels: Record<string, string> = {}) => sumOf(samples, name, labels);
       expect(one('relay_published_records_total', { topic })).toBe(120);
       expect(one('relay_batches_total')).toBeGreaterThanOrEqual(1);
       expect(one('relay_commit_to_publish_seconds_count')).toBe(120);
       expect(one('relay_batch_duration_seconds_count')).toBe(one('relay_batches_total'));
       expect(one('relay_shards_owned')).toBe(2);
+      // A clean run: no transaction abandoned, nothing reconciled (counted in rows.test.ts and take-over.test.ts).
+      expect(samples.filter((s) => s.name === 'relay_transaction_aborts_total')).toEqual([]);
+      expect(one('relay_checkpoints_reconciled_total')).toBe(0);
       expect(one('outbox_unsent_rows', { topic, state: 'dead' })).toBe(1);
       expect(one('outbox_oldest_unsent_age_seconds', { topic })).toBeGreaterThanOrEqual(0);
       expect(samples.some((s) => s.name === 'process_cpu_user_seconds_total')).toBe(true);

@@ -10,6 +10,7 @@ import { expectExactlyOnce, startRelay, testRelayOptions, waitAllSent, withRelay
 import { createRelay } from '../../src/relay/relay.js';
 import { waitFor } from '../support/wait.js';
 import { useTestServices } from '../support/services.js';
+import { scrapeRegistry, sumOf } from '../support/metrics.js';
 
 describe('relay and the rows it is given', () => {
   const { connection, pool, admin, freshOutbox } = useTestServices({ poolSize: 8 });
@@ -139,6 +140,10 @@ describe('relay and the rows it is given', () => {
       expect(batches.length).toBeLessThanOrEqual(4);
       const read = await readTopic(connection, topic, 1, { expected: 300 });
       expectExactlyOnce(read, good);
+      // The refused record's transaction was abandoned, counted under reason row; the others committed.
+      const samples = await scrapeRegistry(relay.metrics);
+      expect(sumOf(samples, 'relay_transaction_aborts_total', { reason: 'row' })).toBeGreaterThanOrEqual(1);
+      expect(sumOf(samples, 'relay_published_records_total', { topic })).toBe(300);
     } finally {
       await relay.stop();
     }

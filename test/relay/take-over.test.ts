@@ -4,6 +4,7 @@ import { freshSchema } from '../support/db.js';
 import { FixtureProcess } from '../support/process.js';
 import { startRelay, testRelayOptions, waitAllSent, expectPublishedOnce } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
+import { scrapeRegistry, sumOf } from '../support/metrics.js';
 import { waitFor } from '../support/wait.js';
 import { startWriter } from '../support/writer.js';
 
@@ -103,6 +104,7 @@ describe('one relay group serves an outbox; a new layout takes over', () => {
     await relay.start();
     try {
       expect(reconciled).toBeGreaterThan(0);
+      expect(sumOf(await scrapeRegistry(relay.metrics), 'relay_checkpoints_reconciled_total')).toBeGreaterThan(0);
       await waitAllSent(pool, schema);
       await expectPublishedOnce(connection, topic, 3, ids, { expected: 400 });
     } finally {
