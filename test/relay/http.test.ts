@@ -89,6 +89,55 @@ describe('the relay over HTTP: health, readiness, metrics, status', () => {
     expect(result.stderr).toMatch(/--http must be off, a port, or host:port/);
   });
 
+  it('POST skip parks a row for good and its key moves on; POST replay and discard settle dead letters; each audited once, as the CLI would', async () => {
+    const { schema, topic } = await freshOutbox(1);
+    const relay = await startRelay(schema, { shards: 1 });
+    const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }), { adminToken: 'tok' });
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const post = async (path: string, body: unknown) => {
+      const response = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer tok' }, body: JSON.stringify(body) });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+    try {
+      const { rows } = await pool.query(
+        `insert into ${schema}.messages (topic, key, payload, state, attempts, last_error) values ($1, 'k', 'poison', 'dead', 10, 'cannot be sent'), ($1, 'k', 'after', 'pending', 0, null) returning id::text`,
+        [topic],
+      );
+      const [dead, after] = rows.map((r) => r.id as string);
+      await pool.query(`insert into ${schema}.consumer_offsets (group_id, topic, partition, next_offset) values ('ledger', $1, 0, 0)`, [topic]);
+      const { rows: letters } = await pool.query(
+        `insert into ${schema}.dead_letters (group_id, topic, partition, "offset", error, attempts) values ('ledger', $1, 0, 0, 'boom', 3), ('ledger', $1, 0, 1, 'boom', 3) returning id::text`,
+        [topic],
+      );
+      const [replayed, discarded] = letters.map((r) => r.id as string);
+
+      const skipped = await post(`/api/rows/${dead}/skip`, { reason: 'poison: refunded by hand', actor: 'oncall' });
+      expect(skipped).toEqual({ status: 200, body: expect.objectContaining({ command: 'skip', changed: 1, rows: [expect.objectContaining({ id: dead, state: 'dead', to: 'skipped' })] }) });
+      // The row behind it on the same key goes; the skipped one never does.
+      await waitFor(async () => (await pool.query(`select state from ${schema}.messages where id = $1`, [after])).rows[0].state === 'sent', { message: 'the next row of the key sent' });
+      expect((await pool.query(`select state from ${schema}.messages where id = $1`, [dead])).rows[0].state).toBe('skipped');
+      expect((await post(`/api/rows/${dead}/skip`, { reason: 'again' })).status).toBe(400);
+
+      expect(await post(`/api/dead-letters/${replayed}/replay`, { group: 'ledger', reason: 'handler fixed' })).toMatchObject({ status: 200, body: { action: 'replay', changed: 1 } });
+      expect(await post(`/api/dead-letters/${discarded}/discard`, { group: 'ledger', reason: 'refunded by hand' })).toMatchObject({ status: 200, body: { action: 'discard', changed: 1 } });
+      const listed = (await (await fetch(`${base}/api/dead-letters?group=ledger&all=true`)).json()) as { group: string; deadLetters: Array<{ id: string; state: string }> };
+      expect(listed.group).toBe('ledger');
+      expect(Object.fromEntries(listed.deadLetters.map((l) => [l.id, l.state]))).toEqual({ [replayed!]: 'replay requested', [discarded!]: 'discarded' });
+      expect((await post(`/api/dead-letters/${discarded}/replay`, { group: 'ledger', reason: 'r' })).status).toBe(400);
+
+      const { rows: audit } = await pool.query(`select actor, command, row_ids::text[] as ids, reason from ${schema}.operator_actions order by id`);
+      expect(audit).toEqual([
+        { actor: 'oncall', command: 'skip', ids: [dead], reason: 'poison: refunded by hand' },
+        { actor: 'http', command: 'dead-letters replay', ids: [replayed], reason: 'handler fixed' },
+        { actor: 'http', command: 'dead-letters discard', ids: [discarded], reason: 'refunded by hand' },
+      ]);
+    } finally {
+      await relay.stop();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it('mutating routes need the bearer token (403 without one configured, 401 when wrong), validate their input, and audit like the CLI', async () => {
     const { schema, topic } = await freshOutbox(1);
     const relay = await startRelay(schema, { shards: 1 });
