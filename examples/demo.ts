@@ -21,16 +21,30 @@ import { createConsumer } from '../src/consumer/index.js';
 import { createLogger, createRelay, DEFAULT_HTTP_PORT, enqueue, migrate, serveRelayHttp } from '../src/index.js';
 import { KafkaAdmin } from '../src/kafka/admin.js';
 
-const { values } = parseArgs({
-  options: { orders: { type: 'string', default: '2000' }, rate: { type: 'string', default: '400' }, hold: { type: 'string', default: '0' } },
-});
-const ORDERS = Number(values.orders);
-const RATE = Number(values.rate); // orders per second
-const HOLD_SECONDS = Number(values.hold);
-if (!Number.isInteger(HOLD_SECONDS) || HOLD_SECONDS < 0 || HOLD_SECONDS > 86_400) {
-  console.error(`--hold must be a number of seconds in 0..86400, got ${JSON.stringify(values.hold)}`);
-  process.exit(2);
+const { values } = (() => {
+  try {
+    return parseArgs({
+      options: { orders: { type: 'string', default: '2000' }, rate: { type: 'string', default: '400' }, hold: { type: 'string', default: '0' } },
+    });
+  } catch (err) {
+    console.error(`demo: ${(err as Error).message} (flags: --orders N --rate N --hold S)`);
+    process.exit(2);
+  }
+})();
+/** A whole number in min..max from a flag, or exit 2 with what was wrong. */
+function wholeNumber(name: string, text: string, min: number, max: number): number {
+  const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) {
+    console.error(`demo: --${name} must be a whole number in ${min}..${max}, got ${JSON.stringify(text)}`);
+    process.exit(2);
+  }
+  return n;
 }
+const ORDERS = wholeNumber('orders', values.orders, 1, 1_000_000);
+const RATE = wholeNumber('rate', values.rate, 1, 100_000); // orders per second
+const HOLD_SECONDS = wholeNumber('hold', values.hold, 0, 86_400);
+/** How long the on-call repair may take, and the wait for every record after the writer ends. */
+const REPAIR_DEADLINE_MS = 120_000;
 const databaseUrl = process.env.DATABASE_URL!;
 const brokers = process.env.KAFKA_BROKERS!;
 const run = Date.now().toString(36);
@@ -172,37 +186,47 @@ const progress = setInterval(() => {
   );
 }, 1000);
 
-// On-call: the poison row shows up dead in status; create its topic, then retry it.
-const repair = (async () => {
-  while (poisonId === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+/** Polls `check` every 100 ms until it holds; false when `deadline` passed first. */
+async function until(check: () => Promise<boolean> | boolean, deadline: number): Promise<boolean> {
   for (;;) {
-    const { rows: p } = await pool.query(`select state from outbox.messages where id = $1`, [poisonId]);
-    if (p[0]?.state === 'dead') break;
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+const poisonState = async () => (await pool.query(`select state from outbox.messages where id = $1`, [poisonId])).rows[0]?.state as string | undefined;
+
+// On-call: the poison row shows up dead in status; create its topic, then retry it. A step
+// that fails or overruns is reported, and the run ends INCONSISTENT instead of hanging.
+let repairProblem: string | undefined;
+const repair = (async () => {
+  const deadline = Date.now() + REPAIR_DEADLINE_MS;
+  if (!(await until(() => poisonId !== undefined, deadline))) throw new Error('the poison event was never written');
+  if (!(await until(async () => (await poisonState()) === 'dead', deadline))) throw new Error(`row ${poisonId} did not go dead (it is ${await poisonState()})`);
   const status = JSON.parse((await outboxRelay('status', '--json')).stdout) as { verdict: string; reason: string };
   console.log(`on-call: outbox-relay status → ${status.verdict}: ${status.reason}`);
   const listed = (await (await fetch(`${httpBase}/api/stuck?state=dead&olderThan=0s`)).json()) as { rows: Array<{ id: string; heldBack: string }> };
   const shown = listed.rows.find((r) => r.id === poisonId);
   console.log(`on-call: the dashboard's stuck list shows row ${poisonId} ${shown ? `dead (${shown.heldBack})` : 'NOT (unexpected)'}`);
   const admin2 = new KafkaAdmin({ brokers });
-  await admin2.createTopic({ topic: poisonTopic, num_partitions: 1, replication_factor: 1 });
-  admin2.close();
-  const retried = await outboxRelay('retry', poisonId, '--reason', 'demo: audit topic created', '--actor', 'demo');
-  console.log(`on-call: outbox-relay retry ${poisonId} → ${retried.stdout.trim().split('\n').at(-1)}`);
-  for (;;) {
-    const { rows: p } = await pool.query(`select state from outbox.messages where id = $1`, [poisonId]);
-    if (p[0]?.state === 'sent') break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+  try {
+    await admin2.createTopic({ topic: poisonTopic, num_partitions: 1, replication_factor: 1 });
+  } finally {
+    admin2.close();
   }
+  const retried = await outboxRelay('retry', poisonId!, '--reason', 'demo: audit topic created', '--actor', 'demo');
+  console.log(`on-call: outbox-relay retry ${poisonId} → ${retried.stdout.trim().split('\n').at(-1)}`);
+  if (!(await until(async () => (await poisonState()) === 'sent', deadline))) throw new Error(`row ${poisonId} was not sent after the retry (it is ${await poisonState()})`);
   console.log(`on-call: row ${poisonId} sent after the repair`);
-})();
+})().catch((err: unknown) => {
+  repairProblem = err instanceof Error ? err.message : String(err);
+  console.error(`on-call: the repair failed: ${repairProblem}`);
+});
 
 await writer;
 await repair;
 const ledgerCount = async () => (await pool.query(`select count(*)::int as n from demo_finance.ledger where run = $1`, [run])).rows[0].n as number;
-const deadline = Date.now() + 60_000;
-while ((received.size < written || (await ledgerCount()) < written) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+await until(async () => received.size >= written && (await ledgerCount()) >= written, Date.now() + 60_000);
 // Keep reading a little longer so that a duplicate would be seen.
 await new Promise((resolve) => setTimeout(resolve, 1500));
 reading = false;
@@ -232,7 +256,7 @@ const duplicates = [...received.values()].filter((n) => n > 1).length;
 const missing = written - received.size;
 const l = ledger[0];
 const ledgerOk = l.entries === written && l.distinct_ids === written && l.balances === l.amounts;
-const ok = duplicates === 0 && missing === 0 && rows[0].n === written && ledgerOk && poison[0]?.state === 'sent';
+const ok = duplicates === 0 && missing === 0 && rows[0].n === written && ledgerOk && poison[0]?.state === 'sent' && repairProblem === undefined;
 const sorted = [...latencies].sort((a, b) => a - b);
 console.log(`latency commit→read: p50=${sorted[Math.floor(sorted.length / 2)] ?? 0}ms p99=${sorted[Math.floor(sorted.length * 0.99)] ?? 0}ms`);
 console.log(
