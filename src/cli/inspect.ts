@@ -11,7 +11,8 @@ Outbox rows that should have gone and did not: unsent for longer than --older-th
 (default 5m; units ms, s, m, h, d), oldest first, with attempts, last error and what holds
 each back: its own failure, or an earlier failed or dead row of its key.
 
-Exit codes: 0 done (also when nothing is stuck), 2 bad input, 1 other errors.`;
+Exit codes: 0 done (also when nothing is stuck), 2 bad input (also a --topic no row has,
+or a --key no unsent row has), 1 other errors.`;
 
 export const SHOW_HELP = `outbox-relay show ID [--json]
 

@@ -18,7 +18,8 @@ overtake later rows of their key).
   --dry-run         list what would change; change nothing
   --json            print the result as JSON
 
-Exit codes: 0 done, 2 bad input (nothing changed), 1 other errors.`;
+Exit codes: 0 done, 2 bad input (nothing changed: also unknown ids, a topic no row has, or
+--dead matching no dead row), 1 other errors.`;
 
 export const SKIP_HELP = `outbox-relay skip ID... --reason "..." [options]
 

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Queryable } from '../db/queryable.js';
 import { OutboxError } from '../errors.js';
 import { CLAIM_CHECK_HEADER } from '../claim-check/store.js';
-import { knownTopicSql, showRowSql, stuckRowsSql } from '../sql/outbox-inspect.js';
+import { knownTopicSql, showRowSql, stuckRowsSql, unsentKeySql } from '../sql/outbox-inspect.js';
 import { knownGroupSql, knownGroupTopicSql, listDeadLettersSql } from '../sql/outbox-repair.js';
 
 /** Bytes of a payload or value shown by `show` and the API. */
@@ -61,6 +61,7 @@ export interface StuckFilter {
 export async function collectStuck(pool: pg.Pool, q: string, f: StuckFilter) {
   const { rows } = await pool.query<StuckRow>(stuckRowsSql(q), [f.olderThanMs, f.state, f.topic, f.key, f.limit]);
   if (rows.length === 0 && f.topic !== null) await assertKnownTopic(pool, q, f.topic);
+  if (rows.length === 0 && f.key !== null) await assertUnsentKey(pool, q, f.key);
   return rows.map((r) => ({
     id: r.id,
     topic: r.topic,
@@ -124,6 +125,16 @@ function deadLetterState(r: { replayed_at: unknown; discarded_at: unknown; repla
 export async function assertKnownTopic(pool: Queryable, q: string, topic: string): Promise<void> {
   const { rows } = await pool.query<{ known: boolean }>(knownTopicSql(q), [topic]);
   if (!rows[0]?.known) throw new OutboxError('NOT_FOUND', `no outbox row has topic ${JSON.stringify(topic)}: check its name (outbox-relay status lists the topics with unsent rows)`);
+}
+
+/**
+ * NOT_FOUND unless an unsent row has `key`: a key filter that matched nothing names a key
+ * with nothing waiting (every row of it sent or skipped) or a misspelt one. Filters are
+ * bound parameters, so SQL in a key is only a key no row has.
+ */
+export async function assertUnsentKey(pool: Queryable, q: string, key: string): Promise<void> {
+  const { rows } = await pool.query<{ known: boolean }>(unsentKeySql(q), [key]);
+  if (!rows[0]?.known) throw new OutboxError('NOT_FOUND', `no unsent row has key ${JSON.stringify(key.slice(0, 200))}: nothing of it waits (or the key is misspelt)`);
 }
 
 /** NOT_FOUND unless the consumer group has stored offsets or dead letters here. */

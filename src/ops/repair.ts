@@ -54,7 +54,11 @@ export async function repairRows(pool: pg.Pool, q: string, request: RepairReques
       const { rows } = filter
         ? await client.query<Row>(lockDeadRowsSql(q), [filter.topic, filter.key, filter.since, filter.limit])
         : await client.query<Row>(lockRowsByIdSql(q), [ids]);
-      if (rows.length === 0 && filter?.topic) await assertKnownTopic(client, q, filter.topic);
+      if (rows.length === 0 && filter) {
+        if (filter.topic) await assertKnownTopic(client, q, filter.topic);
+        const asked = [filter.topic && `topic ${JSON.stringify(filter.topic)}`, filter.key !== null && `key ${JSON.stringify(filter.key.slice(0, 200))}`, filter.since && `created since ${filter.since}`].filter(Boolean);
+        throw new OutboxError('NOT_FOUND', `no dead row${asked.length > 0 ? ` of ${asked.join(', ')}` : ''}; nothing changed`);
+      }
       const found = new Set(rows.map((r) => r.id));
       const missing = ids.filter((id) => !found.has(id));
       if (missing.length > 0) throw new OutboxError('NOT_FOUND', `no outbox row with id ${missing.join(', ')}; nothing changed`);

@@ -42,6 +42,10 @@ select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.
 export const knownTopicSql = (q: string) => `
 select exists (select 1 from ${q}.messages where topic = $1::text) as known`;
 
+/** Whether any unsent row (pending, failed or dead) has key `$1`: read through the small partial indexes of unsent rows. */
+export const unsentKeySql = (q: string) => `
+select exists (select 1 from ${unsent(q)} m where m.key = $1::text) as known`;
+
 /** One row in full, the payload cut to `$2` bytes. */
 export const showRowSql = (q: string) => `
 select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.created_at, m.next_attempt_at, m.sent_at,

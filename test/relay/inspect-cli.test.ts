@@ -67,13 +67,16 @@ describe('outbox-relay stuck and show: what on-call sees', () => {
     expect(result.stderr).toMatch(/^outbox-relay (stuck|show): .+/m);
   });
 
-  it('a filter with SQL meta-characters matches nothing and changes nothing', async () => {
+  it('a filter is a bound parameter: SQL in it is a key no row has (exit 2, nothing changed), and a real key with quotes matches exactly', async () => {
     const schema = await freshSchema(pool);
-    await pool.query(`insert into ${schema}.messages (topic, key, payload, created_at) values ('t', 'k', 'x', now() - interval '1 day')`);
-    const result = await cli('stuck', '--key', "k' or '1'='1", '--json', '--schema', schema);
-    expect(result.code).toBe(0);
-    expect(JSON.parse(result.stdout).rows).toEqual([]);
-    expect((await pool.query(`select count(*)::int as n from ${schema}.messages`)).rows[0].n).toBe(1);
+    await pool.query(`insert into ${schema}.messages (topic, key, payload, created_at) values ('t', 'k', 'x', now() - interval '1 day'), ('t', 'O''Brien; --', 'y', now() - interval '1 day')`);
+    const injected = await cli('stuck', '--key', "k' or '1'='1", '--json', '--schema', schema);
+    expect(injected.code).toBe(2);
+    expect(injected.stderr).toContain(`no unsent row has key "k' or '1'='1"`);
+    const quoted = await cli('stuck', '--key', "O'Brien; --", '--json', '--schema', schema);
+    expect(quoted.code).toBe(0);
+    expect(JSON.parse(quoted.stdout).rows).toMatchObject([{ key: "O'Brien; --", state: 'pending' }]);
+    expect((await pool.query(`select count(*)::int as n from ${schema}.messages`)).rows[0].n).toBe(2);
   });
 
   it('status shows unsent rows per topic and shard, shard owners, live relays, consumer lag and dead letters, with a verdict and its reason', async () => {
