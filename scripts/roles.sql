@@ -56,8 +56,8 @@ begin
     raise exception 'schema % is not migrated: run outbox-relay migrate first', s using errcode = 'undefined_table';
   end if;
   execute format('select coalesce(max(id), 0) from %I.migrations', s) into at;
-  if at < 14 then
-    raise exception 'schema % is at migration %, these roles are for migration 14: run outbox-relay migrate first', s, at
+  if at < 15 then
+    raise exception 'schema % is at migration %, these roles are for migration 15: run outbox-relay migrate first', s, at
       using errcode = 'undefined_table';
   end if;
   foreach r in array array[current_setting('outbox_relay.roles_writer'), current_setting('outbox_relay.roles_relay'), current_setting('outbox_relay.roles_consumer'), current_setting('outbox_relay.roles_operator')] loop
@@ -94,7 +94,7 @@ grant select on table :"schema".migrations to :"relay";
 -- start-up: this outbox's source id, sent on every record
 grant select on table :"schema".outbox_source to :"relay";
 -- claims, held rows, marks sent and failed
-grant select, update (state, attempts, last_error, next_attempt_at, held, sent_at, kafka_partition, kafka_offset) on table :"schema".messages to :"relay";
+grant select, update (state, attempts, last_error, errors, next_attempt_at, held, sent_at, kafka_partition, kafka_offset) on table :"schema".messages to :"relay";
 \if :retention
 -- retention deletes sent rows past the retention period
 grant delete on table :"schema".messages to :"relay";

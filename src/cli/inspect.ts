@@ -16,8 +16,9 @@ or a --key no unsent row has), 1 other errors.`;
 
 export const SHOW_HELP = `outbox-relay show ID [--json]
 
-One outbox row in full: state, attempts, errors, headers, a payload preview, and where it
-landed in Kafka when sent. Exit codes: 0 found, 2 bad or unknown id, 1 other errors.`;
+One outbox row in full: state, attempts, its last failed attempts' errors (up to 10, with
+when and which attempt), headers, a payload preview, and where it landed in Kafka when sent.
+Exit codes: 0 found, 2 bad or unknown id, 1 other errors.`;
 
 
 export async function stuckCommand(argv: string[]): Promise<number> {
@@ -58,9 +59,12 @@ export async function showCommand(argv: string[]): Promise<number> {
   if (!row) throw new OutboxError('NOT_FOUND', `no outbox row with id ${raw}`);
   if (values.json) console.log(JSON.stringify(row));
   else {
-    for (const [name, value] of Object.entries(row)) {
+    const { errors, ...fields } = row;
+    for (const [name, value] of Object.entries(fields)) {
       console.log(`${name.padEnd(14)} ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`);
     }
+    console.log(`${'errors'.padEnd(14)} ${errors.length === 0 ? '(none)' : `the last ${errors.length} failed attempt(s), oldest first:`}`);
+    for (const e of errors) console.log(`  ${e.at}  attempt ${e.attempt}  ${e.error}`);
   }
   return 0;
 }

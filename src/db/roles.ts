@@ -77,7 +77,7 @@ export const OUTBOX_FUNCTIONS = [
 export type OutboxFunction = (typeof OUTBOX_FUNCTIONS)[number];
 
 /** The relay's columns of `messages`: a relay marks rows, it never rewrites what a writer wrote. */
-const RELAY_MARKS = ['state', 'attempts', 'last_error', 'next_attempt_at', 'held', 'sent_at', 'kafka_partition', 'kafka_offset'] as const;
+const RELAY_MARKS = ['state', 'attempts', 'last_error', 'errors', 'next_attempt_at', 'held', 'sent_at', 'kafka_partition', 'kafka_offset'] as const;
 /** The operator's columns of `messages`: retry and skip change a row's state, never its content. */
 const OPERATOR_REPAIRS = ['state', 'attempts', 'last_error', 'next_attempt_at', 'held'] as const;
 

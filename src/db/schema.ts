@@ -34,6 +34,8 @@ export function outboxTables(schemaName: string = DEFAULT_SCHEMA) {
     state: text('state', { enum: MESSAGE_STATES }).notNull().default('pending'),
     attempts: integer('attempts').notNull().default(0),
     lastError: text('last_error'),
+    // The last failed attempts, oldest first (migrations/0015_error_history.sql).
+    errors: jsonb('errors').$type<Array<{ at: string; attempt: number; error: string }>>(),
     nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true }).notNull().defaultNow(),
     sentAt: timestamp('sent_at', { withTimezone: true }),
     kafkaPartition: integer('kafka_partition'),

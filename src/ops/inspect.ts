@@ -90,6 +90,8 @@ export async function readRow(pool: pg.Pool, q: string, id: string) {
     held: r.held as boolean,
     attempts: r.attempts as number,
     lastError: r.last_error as string | null,
+    /** The last failed attempts, oldest first: when, which attempt, the error. */
+    errors: r.errors as Array<{ at: string; attempt: number; error: string }>,
     createdAt: (r.created_at as Date).toISOString(),
     nextAttemptAt: (r.next_attempt_at as Date).toISOString(),
     sentAt: (r.sent_at as Date | null)?.toISOString() ?? null,

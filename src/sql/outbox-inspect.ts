@@ -48,7 +48,7 @@ select exists (select 1 from ${unsent(q)} m where m.key = $1::text) as known`;
 
 /** One row in full, the payload cut to `$2` bytes. */
 export const showRowSql = (q: string) => `
-select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, m.created_at, m.next_attempt_at, m.sent_at,
+select m.id::text, m.topic, m.key, m.state, m.held, m.attempts, m.last_error, coalesce(m.errors, '[]'::jsonb) as errors, m.created_at, m.next_attempt_at, m.sent_at,
        m.kafka_partition, m.kafka_offset::text, m.headers, m.event_type, m.aggregate_type, m.aggregate_id,
        m.schema_version, m.traceparent, octet_length(m.payload) as payload_bytes, substring(m.payload from 1 for $2::int) as payload_head
   from ${q}.messages m

@@ -29,8 +29,11 @@ update ${q}.relay_shards
 returning (select count(*)::int from updated) as marked`;
 }
 
+/** Failed attempts kept per row in `errors` (migrations/0015_error_history.sql), the latest ones. */
+export const ERROR_HISTORY = 10;
+
 /**
- * Records a failed attempt on one row: the error text, one more attempt, and either the
+ * Records a failed attempt on one row: the error text (also appended to its `errors`), one more attempt, and either the
  * next attempt time (capped exponential backoff) or `dead` once attempts reach the limit.
  * `$6` marks it dead at once: the row can never be published as it is (it is larger than
  * any record the producer or topic accepts), so retrying would only hold its key back
@@ -42,6 +45,8 @@ export function markFailedSql(q: string): string {
 update ${q}.messages
    set attempts = attempts + 1,
        last_error = $2::text,
+       errors = (case when jsonb_array_length(coalesce(errors, '[]'::jsonb)) >= ${ERROR_HISTORY} then errors - 0 else coalesce(errors, '[]'::jsonb) end)
+                || jsonb_build_array(jsonb_build_object('at', now(), 'attempt', attempts + 1, 'error', $2::text)),
        state = case when $6::boolean or attempts + 1 >= $3::int then 'dead' else 'failed' end,
        next_attempt_at = now() + least($5::bigint, $4::bigint * power(2, least(attempts, 30))::bigint) * interval '1 millisecond'
  where id = $1::bigint and state not in ('sent', 'skipped')

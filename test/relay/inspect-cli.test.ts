@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { cli } from '../support/cli.js';
 import { freshSchema } from '../support/db.js';
+import { missingTopic } from '../support/kafka.js';
 import { startRelay, waitAllSent, withRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor } from '../support/wait.js';
@@ -46,6 +47,35 @@ describe('outbox-relay stuck and show: what on-call sees', () => {
     });
     expect(JSON.parse((await cli('show', binary!, '--json', '--schema', schema)).stdout).payload).toEqual({ bytes: 3, preview: '00ff00', encoding: 'hex', truncated: false });
     expect((await cli('show', failed!, '--schema', schema)).stdout).toMatch(/lastError\s+MSG_SIZE_TOO_LARGE/);
+  });
+
+  it('show lists a row\'s last 10 failed attempts, oldest first, kept when an operator retries it and it is sent', { timeout: 90_000 }, async () => {
+    const schema = await freshSchema(pool);
+    const topic = missingTopic();
+    const { rows } = await pool.query(`insert into ${schema}.messages (topic, key, payload) values ($1, 'k', 'x') returning id::text`, [topic]);
+    const id = rows[0].id as string;
+    const show = async () => JSON.parse((await cli('show', id, '--json', '--schema', schema)).stdout) as { state: string; attempts: number; errors: Array<{ at: string; attempt: number; error: string }> };
+    await withRelay(startRelay(schema, { shards: 1, maxAttempts: 12, rowBackoff: { minMs: 10, maxMs: 20 } }), async () => {
+      await waitFor(async () => (await show()).state === 'dead', { timeoutMs: 60_000, message: 'the row dead after 12 attempts' });
+      const dead = await show();
+      expect(dead.attempts).toBe(12);
+      // The last 10 of its 12 attempts, oldest first, each with when and why.
+      expect(dead.errors.map((e) => e.attempt)).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+      for (const e of dead.errors) expect(e.error).toMatch(new RegExp(`unknown topic ${topic}`));
+      expect(dead.errors.map((e) => Date.parse(e.at))).toEqual(dead.errors.map((e) => Date.parse(e.at)).sort((a, b) => a - b));
+      const text = (await cli('show', id, '--schema', schema)).stdout;
+      expect(text).toContain('errors         the last 10 failed attempt(s), oldest first:');
+      expect(text).toMatch(/attempt 12 {2}unknown topic/);
+
+      await admin.createTopic({ topic, num_partitions: 1, replication_factor: 1 });
+      expect((await cli('retry', id, '--reason', 'topic created', '--schema', schema)).code).toBe(0);
+      await waitFor(async () => (await show()).state === 'sent', { timeoutMs: 30_000, message: 'the row sent after the retry' });
+      // Sent: the history of how it got there stays.
+      expect((await show()).errors.map((e) => e.attempt)).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    });
+    // A row that never failed has an empty history.
+    const { rows: fresh } = await pool.query(`insert into ${schema}.messages (topic, key, payload, state) values ($1, 'k2', 'y', 'pending') returning id::text`, [topic]);
+    expect(JSON.parse((await cli('show', fresh[0].id, '--json', '--schema', schema)).stdout).errors).toEqual([]);
   });
 
   it.each([

@@ -1,0 +1,11 @@
+-- Every failed attempt of a row, not only the last: `outbox-relay show` and GET /api/rows/:id
+-- list them, so an on-call engineer sees whether a row failed the same way each time or
+-- its error changed. `:schema` is replaced by the (quoted) schema name when migrations run.
+-- Safe to run again.
+--
+-- A JSON array of {"at", "attempt", "error"}, oldest first, the last 10 attempts only (the
+-- relay drops the oldest as it appends: markFailedSql). Null until a row first fails, and
+-- kept when it is sent, retried or skipped: the history of how it got there. Adding a
+-- nullable column without a default is instant however big the table (no rewrite), and a
+-- partitioned outbox gets it on every partition.
+alter table :schema.messages add column if not exists errors jsonb;
