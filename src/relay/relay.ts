@@ -7,7 +7,6 @@ import { SafeEmitter } from '../events.js';
 import { Lifecycle } from '../lifecycle.js';
 import { KafkaAdmin } from '../kafka/admin.js';
 import type { Logger } from '../log.js';
-import { PING_SQL } from '../sql/catalog.js';
 import { releaseHeldSql } from '../sql/outbox-claim.js';
 import { loadTracing } from '../tracing.js';
 import { RelayActivity } from './activity.js';
@@ -17,6 +16,7 @@ import { relayMetrics, type RelayMetrics } from './metrics.js';
 import { resolveRelayOptions, type RelayOptions, type ResolvedRelayOptions } from './options.js';
 import { housekeep, housekeepingIntervalMs } from './housekeeping.js';
 import type { ShardContext } from './shard-context.js';
+import { notReadyBecause } from './readiness.js';
 import { ShardWorker } from './shard-worker.js';
 import { checkSchema, readSource, registerGroup } from './startup-database.js';
 import { checkTargetTopics, ensureCheckpointTopic, probeTransactions } from './startup-kafka.js';
@@ -43,6 +43,8 @@ export class Relay {
   private loops: Promise<void>[] = [];
   private releasing: Promise<void> | undefined;
   private readonly metricsOf: RelayMetrics;
+  /** The newest migration this relay needs, as start() found it. */
+  private latestMigration = 0;
   /** This relay's recent history, for the dashboard (see RelayActivity). */
   readonly activity = new RelayActivity();
   /** The group that took over from this relay's group, once this relay has stepped down. */
@@ -68,20 +70,16 @@ export class Relay {
   }
 
   /**
-   * Whether the relay can do its work: started and not stopping, its group serves the
-   * outbox, and the database and the brokers answer (each asked with a short timeout). A
-   * relay that owns no shard is a standby of its group and ready.
+   * Whether the relay can do its work: started and not stopping, the schema migrated as far
+   * as this relay needs, its group serves the outbox, its heartbeat in the group is live,
+   * and the database and the brokers answer (each asked with a short timeout). A relay that
+   * owns no shard is a standby of its group and ready.
    */
   async readiness(): Promise<{ ready: boolean; reason: string; shards: number[] }> {
     const reasons: string[] = [];
     if (!this.context) reasons.push('not started');
     if (this.controller.signal.aborted) reasons.push(this.retiredBy !== undefined ? `taken over by ${this.retiredBy}` : 'stopping');
-    const timeout = <T>(p: Promise<T>, what: string) =>
-      Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in 2 s`)), 2_000).unref())]);
-    if (reasons.length === 0) {
-      await timeout(this.pool!.query(PING_SQL), 'database').catch((err: unknown) => reasons.push(`database: ${(err as Error).message}`));
-      await timeout(this.admin!.listTopics(2_000), 'brokers').catch((err: unknown) => reasons.push(`brokers: ${(err as Error).message}`));
-    }
+    if (reasons.length === 0) reasons.push(...(await notReadyBecause(this.pool!, this.admin!, this.options, this.latestMigration)));
     return { ready: reasons.length === 0, reason: reasons.join('; ') || (this.shards.length > 0 ? 'publishing' : 'standby: no shard to own'), shards: this.shards };
   }
 
@@ -126,7 +124,7 @@ export class Relay {
         query_timeout: o.queryTimeoutMs,
       });
     const startup = { options: o, log: this.log, signal: this.controller.signal };
-    await checkSchema(startup, this.pool);
+    this.latestMigration = await checkSchema(startup, this.pool);
     const { instanceId, takeOverFrom } = await registerGroup(startup, this.pool);
     const source = await readSource(startup, this.pool);
     this.admin = new KafkaAdmin(o.connection);

@@ -26,9 +26,10 @@ export interface StartupContext {
  * The schema is migrated, and the relay's role may do what the relay does there. The
  * relay makes no DDL: migrations are run by the schema's owner (outbox-relay migrate), and
  * a relay role needs only the grants of `outbox-relay roles`, checked here all at once so
- * that a missing one fails start() with its name instead of a shard later.
+ * that a missing one fails start() with its name instead of a shard later. Answers the
+ * migration this relay needs (readiness checks the schema stays there).
  */
-export async function checkSchema(ctx: StartupContext, pool: pg.Pool): Promise<void> {
+export async function checkSchema(ctx: StartupContext, pool: pg.Pool): Promise<number> {
   const o = ctx.options;
   const latest = (await loadMigrations()).at(-1)?.id ?? 0;
   let current = 0;
@@ -56,6 +57,7 @@ export async function checkSchema(ctx: StartupContext, pool: pg.Pool): Promise<v
   if (missing.length > 0) {
     ctx.log.warn({ missing: missing.map((m) => m.privilege) }, "the relay's role may not read what its dashboard and /api/status show: those reads will fail");
   }
+  return latest;
 }
 
 async function roleOf(pool: pg.Pool): Promise<string> {

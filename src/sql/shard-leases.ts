@@ -78,3 +78,15 @@ select 1 from ${q}.relay_shards
  where relay_group = $1::text and shard = $2::int and owner = $3::text
    and fencing_token = $4::bigint and lease_expires_at > now()
    and ${serving(q)}`;
+
+/**
+ * What readiness asks the database in one round trip: the newest migration applied, whether
+ * group \`$1\` still serves the outbox, and whether relay \`$2\`'s heartbeat is fresher than
+ * \`$3\` ms (its membership, which divides the shards, is live).
+ */
+export const readinessSql = (q: string) => `
+select (select max(id) from ${q}.migrations)::int as migrated,
+       ${serving(q)} as serving,
+       exists (select 1 from ${q}.relay_members
+                where relay_group = $1::text and relay_id = $2::text
+                  and heartbeat_at > now() - $3::bigint * interval '1 millisecond') as member`;

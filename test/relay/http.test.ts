@@ -66,6 +66,14 @@ describe('the relay over HTTP: health, readiness, metrics, status', () => {
       const labelNames = new Set(samples.filter((s) => /^(relay|outbox)_/.test(s.name)).flatMap((s) => Object.keys(s.labels)));
       expect([...labelNames].sort()).toEqual(['le', 'reason', 'state', 'topic'].filter((l) => labelNames.has(l)));
 
+      // The schema taken back below what the relay needs (a restore of an older database, say): not ready, and why.
+      const { rows: latest } = await pool.query(`delete from ${schema}.migrations where id = (select max(id) from ${schema}.migrations) returning id, name, applied_at`);
+      const unready = await fetch(`${base}/readyz`);
+      expect(unready.status).toBe(503);
+      expect(await unready.json()).toMatchObject({ ready: false, reason: `schema ${schema} is at migration ${latest[0].id - 1}, this relay needs ${latest[0].id}: run outbox-relay migrate` });
+      await pool.query(`insert into ${schema}.migrations (id, name, applied_at) values ($1, $2, $3)`, [latest[0].id, latest[0].name, latest[0].applied_at]);
+      expect((await fetch(`${base}/readyz`)).status).toBe(200);
+
       const status = await (await fetch(`${base}/api/status`)).json();
       expect(status).toMatchObject({ verdict: 'STUCK', unsent: { dead: 1 }, relay: { shards: 2 } });
       expect((await fetch(`${base}/nope`)).status).toBe(404);
