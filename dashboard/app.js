@@ -133,8 +133,37 @@ function renderStatus(status) {
   );
 }
 
+/** Rows repaired from this tab, newest first, followed at each refresh: id → { repair, at }. */
+const repaired = new Map();
+const REPAIRS_KEPT = 20;
+
+function follow(id, repair) {
+  repaired.delete(id);
+  repaired.set(id, { repair, at: new Date() });
+  while (repaired.size > REPAIRS_KEPT) repaired.delete(repaired.keys().next().value);
+}
+
+/** Each followed row as it is now (GET /api/rows/:id); one that is gone says so. */
+async function renderRepairs() {
+  const entries = [...repaired.entries()].reverse();
+  const rows = await Promise.all(entries.map(([id, r]) => api(`/api/rows/${id}`).then((row) => ({ id, ...r, row }), (err) => ({ id, ...r, row: null, error: err.message }))));
+  fillTable('repairs', rows, (r) =>
+    el(
+      'tr',
+      { 'data-id': r.id, 'data-state': r.row?.state ?? 'unknown' },
+      el('td', { class: 'num' }, r.id),
+      el('td', {}, r.repair),
+      el('td', {}, r.at.toLocaleTimeString()),
+      el('td', { class: `state-${r.row?.state ?? 'unknown'}` }, r.row?.state ?? r.error),
+      el('td', { class: 'num' }, r.row?.attempts ?? '–'),
+      el('td', {}, r.row?.kafka ? `partition ${r.row.kafka.partition}, offset ${r.row.kafka.offset}` : r.row?.state === 'sent' ? 'marked from a checkpoint' : '–'),
+      el('td', { class: 'error', title: r.row?.lastError ?? '' }, r.row?.lastError ?? ''),
+    ),
+  );
+}
+
 /** A mutating call: needs the token and a reason, reports what changed or why not. */
-async function act(path, description, extra = {}, { confirmText } = {}) {
+async function act(path, description, extra = {}, { confirmText, followRow } = {}) {
   const token = $('token').value.trim();
   const reason = $('action-reason').value.trim();
   if (!token) return message('Enter the admin token first (the relay\'s --admin-token).', 'error');
@@ -147,6 +176,7 @@ async function act(path, description, extra = {}, { confirmText } = {}) {
       body: JSON.stringify({ reason, actor: 'dashboard', ...extra }),
     });
     sessionStorage.setItem(TOKEN_KEY, token);
+    if (followRow) follow(followRow.id, followRow.repair);
     message(`${description}: done${result.audit ? ` (audit ${result.audit})` : ''}`, 'ok');
   } catch (err) {
     if (err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
@@ -171,13 +201,14 @@ function renderStuck(rows) {
       el(
         'td',
         {},
-        el('button', { 'data-action': 'retry', onclick: () => act(`/api/rows/${r.id}/retry`, `retry row ${r.id}`) }, 'Retry'),
+        el('button', { 'data-action': 'retry', onclick: () => act(`/api/rows/${r.id}/retry`, `retry row ${r.id}`, {}, { followRow: { id: r.id, repair: 'retry' } }) }, 'Retry'),
         ' ',
         el(
           'button',
           {
             'data-action': 'skip',
-            onclick: () => act(`/api/rows/${r.id}/skip`, `skip row ${r.id}`, {}, { confirmText: `Skip row ${r.id} for good? It will never be published; its key moves on.` }),
+            onclick: () =>
+              act(`/api/rows/${r.id}/skip`, `skip row ${r.id}`, {}, { confirmText: `Skip row ${r.id} for good? It will never be published; its key moves on.`, followRow: { id: r.id, repair: 'skip' } }),
           },
           'Skip',
         ),
@@ -233,6 +264,7 @@ async function refresh() {
       const groups = status.consumers.filter((c) => c.deadLettersPending > 0).map((c) => c.group);
       const letters = await Promise.all(groups.map(async (group) => (await api(`/api/dead-letters?group=${encodeURIComponent(group)}&limit=50`)).deadLetters.map((d) => ({ group, ...d }))));
       renderDeadLetters(letters.flat());
+      await renderRepairs();
       $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
       document.body.dataset.loaded = 'true';
     } catch (err) {

@@ -11,6 +11,7 @@ import type { Relay } from '../../src/relay/relay.js';
 import { createLogger } from '../../src/log.js';
 import { effectHandler } from '../support/consumer.js';
 import { freshSchema, inTransaction } from '../support/db.js';
+import { missingTopic } from '../support/kafka.js';
 import { startRelay } from '../support/relay.js';
 import { useTestServices } from '../support/services.js';
 import { waitFor, within } from '../support/wait.js';
@@ -36,7 +37,7 @@ function rawGet(base: string, path: string, host?: string): Promise<{ status: nu
 }
 
 describe('the dashboard in a real browser', () => {
-  const { pool, freshEffects, startConsumer } = useTestServices({ poolSize: 8 });
+  const { pool, admin, freshEffects, startConsumer } = useTestServices({ poolSize: 8 });
   let browser: BrowserContext;
   let profile: string;
 
@@ -83,9 +84,9 @@ describe('the dashboard in a real browser', () => {
     };
   }
 
-  it('draws throughput and backlog from real traffic, lists a dead row, and Retry with the token gets it sent', async () => {
+  it('draws throughput and backlog from real traffic, lists a row the relay killed, and Retry with the token gets it sent, followed in the page', async () => {
     const { schema, topic } = await freshEffects(3);
-    const relay = await startRelay(schema, { shards: 2 });
+    const relay = await startRelay(schema, { shards: 2, maxAttempts: 2, rowBackoff: { minMs: 50, maxMs: 100 } });
     const server = await serveRelayHttp(relay, { host: '127.0.0.1', port: 0 }, createLogger({ level: 'silent' }), { adminToken: TOKEN });
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     // Real traffic while the page is open: orders of a few customers, one of them hot.
@@ -116,13 +117,10 @@ describe('the dashboard in a real browser', () => {
     page.on('pageerror', (err) => errors.push(err.message));
     page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
     try {
-      // A poison row: dead, holding its key back.
-      const { rows } = await pool.query<{ id: string }>(
-        `insert into ${schema}.messages (topic, key, payload, state, attempts, last_error)
-         values ($1, 'customer-poison', '{"poison":true}', 'dead', 10, 'handler said no') returning id::text`,
-        [topic],
-      );
-      const deadId = rows[0]!.id;
+      // A poison row: for a topic nobody created yet, so the relay fails it twice and it goes
+      // dead, holding its key back.
+      const poisonTopic = missingTopic();
+      const [deadId] = await inTransaction(pool, (client) => enqueue(client, [{ topic: poisonTopic, key: 'customer-poison', payload: { poison: true } }], { schema }));
       await inTransaction(pool, (client) => enqueue(client, [{ topic, key: 'customer-9', payload: { invoice: 'unpayable' } }], { schema }));
 
       await page.goto(base);
@@ -146,23 +144,26 @@ describe('the dashboard in a real browser', () => {
       const row = page.locator(`#stuck tr[data-id="${deadId}"]`);
       await row.waitFor({ timeout: 20_000 });
       expect(await row.getAttribute('data-state')).toBe('dead');
-      expect(await row.textContent()).toContain('handler said no');
+      expect(await row.textContent()).toContain(`unknown topic ${poisonTopic}`);
       await row.locator('button[data-action="retry"]').click();
       await waitFor(async () => /admin token/.test((await page.textContent('#message')) ?? ''), { timeoutMs: 5_000 });
       expect((await pool.query(`select state from ${schema}.messages where id = $1`, [deadId])).rows[0].state).toBe('dead');
 
-      // With the token and a reason, Retry sends it, audited as the dashboard's.
+      // The operator creates the topic; with the token and a reason, Retry sends the row,
+      // audited as the dashboard's, and the page follows it until it is sent.
+      await admin.createTopic({ topic: poisonTopic, num_partitions: 1, replication_factor: 1 });
       await page.fill('#token', TOKEN);
       await page.fill('#action-reason', 'poison fixed upstream');
       await mkdir(OUTPUT, { recursive: true });
       await page.screenshot({ path: join(OUTPUT, 'dashboard.png'), fullPage: true });
       await row.locator('button[data-action="retry"]').click();
       await waitFor(async () => /retry row \d+: done/.test((await page.textContent('#message')) ?? ''), { timeoutMs: 10_000, message: 'the retry confirmed in the page' });
-      await waitFor(async () => (await pool.query(`select state from ${schema}.messages where id = $1`, [deadId])).rows[0].state === 'sent', {
-        timeoutMs: 30_000,
-        message: 'the retried row sent',
-      });
+      const repaired = page.locator(`#repairs tr[data-id="${deadId}"][data-state="sent"]`);
+      await repaired.waitFor({ timeout: 30_000 });
+      expect(await repaired.textContent()).toMatch(/retry.*sent.*partition 0, offset \d+/);
+      expect((await pool.query(`select state from ${schema}.messages where id = $1`, [deadId])).rows[0].state).toBe('sent');
       await row.waitFor({ state: 'detached', timeout: 20_000 });
+      await page.screenshot({ path: join(OUTPUT, 'dashboard-repaired.png'), fullPage: true });
       const audit = await pool.query(`select actor, command, reason from ${schema}.operator_actions`);
       expect(audit.rows).toEqual([{ actor: 'dashboard', command: 'retry', reason: 'poison fixed upstream' }]);
       // The token is kept in the tab, not asked again after a reload.
