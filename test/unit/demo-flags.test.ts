@@ -17,7 +17,8 @@ const CASES = [
 ];
 
 describe('the demo refuses bad flags before touching a service', () => {
-  it.concurrent.for(CASES)('npm run demo -- $flags exits 2 with a message', async ({ flags, message }, { expect }) => {
+  // Each case starts node with tsx, on a machine maybe busy with more: seconds, not milliseconds.
+  it.concurrent.for(CASES)('npm run demo -- $flags exits 2 with a message', { timeout: 60_000 }, async ({ flags, message }, { expect }) => {
     // No services in this layer: a refusal that connected first would fail differently.
     const env = { ...process.env, DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none', KAFKA_BROKERS: '127.0.0.1:1' };
     const outcome = await run(process.execPath, ['--import', 'tsx', 'examples/demo.ts', ...flags], { cwd: root, env }).then(
