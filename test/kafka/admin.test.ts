@@ -67,9 +67,11 @@ describe('admin requests against a broker that does not answer', () => {
           ),
         ),
       );
+      // Every outcome in the message, so that a failure says which request did what and when.
+      const outcomes = JSON.stringify(settledAfter);
       for (const outcome of settledAfter) {
-        expect(outcome.ok).toBe(false);
-        expect(outcome.ms).toBeLessThan(timeoutMs + SLACK_MS);
+        expect(outcome.ok, outcomes).toBe(false);
+        expect(outcome.ms, outcomes).toBeLessThan(timeoutMs + SLACK_MS);
       }
       broker.resume();
       await waitFor(async () => (await admin.endOffsets(topic, [0, 1, 2], { timeoutMs: 3_000 })).size === 3, {
