@@ -127,9 +127,25 @@ export function encodedSize(event: EncodedEvent): number {
   return recordBytes(event.key, event.payload, headers);
 }
 
+/** The fields of an {@link OutboxEvent}: any other is a slip that would otherwise be lost without a word. */
+const EVENT_FIELDS: ReadonlyArray<keyof OutboxEvent> = ['topic', 'key', 'payload', 'headers', 'eventType', 'aggregateType', 'aggregateId', 'schemaVersion', 'traceparent'];
+
+function refuseUnknownFields(e: Record<string, unknown>, index: number | undefined): void {
+  for (const name of Object.keys(e)) {
+    if ((EVENT_FIELDS as readonly string[]).includes(name)) continue;
+    const meant = EVENT_FIELDS.find((field) => field.toLowerCase() === name.toLowerCase().replaceAll(/[_-]/g, ''));
+    throw new ValidationError(
+      name.slice(0, 100),
+      `is not a field of an outbox event${meant ? ` (did you mean ${meant}?)` : ''}; the fields are ${EVENT_FIELDS.join(', ')}; nothing was written`,
+      index,
+    );
+  }
+}
+
 /**
- * Checks one event and encodes it. Throws {@link ValidationError} naming the field; nothing
- * has been written when it throws.
+ * Checks one event and encodes it. Throws {@link ValidationError} naming the field (an
+ * unknown field too, with the one it was probably meant to be); nothing has been written
+ * when it throws.
  */
 export function validateEvent(
   event: unknown,
@@ -140,6 +156,7 @@ export function validateEvent(
     throw new ValidationError('event', `must be an object, got ${typeOf(event)}`, index);
   }
   const e = event as Partial<OutboxEvent> & Record<string, unknown>;
+  refuseUnknownFields(e, index);
   const topic = validateTopic(e.topic, index);
   let key: string | null = null;
   if (e.key !== undefined && e.key !== null) {
