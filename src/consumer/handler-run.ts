@@ -39,6 +39,9 @@ async function judgeHandler(ctx: ApplyContext, connection: BatchConnection, reco
   if (run.kind === 'expired') await connection.abort('handler-timeout');
   if (connection.aborted === 'revoked') throw new PartitionRevoked(`assignment lost while the handler ran (offset ${record.offset}); batch aborted`);
   if (connection.aborted === 'handler-timeout') {
+    // The handler waited on a silent connection: the database's failure, not the record's
+    // (the batch is retried on a new connection, no attempt charged).
+    if (connection.silentLink !== undefined) throw Object.assign(new Error(`the batch's database connection went silent: ${connection.silentLink}`), { code: SILENT_CONNECTION });
     ctx.onHandlerTimeout(record);
     throw new HandlerFailure(index, new OutboxError('HANDLER_TIMEOUT', `handler did not finish within handlerTimeoutMs (${ctx.handlerTimeoutMs} ms); its transaction was aborted`));
   }
@@ -68,6 +71,9 @@ async function connectionAlive(connection: BatchConnection): Promise<boolean> {
     return !isInfrastructureError(err);
   }
 }
+
+/** SQLSTATE class 08 (connection_failure): what isInfrastructureError counts as the database's. */
+const SILENT_CONNECTION = '08006';
 
 export type HandlerRun = { kind: 'done' } | { kind: 'failed'; error: unknown } | { kind: 'expired' } | { kind: 'aborted' };
 

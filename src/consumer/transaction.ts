@@ -1,7 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import { drizzle, NodePgTransaction } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
-import { reusableAfter } from '../db/errors.js';
+import { isInfrastructureError, reusableAfter } from '../db/errors.js';
 import type { Queryable, QueryResult } from '../db/queryable.js';
 import { OutboxError } from '../errors.js';
 import { TERMINATE_TRANSACTION_SQL } from '../sql/consumer-batches.js';
@@ -31,6 +31,26 @@ export type AbortReason = 'handler-timeout' | 'revoked';
 type QueryArgs = [textOrConfig: string | { text: string }, values?: unknown, callback?: unknown];
 
 /**
+ * A statement still unanswered after this long while its backend runs nothing: the
+ * connection is silent (half-open), whatever the handler does. Far above any round trip,
+ * so a handler busy with many quick statements is never mistaken for it.
+ */
+const SILENT_LINK_MS = 1_000;
+
+/**
+ * Why a statement that waited `waitedMs` for its answer did so through no fault of the
+ * handler, given what the abort found its backend doing; undefined when the server was
+ * working on it (`active`: a slow statement or a lock wait is the handler's), or unknown.
+ */
+function silentLinkReason(state: string, waitedMs: number): string | undefined {
+  const waited = `a statement waited ${Math.round(waitedMs)} ms for an answer`;
+  if (state === 'gone') return `${waited}, and the server had ended the transaction`;
+  if (state === 'unreachable') return `${waited}, and the database did not answer the abort either`;
+  if (state.startsWith('idle')) return `${waited} the server was not working on (backend ${state})`;
+  return undefined;
+}
+
+/**
  * The connection of one batch transaction, guarded. It watches the server's transaction
  * status (ReadyForQuery), refuses transaction control, and can abort the transaction at
  * the database — terminating the backend, not just dropping the socket, so locks are
@@ -49,6 +69,16 @@ export class BatchConnection {
   transactionStart: string | undefined;
   /** Set once the transaction was aborted from outside. */
   aborted: AbortReason | undefined;
+  /**
+   * Set by an abort that found the link to the server broken rather than the handler slow:
+   * a statement had waited for its answer for over {@link SILENT_LINK_MS} while the server
+   * had no statement of this transaction running (it was waiting for one, or the
+   * transaction was gone). A handler timeout then is the connection's, not the record's.
+   */
+  silentLink: string | undefined;
+  /** When each statement in flight was sent (performance.now()), by a sequence number: oldest first. */
+  private readonly inFlight = new Map<number, number>();
+  private sent = 0;
   private readonly abortController = new AbortController();
   /** Aborts when {@link abort} is called: a hung handler's wait is cut short. */
   readonly signal: AbortSignal = this.abortController.signal;
@@ -115,7 +145,15 @@ export class BatchConnection {
       );
       return Promise.reject(this.misuse);
     }
-    return (this.client.query as (t: unknown, v?: unknown) => Promise<pg.QueryResult>)(textOrConfig, values);
+    const statement = ++this.sent;
+    this.inFlight.set(statement, performance.now());
+    return (this.client.query as (t: unknown, v?: unknown) => Promise<pg.QueryResult>)(textOrConfig, values).finally(() => this.inFlight.delete(statement));
+  }
+
+  /** How long the oldest statement in flight has waited for its answer, in ms (0: none in flight). */
+  private oldestWaitMs(): number {
+    const oldest = this.inFlight.values().next();
+    return oldest.done ? 0 : performance.now() - oldest.value;
   }
 
   /**
@@ -128,18 +166,18 @@ export class BatchConnection {
     this.aborted = reason;
     this.abortController.abort();
     const pid = (this.client as unknown as { processID?: number }).processID;
+    const waitedMs = this.oldestWaitMs();
     if (typeof pid === 'number') {
       // Only this transaction: a terminate that waited for a pool connection must not hit a
       // later transaction of the backend, or another backend that got the pid.
-      await Promise.race([
-        this.pool
-          .query(
-            TERMINATE_TRANSACTION_SQL,
-            [pid, this.transactionStart ?? null],
-          )
-          .catch(() => undefined),
-        new Promise((resolve) => setTimeout(resolve, 5_000).unref()),
+      const ended = await Promise.race([
+        this.pool.query<{ state: string | null }>(TERMINATE_TRANSACTION_SQL, [pid, this.transactionStart ?? null]).then(
+          (result) => ({ state: result.rows.length === 0 ? 'gone' : (result.rows[0]!.state ?? 'unknown') }),
+          (err: unknown) => ({ state: isInfrastructureError(err) ? 'unreachable' : 'unknown' }),
+        ),
+        new Promise<{ state: string }>((resolve) => setTimeout(() => resolve({ state: 'unreachable' }), 5_000).unref()),
       ]);
+      if (waitedMs > SILENT_LINK_MS) this.silentLink = silentLinkReason(ended.state, waitedMs);
     }
     (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }

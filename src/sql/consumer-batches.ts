@@ -15,8 +15,10 @@ export const TRANSACTION_START = `select to_char(now() at time zone 'UTC', 'YYYY
  * Ends backend `$1`, but only while it still runs the transaction that began at `$2` (see
  * TRANSACTION_START; null: whatever it runs): a terminate that waited for a pool connection
  * must not hit a later transaction of the backend, or another backend that got the pid.
+ * Answers what the backend was doing just before (`active`: running a statement; `idle in
+ * transaction`: waiting for one), or no row when the transaction was gone already.
  */
-export const TERMINATE_TRANSACTION_SQL = `select pg_terminate_backend(pid) from pg_stat_activity
+export const TERMINATE_TRANSACTION_SQL = `select state, pg_terminate_backend(pid) as terminated from pg_stat_activity
  where pid = $1::int and ($2::text is null or xact_start = $2::timestamp at time zone 'UTC')`;
 
 /**

@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { halfOpenDatabase } from '../support/db.js';
 import { useTestServices } from '../support/services.js';
-import { waitFor } from '../support/wait.js';
+import { waitFor, within } from '../support/wait.js';
 import { effectCounts, effectHandler, effectTotal, exactlyOnceReport, testConsumer } from '../support/consumer.js';
+import type { ConsumedRecord } from '../../src/consumer/record.js';
+import type { HandlerTx } from '../../src/consumer/transaction.js';
 
 describe('consumer on PostgreSQL connections that go silent', () => {
   const { pool, producer, consumers, freshEffects } = useTestServices();
@@ -32,5 +34,77 @@ describe('consumer on PostgreSQL connections that go silent', () => {
       await consumer.stop();
       await proxy.stop();
     }
+  });
+
+  it('a handler left waiting by a connection gone silent is not charged: with one attempt allowed, nothing is dead-lettered and every record is applied once', { timeout: 180_000 }, async () => {
+    const { schema, topic } = await freshEffects(1);
+    const { proxy, url: proxied } = await halfOpenDatabase();
+    const keys = Array.from({ length: 30 }, (_, i) => `s${i}`);
+    // s5's handler fails its first call (so the record is tried on its own, where each
+    // attempt counts); its second holds a statement at the server for a second, and the
+    // connection goes silent under it (its answer never comes), as does every other of the
+    // consumer. A third call, on a new connection, applies it.
+    let reachedSlow: () => void = () => undefined;
+    const slowStarted = new Promise<void>((resolve) => (reachedSlow = resolve));
+    let s5Calls = 0;
+    const slowEffect = async (record: ConsumedRecord, tx: HandlerTx) => {
+      if (record.value?.toString() === 's5') {
+        s5Calls += 1;
+        if (s5Calls === 1) throw new Error('the first call of s5 fails');
+        if (s5Calls === 2) {
+          const sleeping = tx.query(`select pg_sleep(1)`);
+          reachedSlow();
+          await sleeping;
+        }
+      }
+      await effectHandler(schema)(record, tx);
+    };
+    const consumer = testConsumer({ schema, topics: [topic], databaseUrl: proxied, maxAttempts: 1, retryMinDelayMs: 10, handlerTimeoutMs: 2_000, handler: slowEffect });
+    consumers.push(consumer);
+    try {
+      const send = (from: number, to: number) => producer.send(topic, keys.slice(from, to).map((k) => ({ key: k, value: k })));
+      await send(0, 5);
+      await consumer.start();
+      await waitFor(async () => (await effectTotal(pool, schema)) >= 5, { timeoutMs: 30_000, message: 'first records applied' });
+      await send(5, 6);
+      await within(30_000, 'the handler of s5 started', slowStarted);
+      expect(proxy.halfOpenAll()).toBeGreaterThan(0);
+      await send(6, keys.length);
+      const deadLetters = async () => (await pool.query(`select "offset"::int, error from "${schema}".dead_letters`)).rows;
+      await waitFor(async () => (await effectTotal(pool, schema)) + (await deadLetters()).length >= keys.length, {
+        timeoutMs: 120_000,
+        message: 'every record applied (or dead-lettered) on new connections',
+      });
+      await consumer.stop();
+      expect(await deadLetters()).toEqual([]);
+      expect(s5Calls).toBe(3);
+      expect(exactlyOnceReport(await effectCounts(pool, schema), keys)).toEqual({ duplicates: [], missing: [], unexpected: [] });
+    } finally {
+      await consumer.stop();
+      await proxy.stop();
+    }
+  });
+
+  it('a handler that overruns its time on a healthy connection is still charged: with one attempt allowed, its record is dead-lettered as HANDLER_TIMEOUT', async () => {
+    const { schema, topic } = await freshEffects(1);
+    // A statement the server works on for longer than handlerTimeoutMs: the handler's fault.
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 1,
+      handlerTimeoutMs: 1_000,
+      handler: async (record, tx) => {
+        if (record.value?.toString() === 'slow') await tx.query(`select pg_sleep(30)`);
+        await effectHandler(schema)(record, tx);
+      },
+    });
+    consumers.push(consumer);
+    await producer.send(topic, ['a', 'slow', 'b'].map((k) => ({ key: k, value: k })));
+    await consumer.start();
+    await waitFor(async () => (await effectTotal(pool, schema)) >= 2, { timeoutMs: 30_000, message: 'the other records applied' });
+    const { rows } = await pool.query(`select error from "${schema}".dead_letters`);
+    expect(rows).toHaveLength(1);
+    expect(rows[0].error).toMatch(/HANDLER_TIMEOUT|did not finish within handlerTimeoutMs/);
+    await consumer.stop();
   });
 });
