@@ -118,7 +118,9 @@ export async function offsetsCommand(argv: string[]): Promise<number> {
     for (const c of changed) {
       console.log(`${c.topic}[${c.partition}]: ${c.previous ?? '(none)'} -> ${c.next}`);
     }
-    console.log(`${dryRun ? 'dry run: would change' : 'changed'} ${changed.length} partition(s) of group ${group}${dryRun ? '; nothing changed' : `; recorded in operator_actions as ${actor}`}`);
+    if (dryRun) console.log(`dry run: would change ${changed.length} partition(s) of group ${group}; nothing changed`);
+    else if (changed.length === 0) console.log(`no partition of group ${group} moved (a rewind never moves an offset forward); nothing recorded`);
+    else console.log(`changed ${changed.length} partition(s) of group ${group}; recorded in operator_actions as ${actor}`);
     return 0;
   } finally {
     await pool.end();

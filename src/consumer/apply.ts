@@ -213,8 +213,10 @@ async function applyOne(ctx: ApplyContext, record: ConsumedRecord, expected: num
           return outcome;
         } catch (err) {
           handlerFailed = err instanceof HandlerFailure;
-          // Interrupted for a poll: the attempts charged so far carry over to the next try.
-          if (err instanceof PollDeadline) ctx.attempts.set(id, attempts - 1);
+          // Interrupted for a poll, or failed around the handler (the database, a silent
+          // connection): this attempt is not charged, those charged before carry over to the
+          // next try.
+          if (!(err instanceof HandlerFailure)) ctx.attempts.set(id, attempts - 1);
           if (err instanceof HandlerFailure) {
             // The handler's own AbortError: no more attempts, straight to the failure policy.
             if (err.cause instanceof AbortError) lastError = err.cause.originalError;

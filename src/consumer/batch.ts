@@ -42,7 +42,8 @@ export interface ApplyContext {
   /** Attempts already charged to records (`topic:partition:offset`) whose retries were interrupted by a poll. */
   attempts: Map<string, number>;
   /** Told when a handler overran its time and its transaction was aborted. */
-  onHandlerTimeout: (record: ConsumedRecord) => void;
+  /** A handler ran out of time: its own doing, or (`silentLink` says why) its connection's. */
+  onHandlerTimeout: (record: ConsumedRecord, silentLink?: string) => void;
   logger: Logger;
   /** Aborts retry backoff (on stop); the record is then left for the next owner. */
   signal: AbortSignal;

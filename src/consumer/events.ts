@@ -31,8 +31,12 @@ export interface ConsumerEvents {
     reason: 'topic-recreated' | 'beyond-log-end' | 'before-log-start';
     action: 'earliest' | 'block';
   };
-  /** A batch transaction was aborted at the database: its handler overran `handlerTimeoutMs`, or the partition was lost. */
-  aborted: { topic: string; partition: number; reason: 'handler-timeout' | 'revoked' };
+  /**
+   * A batch transaction was aborted at the database: its handler overran `handlerTimeoutMs`
+   * (`handler-timeout`, charged to the record), its connection went silent under the handler
+   * (`connection-silent`, retried uncharged), or the partition was lost (`revoked`).
+   */
+  aborted: { topic: string; partition: number; reason: 'handler-timeout' | 'connection-silent' | 'revoked' };
   /** Inbox retention ran; `deleted` rows went. */
   inboxPurged: { deleted: number };
   /** The consume loop failed (database or broker down, …) and retries after a backoff. */

@@ -41,7 +41,10 @@ async function judgeHandler(ctx: ApplyContext, connection: BatchConnection, reco
   if (connection.aborted === 'handler-timeout') {
     // The handler waited on a silent connection: the database's failure, not the record's
     // (the batch is retried on a new connection, no attempt charged).
-    if (connection.silentLink !== undefined) throw Object.assign(new Error(`the batch's database connection went silent: ${connection.silentLink}`), { code: SILENT_CONNECTION });
+    if (connection.silentLink !== undefined) {
+      ctx.onHandlerTimeout(record, connection.silentLink);
+      throw Object.assign(new Error(`the batch's database connection went silent: ${connection.silentLink}`), { code: SILENT_CONNECTION });
+    }
     ctx.onHandlerTimeout(record);
     throw new HandlerFailure(index, new OutboxError('HANDLER_TIMEOUT', `handler did not finish within handlerTimeoutMs (${ctx.handlerTimeoutMs} ms); its transaction was aborted`));
   }

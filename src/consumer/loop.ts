@@ -160,10 +160,12 @@ function applyContext(s: ConsumerState, state: PartitionState, ids?: Promise<Map
     assignmentLost: () => assignmentLost(s),
     inFlight: s.inFlight,
     attempts: s.attempts,
-    onHandlerTimeout: (record) => {
-      s.counters.batchesAborted.inc({ group: o.groupId, reason: 'handler-timeout' });
-      state.logger.warn({ offset: record.offset, handlerTimeoutMs: o.handlerTimeoutMs }, 'handler overran its time; its transaction was aborted');
-      s.events.emit('aborted', { topic: state.topic, partition: state.partition, reason: 'handler-timeout' });
+    onHandlerTimeout: (record, silentLink) => {
+      const reason = silentLink === undefined ? 'handler-timeout' : 'connection-silent';
+      s.counters.batchesAborted.inc({ group: o.groupId, reason });
+      if (silentLink === undefined) state.logger.warn({ offset: record.offset, handlerTimeoutMs: o.handlerTimeoutMs }, 'handler overran its time; its transaction was aborted');
+      else state.logger.warn({ offset: record.offset, handlerTimeoutMs: o.handlerTimeoutMs, why: silentLink }, 'the connection went silent under the handler; batch aborted, retried on a new connection, no attempt charged');
+      s.events.emit('aborted', { topic: state.topic, partition: state.partition, reason });
     },
     logger: state.logger,
     signal: s.abort.signal,

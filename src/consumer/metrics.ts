@@ -42,7 +42,7 @@ export function consumerMetrics(registry: Registry = new Registry()): ConsumerMe
       'Stored offsets found to belong to another incarnation of the partition log (topic recreated, log truncated or deleted)',
       ['group', 'topic', 'reason'],
     ),
-    batchesAborted: counter('consumer_batches_aborted_total', 'Batch transactions aborted at the database: handler timeout, or partition lost', ['group', 'reason']),
+    batchesAborted: counter('consumer_batches_aborted_total', 'Batch transactions aborted at the database, by reason: handler-timeout, connection-silent (the connection went silent under the handler), revoked (partition lost)', ['group', 'reason']),
     inboxDeleted: counter('consumer_inbox_deleted_total', 'Inbox rows deleted by inbox retention', ['group']),
     lag:
       (registry.getSingleMetric('consumer_lag_records') as Gauge<'group' | 'topic' | 'partition'> | undefined) ??

@@ -37,6 +37,9 @@ type QueryArgs = [textOrConfig: string | { text: string }, values?: unknown, cal
  */
 const SILENT_LINK_MS = 1_000;
 
+/** How long an abort waits for a pool connection and the terminate's answer together. */
+const ABORT_ANSWER_MS = 5_000;
+
 /**
  * Why a statement that waited `waitedMs` for its answer did so through no fault of the
  * handler, given what the abort found its backend doing; undefined when the server was
@@ -145,15 +148,52 @@ export class BatchConnection {
       );
       return Promise.reject(this.misuse);
     }
+    const result = (this.client.query as (t: unknown, v?: unknown) => Promise<pg.QueryResult>)(textOrConfig, values);
+    // A submittable (a cursor, a stream) answers no promise: it is not followed.
+    if (typeof (result as { finally?: unknown } | undefined)?.finally !== 'function') return result;
     const statement = ++this.sent;
     this.inFlight.set(statement, performance.now());
-    return (this.client.query as (t: unknown, v?: unknown) => Promise<pg.QueryResult>)(textOrConfig, values).finally(() => this.inFlight.delete(statement));
+    return result.finally(() => this.inFlight.delete(statement));
   }
 
-  /** How long the oldest statement in flight has waited for its answer, in ms (0: none in flight). */
-  private oldestWaitMs(): number {
-    const oldest = this.inFlight.values().next();
-    return oldest.done ? 0 : performance.now() - oldest.value;
+  /** The oldest statement in flight (its number, and how long it has waited in ms), if any. */
+  private oldestInFlight(): { statement: number; waitedMs: number } | undefined {
+    const oldest = this.inFlight.entries().next();
+    return oldest.done ? undefined : { statement: oldest.value[0], waitedMs: performance.now() - oldest.value[1] };
+  }
+
+  /**
+   * Ends this transaction's backend (TERMINATE_TRANSACTION_SQL) and answers what it was
+   * doing: its `state`, `gone` (the transaction had ended), `unreachable` (a connection of
+   * the pool held for it did not answer, or failed as a broken connection does) or
+   * `unknown` (no pool connection within the time, or another error: nothing can be said).
+   */
+  private async terminate(pid: number): Promise<string> {
+    const deadline = Date.now() + ABORT_ANSWER_MS;
+    const late = <T>(p: Promise<T>, value: T) => Promise.race([p, new Promise<T>((resolve) => setTimeout(() => resolve(value), Math.max(0, deadline - Date.now())).unref())]);
+    const connecting = this.pool.connect();
+    const got = await late(
+      connecting.then(
+        (client) => ({ client }),
+        (err: unknown) => ({ state: isInfrastructureError(err) ? 'unreachable' : 'unknown' }),
+      ),
+      { state: 'unknown' },
+    );
+    if (!('client' in got)) {
+      // A pool busy to the end is not the database's silence; a connection that came late goes back.
+      connecting.then((client) => client.release(), () => undefined);
+      return got.state;
+    }
+    // Only this transaction: a terminate that waited for a pool connection must not hit a
+    // later transaction of the backend, or another backend that got the pid.
+    const asked = got.client.query<{ state: string | null }>(TERMINATE_TRANSACTION_SQL, [pid, this.transactionStart ?? null]).then(
+      (result) => ({ state: result.rows.length === 0 ? 'gone' : (result.rows[0]!.state ?? 'unknown') }),
+      (err: unknown) => ({ state: isInfrastructureError(err) ? 'unreachable' : 'unknown', err }),
+    );
+    const answer = await late(asked, { state: 'unreachable', err: new Error('no answer to the abort') });
+    // A connection that did not answer is dropped, not handed out again.
+    got.client.release('err' in answer ? (answer.err as Error) : undefined);
+    return answer.state;
   }
 
   /**
@@ -166,18 +206,14 @@ export class BatchConnection {
     this.aborted = reason;
     this.abortController.abort();
     const pid = (this.client as unknown as { processID?: number }).processID;
-    const waitedMs = this.oldestWaitMs();
+    const pending = this.oldestInFlight();
     if (typeof pid === 'number') {
-      // Only this transaction: a terminate that waited for a pool connection must not hit a
-      // later transaction of the backend, or another backend that got the pid.
-      const ended = await Promise.race([
-        this.pool.query<{ state: string | null }>(TERMINATE_TRANSACTION_SQL, [pid, this.transactionStart ?? null]).then(
-          (result) => ({ state: result.rows.length === 0 ? 'gone' : (result.rows[0]!.state ?? 'unknown') }),
-          (err: unknown) => ({ state: isInfrastructureError(err) ? 'unreachable' : 'unknown' }),
-        ),
-        new Promise<{ state: string }>((resolve) => setTimeout(() => resolve({ state: 'unreachable' }), 5_000).unref()),
-      ]);
-      if (waitedMs > SILENT_LINK_MS) this.silentLink = silentLinkReason(ended.state, waitedMs);
+      const state = await this.terminate(pid);
+      // The abort's round trip also read whatever this connection had received meanwhile: a
+      // statement whose answer only sat unread (an event loop busy in the handler) is settled
+      // by now. One still waiting, long before the abort, while the server ran nothing, went
+      // unanswered because the connection went silent.
+      if (pending && pending.waitedMs > SILENT_LINK_MS && this.inFlight.has(pending.statement)) this.silentLink = silentLinkReason(state, pending.waitedMs);
     }
     (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }

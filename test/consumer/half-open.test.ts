@@ -61,6 +61,8 @@ describe('consumer on PostgreSQL connections that go silent', () => {
     };
     const consumer = testConsumer({ schema, topics: [topic], databaseUrl: proxied, maxAttempts: 1, retryMinDelayMs: 10, handlerTimeoutMs: 2_000, handler: slowEffect });
     consumers.push(consumer);
+    const aborts: string[] = [];
+    consumer.on('aborted', ({ reason }) => aborts.push(reason));
     try {
       const send = (from: number, to: number) => producer.send(topic, keys.slice(from, to).map((k) => ({ key: k, value: k })));
       await send(0, 5);
@@ -78,11 +80,46 @@ describe('consumer on PostgreSQL connections that go silent', () => {
       await consumer.stop();
       expect(await deadLetters()).toEqual([]);
       expect(s5Calls).toBe(3);
+      // Seen as the connection's failure, and counted as such.
+      expect(aborts).toEqual(['connection-silent']);
+      const counted = (await consumer.metrics.getSingleMetric('consumer_batches_aborted_total')!.get()).values;
+      expect(counted.map((v) => [v.labels.reason, v.value])).toEqual([['connection-silent', 1]]);
       expect(exactlyOnceReport(await effectCounts(pool, schema), keys)).toEqual({ duplicates: [], missing: [], unexpected: [] });
     } finally {
       await consumer.stop();
       await proxy.stop();
     }
+  });
+
+  it('a handler that blocks the event loop past its time, an answer unread meanwhile, is charged: not mistaken for a silent connection', async () => {
+    const { schema, topic } = await freshEffects(1);
+    const consumer = testConsumer({
+      schema,
+      topics: [topic],
+      maxAttempts: 1,
+      handlerTimeoutMs: 1_000,
+      handler: async (record, tx) => {
+        if (record.value?.toString() === 'busy') {
+          const answer = tx.query('select 1');
+          // Synchronous work longer than the handler's time: the answer arrives and waits unread.
+          const until = Date.now() + 2_500;
+          while (Date.now() < until);
+          await answer;
+        }
+        await effectHandler(schema)(record, tx);
+      },
+    });
+    consumers.push(consumer);
+    const aborts: string[] = [];
+    consumer.on('aborted', ({ reason }) => aborts.push(reason));
+    await producer.send(topic, ['a', 'busy', 'b'].map((k) => ({ key: k, value: k })));
+    await consumer.start();
+    await waitFor(async () => (await effectTotal(pool, schema)) >= 2, { timeoutMs: 30_000, message: 'the other records applied' });
+    const { rows } = await pool.query(`select error from "${schema}".dead_letters`);
+    expect(rows).toHaveLength(1);
+    expect(rows[0].error).toMatch(/did not finish within handlerTimeoutMs/);
+    expect(aborts).not.toContain('connection-silent');
+    await consumer.stop();
   });
 
   it('a handler that overruns its time on a healthy connection is still charged: with one attempt allowed, its record is dead-lettered as HANDLER_TIMEOUT', async () => {

@@ -109,6 +109,7 @@ describe('consumer: offsets CLI', () => {
     const again = await rewind('--reason', 'r');
     expect(again.code).toBe(0);
     expect(again.stdout).not.toContain('->');
+    expect(again.stdout).toContain(`no partition of group ${groupId} moved (a rewind never moves an offset forward); nothing recorded`);
     expect(await audited()).toEqual([{ command: 'offsets rewind', counts: { changed: 1, inboxForgotten: 0 } }]);
   });
 
