@@ -1,10 +1,10 @@
 import type { EventEmitter } from 'node:events';
 import { drizzle, NodePgTransaction } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
-import { isInfrastructureError, reusableAfter } from '../db/errors.js';
+import { reusableAfter } from '../db/errors.js';
 import type { Queryable, QueryResult } from '../db/queryable.js';
 import { OutboxError } from '../errors.js';
-import { TERMINATE_TRANSACTION_SQL } from '../sql/consumer-batches.js';
+import { SILENT_LINK_MS, silentLinkReason, terminateTransaction } from './backend-abort.js';
 import { transactionControlStatement } from './tx-control.js';
 
 /** A drizzle transaction over the batch's connection: its `transaction()` is a SAVEPOINT. */
@@ -29,29 +29,6 @@ export interface HandlerTx extends Queryable {
 export type AbortReason = 'handler-timeout' | 'revoked';
 
 type QueryArgs = [textOrConfig: string | { text: string }, values?: unknown, callback?: unknown];
-
-/**
- * A statement still unanswered after this long while its backend runs nothing: the
- * connection is silent (half-open), whatever the handler does. Far above any round trip,
- * so a handler busy with many quick statements is never mistaken for it.
- */
-const SILENT_LINK_MS = 1_000;
-
-/** How long an abort waits for a pool connection and the terminate's answer together. */
-const ABORT_ANSWER_MS = 5_000;
-
-/**
- * Why a statement that waited `waitedMs` for its answer did so through no fault of the
- * handler, given what the abort found its backend doing; undefined when the server was
- * working on it (`active`: a slow statement or a lock wait is the handler's), or unknown.
- */
-function silentLinkReason(state: string, waitedMs: number): string | undefined {
-  const waited = `a statement waited ${Math.round(waitedMs)} ms for an answer`;
-  if (state === 'gone') return `${waited}, and the server had ended the transaction`;
-  if (state === 'unreachable') return `${waited}, and the database did not answer the abort either`;
-  if (state.startsWith('idle')) return `${waited} the server was not working on (backend ${state})`;
-  return undefined;
-}
 
 /**
  * The connection of one batch transaction, guarded. It watches the server's transaction
@@ -163,40 +140,6 @@ export class BatchConnection {
   }
 
   /**
-   * Ends this transaction's backend (TERMINATE_TRANSACTION_SQL) and answers what it was
-   * doing: its `state`, `gone` (the transaction had ended), `unreachable` (a connection of
-   * the pool held for it did not answer, or failed as a broken connection does) or
-   * `unknown` (no pool connection within the time, or another error: nothing can be said).
-   */
-  private async terminate(pid: number): Promise<string> {
-    const deadline = Date.now() + ABORT_ANSWER_MS;
-    const late = <T>(p: Promise<T>, value: T) => Promise.race([p, new Promise<T>((resolve) => setTimeout(() => resolve(value), Math.max(0, deadline - Date.now())).unref())]);
-    const connecting = this.pool.connect();
-    const got = await late(
-      connecting.then(
-        (client) => ({ client }),
-        (err: unknown) => ({ state: isInfrastructureError(err) ? 'unreachable' : 'unknown' }),
-      ),
-      { state: 'unknown' },
-    );
-    if (!('client' in got)) {
-      // A pool busy to the end is not the database's silence; a connection that came late goes back.
-      connecting.then((client) => client.release(), () => undefined);
-      return got.state;
-    }
-    // Only this transaction: a terminate that waited for a pool connection must not hit a
-    // later transaction of the backend, or another backend that got the pid.
-    const asked = got.client.query<{ state: string | null }>(TERMINATE_TRANSACTION_SQL, [pid, this.transactionStart ?? null]).then(
-      (result) => ({ state: result.rows.length === 0 ? 'gone' : (result.rows[0]!.state ?? 'unknown') }),
-      (err: unknown) => ({ state: isInfrastructureError(err) ? 'unreachable' : 'unknown', err }),
-    );
-    const answer = await late(asked, { state: 'unreachable', err: new Error('no answer to the abort') });
-    // A connection that did not answer is dropped, not handed out again.
-    got.client.release('err' in answer ? (answer.err as Error) : undefined);
-    return answer.state;
-  }
-
-  /**
    * Aborts the transaction at the database: `pg_terminate_backend` from another pool
    * connection (a backend busy in a statement or idle in the transaction alike), then the
    * socket. The handler's pending and later statements fail; the client is never reused.
@@ -208,7 +151,7 @@ export class BatchConnection {
     const pid = (this.client as unknown as { processID?: number }).processID;
     const pending = this.oldestInFlight();
     if (typeof pid === 'number') {
-      const state = await this.terminate(pid);
+      const state = await terminateTransaction(this.pool, pid, this.transactionStart);
       // The abort's round trip also read whatever this connection had received meanwhile: a
       // statement whose answer only sat unread (an event loop busy in the handler) is settled
       // by now. One still waiting, long before the abort, while the server ran nothing, went
