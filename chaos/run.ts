@@ -518,6 +518,15 @@ async function verdict(pool: pg.Pool, brokers: string): Promise<Verdict> {
   for (const id of committed.keys()) if (!seen.has(id)) lost++;
   let duplicated = 0;
   for (const n of seen.values()) duplicated += n - 1;
+  if (duplicated > 0) {
+    // Where each copy of the first duplicated ids landed: one batch sent twice, or records
+    // repeated inside one transaction, tell different stories.
+    const twice = [...seen.entries()].filter(([, n]) => n > 1).slice(0, 20).map(([id]) => id);
+    for (const id of twice) {
+      const copies = ordered.filter((m) => header(m, 'outbox-id') === id).map((m) => `${m.partition}@${m.offset}${m.timestamp ? ` (${new Date(m.timestamp).toISOString()})` : ''}`);
+      log(`duplicated: outbox id ${id} (state ${committed.get(id)?.state ?? '?'}) at ${copies.join(', ')}`);
+    }
+  }
 
   // The ledger, the dead letters and the balances are read in one snapshot, so that they
   // are compared with each other as they stood at one instant.
@@ -588,6 +597,8 @@ async function main(): Promise<number> {
   const brokerProxy = new HalfOpenProxy(cluster.proxyPort, { host: '127.0.0.1', port: cluster.proxyTarget });
   const world: World = { cluster, postgres, postgresProxy, brokerProxy, relays: [], consumers: [], brokersBack: Promise.resolve() };
   let pool: pg.Pool | undefined;
+  /** Set by the verdict; a run that ends before it (an error) keeps its logs too. */
+  let failed: boolean | undefined;
   let closeWriters: () => Promise<void> = async () => undefined;
   const stopChildren = async () => {
     await Promise.all([...world.relays, ...world.consumers].map((c) => c.stop()));
@@ -782,6 +793,7 @@ async function main(): Promise<number> {
     const crashes = Object.values(unexpectedExits.crashed).reduce((a, b) => a + b, 0);
     if (Object.keys(unexpectedExits.startFailed).length > 0) console.log(`starts that failed (started again): ${JSON.stringify(unexpectedExits.startFailed)}`);
     if (crashes > 0) console.log(`WARNING: processes that crashed after their start (started again): ${JSON.stringify(unexpectedExits.crashed)}`);
+    failed = !ok;
     console.log(ok ? 'chaos: OK' : 'chaos: FAILED');
     if (values.report) await writeFile(values.report, `${JSON.stringify(report, null, 2)}\n`);
     return ok ? 0 : 1;
@@ -793,7 +805,9 @@ async function main(): Promise<number> {
     await brokerProxy.stop();
     await Promise.all([cluster.stop(), postgres.stop()]);
     logFile.end();
-    if (!values.keep) rmSync(dir, { recursive: true, force: true });
+    // A failed run keeps its logs (relays', consumers', the services'): the evidence.
+    if (!values.keep && failed === false) rmSync(dir, { recursive: true, force: true });
+    else console.log(`chaos: logs kept in ${dir}`);
   }
 }
 
