@@ -1,5 +1,5 @@
 import Kafka from '@confluentinc/kafka-javascript';
-import type { IAdminClient, ListOffsetsResult, NewTopic, TopicDescription } from '@confluentinc/kafka-javascript';
+import type { IAdminClient, ListOffsetsResult, NewTopic, TopicDescription, TopicPartitionOffsetSpec } from '@confluentinc/kafka-javascript';
 import { clientProperties, type KafkaConnection } from './config.js';
 import { OutboxError } from '../errors.js';
 import { isKafkaError, KAFKA_CODES, wrapKafkaError } from './errors.js';
@@ -193,10 +193,7 @@ export class KafkaAdmin {
       'list offsets',
       timeoutMs,
       (client, cb) => client.listOffsets(partitions, { timeout: timeoutMs, isolationLevel }, cb),
-      (result) => {
-        const failed = result.find((r) => r.error);
-        return failed && wrapKafkaError(`list offsets of ${failed.topic}[${failed.partition}]`, failed.error);
-      },
+      (result) => listOffsetsProblem(partitions, result),
     );
   }
 
@@ -204,4 +201,26 @@ export class KafkaAdmin {
   close(): void {
     if (this.current) this.retire(this.current);
   }
+}
+
+/**
+ * Why a ListOffsets answer cannot be used, if it cannot: a partition's own error, a
+ * partition asked for and missing from the answer, or a negative offset for the log's start
+ * or end. The native client has been seen to answer a request that ran out of time as a
+ * success, without the partitions: taken as an end of 0, that would let a reconcile stop
+ * before checkpoints it must apply. (For a time, -1 is a real answer: no record at or after it.)
+ */
+export function listOffsetsProblem(asked: TopicPartitionOffsetSpec[], result: ListOffsetsResult[]): Error | undefined {
+  const failed = result.find((r) => r.error);
+  if (failed) return wrapKafkaError(`list offsets of ${failed.topic}[${failed.partition}]`, failed.error);
+  for (const a of asked) {
+    const answer = result.find((r) => r.topic === a.topic && r.partition === a.partition);
+    const where = `${a.topic}[${a.partition}]`;
+    if (!answer) return new OutboxError('KAFKA_ERROR', `list offsets answered nothing for ${where}`, { retriable: true });
+    const boundary = a.offset === Kafka.OffsetSpec.LATEST ? 'end' : a.offset === Kafka.OffsetSpec.EARLIEST ? 'start' : undefined;
+    if (boundary && !(Number.isInteger(answer.offset) && answer.offset >= 0)) {
+      return new OutboxError('KAFKA_ERROR', `list offsets answered offset ${String(answer.offset)} for the ${boundary} of ${where}`, { retriable: true });
+    }
+  }
+  return undefined;
 }
