@@ -91,7 +91,12 @@ describe('consumer on PostgreSQL connections that go silent', () => {
     }
   });
 
-  it('a handler that blocks the event loop past its time, an answer unread meanwhile, is charged: not mistaken for a silent connection', async () => {
+  /**
+   * A consumer allowing one attempt, whose handler does `overrun` for the record `slow` (the
+   * records `a` and `b` around it apply at once); answers the dead letters' errors and the
+   * reasons of the aborts it reported, once the other two records are applied.
+   */
+  async function overrunOnce(overrun: (tx: HandlerTx) => Promise<void>): Promise<{ errors: string[]; aborts: string[] }> {
     const { schema, topic } = await freshEffects(1);
     const consumer = testConsumer({
       schema,
@@ -99,49 +104,40 @@ describe('consumer on PostgreSQL connections that go silent', () => {
       maxAttempts: 1,
       handlerTimeoutMs: 1_000,
       handler: async (record, tx) => {
-        if (record.value?.toString() === 'busy') {
-          const answer = tx.query('select 1');
-          // Synchronous work longer than the handler's time: the answer arrives and waits unread.
-          const until = Date.now() + 2_500;
-          while (Date.now() < until);
-          await answer;
-        }
+        if (record.value?.toString() === 'slow') await overrun(tx);
         await effectHandler(schema)(record, tx);
       },
     });
     consumers.push(consumer);
     const aborts: string[] = [];
     consumer.on('aborted', ({ reason }) => aborts.push(reason));
-    await producer.send(topic, ['a', 'busy', 'b'].map((k) => ({ key: k, value: k })));
-    await consumer.start();
-    await waitFor(async () => (await effectTotal(pool, schema)) >= 2, { timeoutMs: 30_000, message: 'the other records applied' });
-    const { rows } = await pool.query(`select error from "${schema}".dead_letters`);
-    expect(rows).toHaveLength(1);
-    expect(rows[0].error).toMatch(/did not finish within handlerTimeoutMs/);
-    expect(aborts).not.toContain('connection-silent');
-    await consumer.stop();
-  });
-
-  it('a handler that overruns its time on a healthy connection is still charged: with one attempt allowed, its record is dead-lettered as HANDLER_TIMEOUT', async () => {
-    const { schema, topic } = await freshEffects(1);
-    // A statement the server works on for longer than handlerTimeoutMs: the handler's fault.
-    const consumer = testConsumer({
-      schema,
-      topics: [topic],
-      maxAttempts: 1,
-      handlerTimeoutMs: 1_000,
-      handler: async (record, tx) => {
-        if (record.value?.toString() === 'slow') await tx.query(`select pg_sleep(30)`);
-        await effectHandler(schema)(record, tx);
-      },
-    });
-    consumers.push(consumer);
     await producer.send(topic, ['a', 'slow', 'b'].map((k) => ({ key: k, value: k })));
     await consumer.start();
     await waitFor(async () => (await effectTotal(pool, schema)) >= 2, { timeoutMs: 30_000, message: 'the other records applied' });
-    const { rows } = await pool.query(`select error from "${schema}".dead_letters`);
-    expect(rows).toHaveLength(1);
-    expect(rows[0].error).toMatch(/HANDLER_TIMEOUT|did not finish within handlerTimeoutMs/);
+    const { rows } = await pool.query<{ error: string }>(`select error from "${schema}".dead_letters`);
     await consumer.stop();
+    return { errors: rows.map((r) => r.error), aborts };
+  }
+
+  it('a handler that blocks the event loop past its time, an answer unread meanwhile, is charged: not mistaken for a silent connection', async () => {
+    const { errors, aborts } = await overrunOnce(async (tx) => {
+      const answer = tx.query('select 1');
+      // Synchronous work longer than the handler's time: the answer arrives and waits unread.
+      const until = Date.now() + 2_500;
+      while (Date.now() < until);
+      await answer;
+    });
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/did not finish within handlerTimeoutMs/);
+    expect(aborts).not.toContain('connection-silent');
+  });
+
+  it('a handler that overruns its time on a healthy connection is still charged: with one attempt allowed, its record is dead-lettered as HANDLER_TIMEOUT', async () => {
+    // A statement the server works on for longer than handlerTimeoutMs: the handler's fault.
+    const { errors } = await overrunOnce(async (tx) => {
+      await tx.query(`select pg_sleep(30)`);
+    });
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/HANDLER_TIMEOUT|did not finish within handlerTimeoutMs/);
   });
 });
